@@ -1,0 +1,57 @@
+"""Contacts: the caller's own address book."""
+
+from __future__ import annotations
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, empty, json
+
+from models.common import page
+from models.contacts import ContactIn, ContactOut, ContactPage, ContactPatch, contact_out
+from service import contacts
+from service.app import context, current_user
+
+from .inputs import body, page_args, text_arg
+from .openapi import describe
+
+bp = Blueprint("contacts", url_prefix="/contacts")
+
+
+@bp.post("/")
+@describe("Add a contact", "contacts", body=ContactIn, response=ContactOut, status=201)
+async def create(request: Request) -> HTTPResponse:
+    doc = await contacts.create(context(request).db, current_user(request).id, body(request, ContactIn))
+    return json(contact_out(doc), status=201)
+
+
+@bp.get("/")
+@describe("List the caller's contacts, newest first", "contacts", response=ContactPage,
+          query={"q": "matches name, email or company, case-insensitively, literally",
+                 "limit": "1..100, default 20", "after": "the `next` cursor of the previous page"})  # fmt: skip
+async def search(request: Request) -> HTTPResponse:
+    limit, after = page_args(request)
+    docs, next_cursor = await contacts.search(
+        context(request).db, current_user(request).id, text_arg(request, "q"), limit, after
+    )
+    return json(page([contact_out(doc) for doc in docs], next_cursor))
+
+
+@bp.get("/<contact_id>")
+@describe("One contact", "contacts", response=ContactOut)
+async def get(request: Request, contact_id: str) -> HTTPResponse:
+    return json(contact_out(await contacts.get(context(request).db, current_user(request).id, contact_id)))
+
+
+@bp.patch("/<contact_id>")
+@describe("Change some fields of a contact (null clears an optional one)", "contacts", body=ContactPatch,
+          response=ContactOut)  # fmt: skip
+async def update(request: Request, contact_id: str) -> HTTPResponse:
+    patch = body(request, ContactPatch)
+    doc = await contacts.update(context(request).db, current_user(request).id, contact_id, patch)
+    return json(contact_out(doc))
+
+
+@bp.delete("/<contact_id>")
+@describe("Delete a contact", "contacts", status=204)
+async def delete(request: Request, contact_id: str) -> HTTPResponse:
+    await contacts.delete(context(request).db, current_user(request).id, contact_id)
+    return empty()

@@ -1,0 +1,54 @@
+"""Reading requests: JSON bodies into models, list parameters, path ids."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import ujson
+from pydantic import BaseModel
+from sanic import Request
+
+from models.common import parse
+from service.errors import BadRequest
+from service.pages import DEFAULT_LIMIT, MAX_LIMIT
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def body(request: Request, model: type[M]) -> M:
+    """The JSON object in the request body, validated into `model` (400 if not JSON, 422 if invalid)."""
+    raw = request.body
+    if not raw:
+        raise BadRequest("a JSON object body is required")
+    try:
+        payload = ujson.loads(raw)
+    except (ValueError, OverflowError):
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return parse(model, payload)
+
+
+def page_args(request: Request) -> tuple[int, str | None]:
+    """`?limit=` (1..100, default 20) and `?after=`: a bad value is a 400, never a query."""
+    raw = request.args.get("limit")
+    if raw is None:
+        limit = DEFAULT_LIMIT
+    else:
+        try:
+            limit = int(raw)
+        except ValueError:
+            raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}") from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    after = request.args.get("after") or None
+    return limit, after
+
+
+def text_arg(request: Request, name: str, max_length: int = 200) -> str | None:
+    value: str | None = request.args.get(name)
+    if value is None or not value.strip():
+        return None
+    if len(value) > max_length:
+        raise BadRequest(f"{name} is longer than {max_length} characters")
+    return value.strip()

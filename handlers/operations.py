@@ -1,0 +1,79 @@
+"""Operations: health, metrics, the OpenAPI document and its offline docs page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import swagger_ui_bundle
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, file, html, json, raw
+
+from models.common import Output
+from service.app import context
+from service.errors import NotFound
+from service.metrics import CONTENT_TYPE, exposition
+
+from .openapi import describe, document
+
+bp = Blueprint("operations")
+
+ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
+ASSET_FILES = {"swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "favicon-32x32.png"}
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Murmuration API</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui", deepLinking: true});</script>
+</body></html>"""
+
+
+class HealthOut(Output):
+    status: str
+    mongo: str
+    change_stream: str
+    instance: str
+
+
+@bp.get("/health", ctx_public=True, ctx_unmetered=True)
+@describe("Liveness and readiness: 200 ok, or 503 degraded", "operations", response=HealthOut, public=True,
+          errors={"503": "degraded: MongoDB or the change stream is unhealthy"})  # fmt: skip
+async def health(request: Request) -> HTTPResponse:
+    ctx = context(request)
+    mongo_ok = await ctx.db.ping()
+    hub = getattr(ctx, "hub", None)
+    stream_ok = hub.healthy if hub is not None else True
+    status = "ok" if mongo_ok and stream_ok else "degraded"
+    body = {
+        "status": status,
+        "mongo": "ok" if mongo_ok else "unreachable",
+        "change_stream": "ok" if stream_ok else "reconnecting",
+        "instance": ctx.settings.instance,
+    }
+    return json(body, status=200 if status == "ok" else 503)
+
+
+@bp.get("/metrics", ctx_public=True, ctx_unmetered=True)
+@describe("Prometheus metrics (text format)", "operations", public=True)
+async def metrics(request: Request) -> HTTPResponse:
+    return raw(exposition(), content_type=CONTENT_TYPE)
+
+
+@bp.get("/openapi.json", ctx_public=True)
+@describe("This OpenAPI document", "operations", public=True)
+async def openapi(request: Request) -> HTTPResponse:
+    return json(document(request.app))
+
+
+@bp.get("/docs", ctx_public=True)
+@describe("Interactive API docs (works offline)", "operations", public=True)
+async def docs(request: Request) -> HTTPResponse:
+    return html(DOCS_PAGE)
+
+
+@bp.get("/docs/assets/<name>", ctx_public=True)
+async def docs_asset(request: Request, name: str) -> HTTPResponse:
+    if name not in ASSET_FILES:
+        raise NotFound("no such asset")
+    return await file(ASSETS / name, max_age=86400)

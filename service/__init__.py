@@ -1,0 +1,1 @@
+"""Murmuration: a realtime document service on Sanic and MongoDB."""

@@ -1,0 +1,116 @@
+"""Accounts and sessions: argon2 password hashes, opaque bearer tokens stored only as hashes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from models.users import LoginIn, RegisterIn
+
+from .config import Settings
+from .database import Database, Document, DuplicateKeyError, ObjectId, now
+from .errors import Conflict, RateLimited, Unauthorized
+
+_hasher = PasswordHasher()
+# Verifying against this when the email is unknown makes both failures cost the same time.
+_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: ObjectId
+    email: str
+    name: str
+    created_at: datetime
+
+    @classmethod
+    def from_doc(cls, doc: Document) -> User:
+        return cls(doc["_id"], doc["email"], doc["name"], doc["created_at"])
+
+    def doc(self) -> Document:
+        return {"_id": self.id, "email": self.email, "name": self.name, "created_at": self.created_at}
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Accounts:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    async def register(self, data: RegisterIn) -> tuple[User, str]:
+        password_hash = await asyncio.to_thread(_hasher.hash, data.password)
+        doc = {"email": data.email, "name": data.name, "password": password_hash, "created_at": now()}
+        try:
+            result = await self.db.users.insert_one(doc)
+        except DuplicateKeyError:
+            raise Conflict("an account with this email already exists") from None
+        doc["_id"] = result.inserted_id
+        user = User.from_doc(doc)
+        return user, await self._open_session(user)
+
+    async def login(self, data: LoginIn, address: str) -> tuple[User, str]:
+        email = data.email.strip().lower()
+        keys = (f"login:email:{email}", f"login:addr:{address}")
+        await self._refuse_if_throttled(keys)
+        doc = await self.db.users.find_one({"email": email})
+        if not await asyncio.to_thread(_verify, doc["password"] if doc else _DUMMY_HASH, data.password) or not doc:
+            await self._count_failure(keys)
+            raise Unauthorized("wrong email or password")
+        await self.db.throttles.delete_one({"_id": keys[0]})
+        user = User.from_doc(doc)
+        return user, await self._open_session(user)
+
+    async def logout(self, token: str) -> None:
+        await self.db.sessions.delete_one({"_id": token_hash(token)})
+
+    async def authenticate(self, token: str) -> User:
+        session = await self.db.sessions.find_one({"_id": token_hash(token)})
+        if session is None or session["expires_at"] <= now():
+            raise Unauthorized("the token is unknown, expired or revoked")
+        doc = await self.db.users.find_one({"_id": session["user"]})
+        if doc is None:
+            raise Unauthorized("the token's account no longer exists")
+        return User.from_doc(doc)
+
+    async def _open_session(self, user: User) -> str:
+        token = secrets.token_urlsafe(32)
+        created = now()
+        await self.db.sessions.insert_one(
+            {
+                "_id": token_hash(token),
+                "user": user.id,
+                "created_at": created,
+                "expires_at": created + timedelta(days=self.settings.token_ttl_days),
+            }
+        )
+        return token
+
+    async def _refuse_if_throttled(self, keys: tuple[str, str]) -> None:
+        limits = {keys[0]: self.settings.login_max_failures, keys[1]: self.settings.login_max_failures * 4}
+        async for doc in self.db.throttles.find({"_id": {"$in": list(keys)}}):
+            if doc["failures"] >= limits[doc["_id"]] and doc["expires_at"] > now():
+                wait = (doc["expires_at"] - now()).total_seconds()
+                raise RateLimited(wait, "too many failed logins; try again later")
+
+    async def _count_failure(self, keys: tuple[str, str]) -> None:
+        expires = now() + timedelta(seconds=self.settings.login_window)
+        for key in keys:
+            await self.db.throttles.update_one(
+                {"_id": key}, {"$inc": {"failures": 1}, "$setOnInsert": {"expires_at": expires}}, upsert=True
+            )
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False

@@ -1,0 +1,146 @@
+"""Configuration: read once from the environment into one typed, frozen object.
+
+A bad value stops the service at start with a message naming the variable, instead of failing
+later on the first request that needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the service cannot use."""
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def text(self, name: str, default: str) -> str:
+        value: str = self.environ.get(name, "").strip()
+        return value or default
+
+    def optional(self, name: str) -> str | None:
+        value: str = self.environ.get(name, "").strip()
+        return value or None
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name}={value} is out of range {low}..{high}")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a number") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name}={value} is out of range {low}..{high}")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Braintree:
+    environment: str
+    merchant_id: str
+    public_key: str
+    private_key: str
+
+    def __repr__(self) -> str:  # keys never reach a log, even through a debug print of the settings
+        return f"Braintree(environment={self.environment!r}, merchant_id={self.merchant_id!r}, keys=***)"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    mongo_url: str
+    mongo_db: str
+    host: str
+    port: int
+    workers: int
+    instance: str
+    log_level: str
+    proxies_count: int
+    token_ttl_days: int
+    rate_limit: int
+    rate_burst: int
+    anon_rate_limit: int
+    login_max_failures: int
+    login_window: int
+    ws_auth_timeout: float
+    ws_send_queue: int
+    ws_max_frame: int
+    ws_frame_rate: int
+    presence_ttl: int
+    braintree: Braintree | None
+    catalog_path: Path
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Env(os.environ if environ is None else environ)
+        port = env.integer("PORT", 8000, 1, 65535)
+        mongo_url = env.text("MONGO_URL", "mongodb://127.0.0.1:27017/?replicaSet=rs0")
+        if not mongo_url.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError("MONGO_URL must start with mongodb:// or mongodb+srv://")
+        return cls(
+            mongo_url=mongo_url,
+            mongo_db=env.text("MONGO_DB", "murmuration"),
+            host=env.text("HOST", "127.0.0.1"),
+            port=port,
+            workers=env.integer("WORKERS", 1, 1, 64),
+            instance=env.text("INSTANCE_NAME", f"{socket.gethostname()}:{port}"),
+            log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            proxies_count=env.integer("PROXIES_COUNT", 0, 0, 10),
+            token_ttl_days=env.integer("TOKEN_TTL_DAYS", 30, 1, 3650),
+            rate_limit=env.integer("RATE_LIMIT", 6000, 1, 10_000_000),
+            rate_burst=env.integer("RATE_BURST", 600, 1, 10_000_000),
+            anon_rate_limit=env.integer("ANON_RATE_LIMIT", 600, 1, 10_000_000),
+            login_max_failures=env.integer("LOGIN_MAX_FAILURES", 5, 1, 1000),
+            login_window=env.integer("LOGIN_WINDOW", 300, 1, 86400),
+            ws_auth_timeout=env.number("WS_AUTH_TIMEOUT", 10.0, 0.1, 600.0),
+            ws_send_queue=env.integer("WS_SEND_QUEUE", 1000, 1, 1_000_000),
+            ws_max_frame=env.integer("WS_MAX_FRAME", 1 << 20, 1024, 64 << 20),
+            ws_frame_rate=env.integer("WS_FRAME_RATE", 50, 1, 100_000),
+            presence_ttl=env.integer("PRESENCE_TTL", 15, 2, 3600),
+            braintree=_braintree(env),
+            catalog_path=Path(env.text("CATALOG_PATH", str(ROOT / "service" / "catalog.json"))),
+        )
+
+
+def _braintree(env: _Env) -> Braintree | None:
+    names = ("BRAINTREE_MERCHANT_ID", "BRAINTREE_PUBLIC_KEY", "BRAINTREE_PRIVATE_KEY")
+    values = [env.optional(name) for name in names]
+    if not any(values):
+        return None
+    missing = [name for name, value in zip(names, values, strict=True) if not value]
+    if missing:
+        raise ConfigError(f"Braintree is half configured: set {', '.join(missing)} too, or none of them")
+    merchant_id, public_key, private_key = (value or "" for value in values)
+    environment = env.text("BRAINTREE_ENVIRONMENT", "sandbox")
+    if environment not in ("sandbox", "production", "development", "qa") and not environment.startswith("http"):
+        raise ConfigError(
+            "BRAINTREE_ENVIRONMENT must be sandbox, production, or http://HOST:PORT of a local gateway emulator"
+        )
+    return Braintree(environment, merchant_id, public_key, private_key)

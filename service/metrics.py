@@ -1,0 +1,43 @@
+"""Prometheus metrics. With several workers, prometheus-client's multiprocess mode merges them."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter("murmuration_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
+LATENCY = Histogram(
+    "murmuration_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+SOCKETS = Gauge("murmuration_websockets_open", "Open websocket connections", multiprocess_mode="livesum")
+EVENTS = Counter("murmuration_events_fanned_out_total", "Events delivered to subscriptions", ["stream"])
+STREAM_LAG = Gauge(
+    "murmuration_change_stream_lag_seconds",
+    "Seconds between a change's commit and its routing by this process",
+    multiprocess_mode="max",
+)
+SLOW_CLIENTS = Counter("murmuration_slow_clients_closed_total", "Websockets closed with 4008 for not keeping up")
+PAYMENTS = Counter("murmuration_payment_outcomes_total", "Orders that reached a final status", ["status"])
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def exposition() -> bytes:
+    """The text format for all workers of this instance (one registry per process otherwise)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()

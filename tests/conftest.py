@@ -1,0 +1,90 @@
+"""Fixtures: one real MongoDB replica set per run, one real service per test module."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from deploy.local.mongo import MongoNode, free_port, initiate
+
+from .harness import ROOT, Account, Server
+
+
+@pytest.fixture(scope="session")
+def mongo_url() -> Iterator[str]:
+    """`make test` passes MONGO_URL; a bare `pytest` starts its own throw-away replica set."""
+    url = os.environ.get("MONGO_URL")
+    if url:
+        yield url
+        return
+    (ROOT / "var").mkdir(exist_ok=True)
+    node = MongoNode(port=free_port(), dbpath=Path(tempfile.mkdtemp(dir=ROOT / "var")))
+    node.start()
+    try:
+        yield initiate([node])
+    finally:
+        node.stop()
+        shutil.rmtree(node.dbpath, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mongo(mongo_url: str) -> Iterator[MongoClient[dict[str, object]]]:
+    client: MongoClient[dict[str, object]] = MongoClient(mongo_url, tz_aware=True)
+    yield client
+    client.close()
+
+
+def _db_name(module: str) -> str:
+    return f"t_{module.rsplit('.', 1)[-1].removeprefix('test_')[:40]}_{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def server_env() -> dict[str, str]:
+    """Environment overrides for the module's server; a module redefines this to change settings."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def server(
+    request: pytest.FixtureRequest, mongo_url: str, mongo: MongoClient[dict[str, object]], server_env: dict[str, str]
+) -> Iterator[Server]:
+    running = Server(mongo_url, _db_name(request.module.__name__), env=server_env).start()
+    yield running
+    running.stop()
+    mongo.drop_database(running.db_name)
+
+
+@pytest.fixture
+def db(server: Server, mongo: MongoClient[dict[str, object]]) -> Database[dict[str, object]]:
+    """The server's database, straight through PyMongo (as an operator's tool would see it)."""
+    return mongo[server.db_name]
+
+
+@pytest.fixture
+def anon(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def signup(server: Server) -> Iterator[Callable[..., Account]]:
+    """`signup("Ann")` registers a new user and returns their authenticated client."""
+    made: list[Account] = []
+
+    def make(name: str = "Ann", password: str = "correct horse") -> Account:
+        account = Account.register(server.url, name, password)
+        made.append(account)
+        return account
+
+    yield make
+    for account in made:
+        account.close()

@@ -1,0 +1,135 @@
+"""Real things for tests: a running service process, accounts on it, and waiting with deadlines."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from deploy.local.mongo import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+LOGS = ROOT / "var" / "test-logs"
+T = TypeVar("T")
+_serial = itertools.count()
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class Server:
+    """`python -m service` in a subprocess, on its own port and database."""
+
+    mongo_url: str
+    db_name: str
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def log_path(self) -> Path:
+        return LOGS / f"{self.db_name}-{self.port}.log"
+
+    def start(self, timeout: float = 60.0) -> Server:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "MONGO_URL": self.mongo_url,
+            "MONGO_DB": self.db_name,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "INSTANCE_NAME": f"test-{self.port}",
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_for(self._ready, timeout, f"the service on port {self.port} to answer /health (log: {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the service exited with {self.process.returncode}:\n{self.log_tail()}")
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+def unique_email(name: str) -> str:
+    return f"{name.lower()}-{next(_serial)}-{uuid.uuid4().hex[:8]}@example.com"
+
+
+class Account(httpx.Client):
+    """A registered user: an HTTP client that sends its bearer token on every request."""
+
+    user: dict[str, Any]
+    token: str
+    email: str
+    password: str
+
+    @classmethod
+    def register(cls, base_url: str, name: str = "Ann", password: str = "correct horse") -> Account:
+        email = unique_email(name)
+        answer = httpx.post(
+            f"{base_url}/auth/register", json={"email": email, "password": password, "name": name}, timeout=30
+        )
+        assert answer.status_code == 201, answer.text
+        body = answer.json()
+        account = cls(base_url=base_url, headers={"Authorization": f"Bearer {body['token']}"}, timeout=30)
+        account.user, account.token, account.email, account.password = body["user"], body["token"], email, password
+        return account
+
+    @property
+    def id(self) -> str:
+        return str(self.user["id"])

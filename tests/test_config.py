@@ -1,0 +1,36 @@
+"""Configuration is read once and fails fast, naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.config import ConfigError, Settings
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = Settings.from_env({})
+    assert settings.port == 8000 and settings.workers == 1
+    assert settings.mongo_url.startswith("mongodb://") and settings.braintree is None
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PORT": "eighty"}, "PORT"),
+        ({"PORT": "70000"}, "PORT"),
+        ({"WORKERS": "0"}, "WORKERS"),
+        ({"MONGO_URL": "postgres://x"}, "MONGO_URL"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"BRAINTREE_MERCHANT_ID": "m"}, "BRAINTREE_PUBLIC_KEY"),
+    ],
+)
+def test_a_bad_value_is_refused_with_its_name(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        Settings.from_env(env)
+
+
+def test_braintree_keys_never_show_in_a_repr() -> None:
+    settings = Settings.from_env(
+        {"BRAINTREE_MERCHANT_ID": "m", "BRAINTREE_PUBLIC_KEY": "pub-key", "BRAINTREE_PRIVATE_KEY": "priv-key"}
+    )
+    assert "priv-key" not in repr(settings) and "pub-key" not in repr(settings)

@@ -1,0 +1,57 @@
+"""Operations: health, metrics, the OpenAPI document and the offline docs page."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+
+def test_health_is_ok_when_mongodb_answers(anon: httpx.Client) -> None:
+    answer = anon.get("/health")
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "ok"
+
+
+def test_every_answer_names_the_instance(anon: httpx.Client, server) -> None:
+    assert anon.get("/health").headers["X-Instance"] == f"test-{server.port}"
+    assert anon.get("/nowhere").headers["X-Instance"] == f"test-{server.port}"
+
+
+def test_metrics_are_prometheus_text_with_request_counts(anon: httpx.Client, signup) -> None:
+    signup().get("/contacts")
+    answer = anon.get("/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    text = answer.text
+    assert re.search(r'murmuration_http_requests_total\{method="GET",route="contacts",status="200"\} \d', text)
+    for name in ("murmuration_http_request_duration_seconds", "murmuration_websockets_open",
+                 "murmuration_events_fanned_out_total", "murmuration_change_stream_lag_seconds",
+                 "murmuration_payment_outcomes_total"):  # fmt: skip
+        assert name in text
+
+
+def test_openapi_documents_every_rest_route(anon: httpx.Client) -> None:
+    spec = anon.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    expected = {
+        ("/auth/register", "post"), ("/auth/login", "post"), ("/auth/logout", "post"), ("/auth/me", "get"),
+        ("/contacts", "post"), ("/contacts", "get"), ("/contacts/{contact_id}", "get"),
+        ("/contacts/{contact_id}", "patch"), ("/contacts/{contact_id}", "delete"),
+        ("/health", "get"), ("/metrics", "get"), ("/openapi.json", "get"), ("/docs", "get"),
+    }  # fmt: skip
+    assert expected <= documented
+    create = spec["paths"]["/contacts"]["post"]
+    ref = create["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert spec["components"]["schemas"][ref]["required"] == ["name"]
+
+
+def test_the_docs_page_loads_only_local_assets(anon: httpx.Client) -> None:
+    page = anon.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources and all(source.startswith("/docs/assets/") for source in sources)
+    for source in sources:
+        asset = anon.get(source)
+        assert asset.status_code == 200 and len(asset.content) > 1000, source
+    assert anon.get("/docs/assets/../../service/config.py").status_code == 404
