@@ -6,6 +6,6 @@ from sanic import Blueprint
 
 
 def blueprints() -> list[Blueprint]:
-    from . import auth, contacts, operations
+    from . import auth, contacts, documents, operations, realtime
 
-    return [auth.bp, contacts.bp, operations.bp]
+    return [auth.bp, contacts.bp, documents.bp, operations.bp, realtime.bp]

@@ -16,6 +16,7 @@ from .accounts import Accounts, User
 from .config import Settings
 from .database import Database, DatabaseError
 from .errors import BY_STATUS, RateLimited, ServiceError, Unauthorized, Unavailable
+from .hub import Hub
 from .metrics import LATENCY, REQUESTS
 from .ratelimit import RateLimiter
 
@@ -30,6 +31,7 @@ class Context:
     settings: Settings
     db: Database
     accounts: Accounts
+    hub: Hub
     limiter: RateLimiter
     anon_limiter: RateLimiter
 
@@ -93,6 +95,7 @@ def create_app(settings: Settings | None = None) -> App:
         app.blueprint(blueprint)
 
     app.before_server_start(_open_clients)
+    app.before_server_stop(_stop_hub)
     app.after_server_stop(_close_clients)
     app.register_middleware(_guard, "request")
     app.register_middleware(_measure, "response")
@@ -118,6 +121,12 @@ async def _open_clients(app: App) -> None:
         log.error("cannot reach MongoDB at %s (%s): start one (`make run` does) or fix MONGO_URL", where, error)
         raise
     ctx.accounts = Accounts(ctx.db, ctx.settings)
+    ctx.hub = Hub(ctx.db, ctx.settings)
+    await ctx.hub.start()
+
+
+async def _stop_hub(app: App) -> None:
+    await app.ctx.hub.stop()
 
 
 async def _close_clients(app: App) -> None:

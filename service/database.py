@@ -7,12 +7,16 @@ was replaced by `AsyncMongoClient` when Motor reached end of life) stays in one 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import pymongo
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
+from pymongo.asynchronous.change_stream import AsyncChangeStream
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
@@ -30,6 +34,10 @@ __all__ = [
     "ObjectId",
     "OperationFailure",
     "ReturnDocument",
+    "Session",
+    "Stream",
+    "history_lost",
+    "is_id",
     "now",
     "parse_id",
 ]
@@ -38,11 +46,17 @@ log = logging.getLogger("murmuration.database")
 
 Document = dict[str, Any]
 Collection = AsyncCollection[Document]
+Session = AsyncClientSession
+Stream = AsyncChangeStream[Document]
 DatabaseError = PyMongoError
+T = TypeVar("T")
+
+# Change-stream errors after which resuming from the same token can never work.
+HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
 
 # Collections whose changes are streamed to clients keep pre-images, so a delete or a lost
 # permission can still be routed to the right subscribers and authorized against the old state.
-STREAMED = ("contacts", "documents", "rooms", "messages", "orders", "presence")
+STREAMED = ("contacts", "documents", "rooms", "messages", "orders", "presence", "connections")
 
 INDEXES: dict[str, list[IndexModel]] = {
     "users": [IndexModel([("email", ASCENDING)], unique=True, name="email_unique")],
@@ -52,6 +66,15 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "throttles": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")],
     "contacts": [IndexModel([("owner", ASCENDING), ("_id", DESCENDING)], name="by_owner")],
+    "documents": [IndexModel([("access", ASCENDING), ("_id", DESCENDING)], name="by_reader")],
+    "revisions": [IndexModel([("document", ASCENDING), ("version", DESCENDING)], unique=True, name="by_document")],
+    "presence": [
+        IndexModel([("document", ASCENDING)], name="by_document"),
+        IndexModel([("instance", ASCENDING)], name="by_instance"),
+        IndexModel([("conn", ASCENDING)], name="by_connection"),
+    ],
+    "connections": [IndexModel([("instance", ASCENDING)], name="by_instance")],
+    "instances": [IndexModel([("heartbeat_at", ASCENDING)], name="by_heartbeat")],
 }
 
 
@@ -59,6 +82,15 @@ def now() -> datetime:
     """The current UTC time at the millisecond precision BSON keeps, so what we answer is what we store."""
     moment = datetime.now(UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def history_lost(error: PyMongoError) -> bool:
+    """True when a change stream cannot resume from its token: the oplog no longer holds it."""
+    return isinstance(error, OperationFailure) and error.code in HISTORY_LOST
+
+
+def is_id(value: object) -> bool:
+    return isinstance(value, str) and ObjectId.is_valid(value) and len(value) == 24
 
 
 def parse_id(value: str, what: str = "id") -> ObjectId:
@@ -100,6 +132,44 @@ class Database:
     def contacts(self) -> Collection:
         return self.db["contacts"]
 
+    @property
+    def documents(self) -> Collection:
+        return self.db["documents"]
+
+    @property
+    def revisions(self) -> Collection:
+        return self.db["revisions"]
+
+    @property
+    def presence(self) -> Collection:
+        return self.db["presence"]
+
+    @property
+    def connections(self) -> Collection:
+        return self.db["connections"]
+
+    @property
+    def instances(self) -> Collection:
+        return self.db["instances"]
+
+    async def transaction(self, work: Callable[[Session], Awaitable[T]]) -> T:
+        """Run `work` in a transaction, retried by the driver on transient errors (write conflicts)."""
+        async with self.client.start_session() as session:
+            return await session.with_transaction(work)
+
+    async def watch(self, pipeline: list[Document], resume_after: str | None, max_await_ms: int = 500) -> Stream:
+        """A change stream over the whole database, with exact pre- and post-images of each change.
+
+        `resume_after` is a cursor handed to clients: the `_data` of a resume token.
+        """
+        return await self.db.watch(
+            pipeline,
+            full_document="whenAvailable",
+            full_document_before_change="whenAvailable",
+            start_after={"_data": resume_after} if resume_after else None,
+            max_await_time_ms=max_await_ms,
+        )
+
     async def prepare(self) -> None:
         """Create collections (with pre-images where streamed) and indexes; safe to run on every start."""
         existing = set(await self.db.list_collection_names())
@@ -115,9 +185,10 @@ class Database:
         for name, indexes in INDEXES.items():
             await self.db[name].create_indexes(indexes)
 
-    async def ping(self) -> bool:
+    async def ping(self, timeout: float = 2.0) -> bool:
         try:
-            await self.client.admin.command("ping")
+            with pymongo.timeout(timeout):
+                await self.client.admin.command("ping")
         except PyMongoError:
             return False
         return True

@@ -1,0 +1,119 @@
+"""Documents: CRUD with ETag / If-Match, collaborators, revisions, presence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, empty, json
+
+from models.common import page
+from models.documents import (
+    CollaboratorIn,
+    DocumentIn,
+    DocumentOut,
+    DocumentPage,
+    DocumentPatch,
+    PresenceOut,
+    RevisionPage,
+    document_out,
+    revision_out,
+)
+from service import documents
+from service.app import context, current_user
+from service.board import presence_entry, summarize
+
+from .inputs import body, page_args
+from .openapi import describe
+
+bp = Blueprint("documents", url_prefix="/documents")
+
+PAGING = {"limit": "1..100, default 20", "after": "the `next` cursor of the previous page"}
+MISSING_OR_HIDDEN = {"403": "forbidden: you may see it but not do this", "404": "not_found (or not yours to see)"}
+
+
+def answer(doc: dict[str, Any], status: int = 200) -> HTTPResponse:
+    return json(document_out(doc), status=status, headers={"ETag": f'"{doc["version"]}"'})
+
+
+def if_match(request: Request) -> set[int] | None:
+    """The versions named by `If-Match` (`"3"`, `W/"3"`, lists); `*` or no header: any version."""
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    versions = set()
+    for tag in header.split(","):
+        tag = tag.strip().removeprefix("W/").strip('"')
+        if tag.isdigit():
+            versions.add(int(tag))
+    return versions
+
+
+@bp.post("/")
+@describe("Create a document (you are its owner)", "documents", body=DocumentIn, response=DocumentOut, status=201)
+async def create(request: Request) -> HTTPResponse:
+    doc = await documents.create(context(request).db, current_user(request), body(request, DocumentIn))
+    return answer(doc, 201)
+
+
+@bp.get("/")
+@describe("Documents you own or collaborate on, newest first", "documents", response=DocumentPage, query=PAGING)
+async def listing(request: Request) -> HTTPResponse:
+    limit, after = page_args(request)
+    docs, next_cursor = await documents.listing(context(request).db, current_user(request), limit, after)
+    return json(page([document_out(doc) for doc in docs], next_cursor))
+
+
+@bp.get("/<document_id>")
+@describe("One document, with its version as ETag", "documents", response=DocumentOut, errors=MISSING_OR_HIDDEN)
+async def get(request: Request, document_id: str) -> HTTPResponse:
+    return answer(await documents.visible(context(request).db, current_user(request), document_id))
+
+
+@bp.patch("/<document_id>")
+@describe("Edit (owner, editor); version + 1. With If-Match, a stale version is 412", "documents",
+          body=DocumentPatch, response=DocumentOut, headers={"If-Match": 'the ETag you edited, e.g. "3"'},
+          errors={**MISSING_OR_HIDDEN, "412": "precondition_failed: the document changed since your ETag"})  # fmt: skip
+async def update(request: Request, document_id: str) -> HTTPResponse:
+    patch = body(request, DocumentPatch)
+    doc = await documents.update(context(request).db, current_user(request), document_id, patch, if_match(request))
+    return answer(doc)
+
+
+@bp.delete("/<document_id>")
+@describe("Delete (owner only)", "documents", status=204, errors=MISSING_OR_HIDDEN)
+async def delete(request: Request, document_id: str) -> HTTPResponse:
+    await documents.delete(context(request).db, current_user(request), document_id)
+    return empty()
+
+
+@bp.post("/<document_id>/collaborators")
+@describe("Share with a user by email as editor or viewer (owner only)", "documents", body=CollaboratorIn,
+          response=DocumentOut, errors=MISSING_OR_HIDDEN)  # fmt: skip
+async def share(request: Request, document_id: str) -> HTTPResponse:
+    data = body(request, CollaboratorIn)
+    return answer(await documents.add_collaborator(context(request).db, current_user(request), document_id, data))
+
+
+@bp.delete("/<document_id>/collaborators/<user_id>")
+@describe("Unshare (owner), or leave (a collaborator removing themself)", "documents", response=DocumentOut,
+          errors=MISSING_OR_HIDDEN)  # fmt: skip
+async def unshare(request: Request, document_id: str, user_id: str) -> HTTPResponse:
+    doc = await documents.remove_collaborator(context(request).db, current_user(request), document_id, user_id)
+    return answer(doc)
+
+
+@bp.get("/<document_id>/revisions")
+@describe("Every earlier version, newest first", "documents", response=RevisionPage, query=PAGING)
+async def revisions(request: Request, document_id: str) -> HTTPResponse:
+    limit, after = page_args(request)
+    docs, next_cursor = await documents.revisions(context(request).db, current_user(request), document_id, limit, after)
+    return json(page([revision_out(doc) for doc in docs], next_cursor))
+
+
+@bp.get("/<document_id>/presence")
+@describe("Who is viewing and who is editing the document now", "documents", response=PresenceOut)
+async def presence(request: Request, document_id: str) -> HTTPResponse:
+    entries = await documents.presence(context(request).db, current_user(request), document_id)
+    viewing, editing = summarize(presence_entry(entry) for entry in entries)
+    return json({"viewing": viewing, "editing": editing})

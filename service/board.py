@@ -1,0 +1,131 @@
+"""Who is online and who is on which document: state kept in memory from the change stream.
+
+Every instance writes its connections and presence to MongoDB; every hub folds the resulting
+changes into a Board, so each process knows the whole service's state without a query per event.
+Pure: no I/O, fed with `Change`s.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .change import Change
+
+UserRef = dict[str, Any]
+
+
+def summarize(entries: Iterable[tuple[UserRef, str]]) -> tuple[list[UserRef], list[UserRef]]:
+    """(viewing, editing) users; someone both viewing and editing (two tabs) counts as editing."""
+    states: dict[str, tuple[UserRef, str]] = {}
+    for user, state in entries:
+        known = states.get(user["id"])
+        if known is None or state == "editing":
+            states[user["id"]] = (user, state)
+    ordered = sorted(states.values(), key=lambda item: (item[0]["name"], item[0]["id"]))
+    viewing = [user for user, state in ordered if state == "viewing"]
+    editing = [user for user, state in ordered if state == "editing"]
+    return viewing, editing
+
+
+def presence_entry(doc: dict[str, Any]) -> tuple[UserRef, str]:
+    return {"id": str(doc["user"]), "name": doc["name"]}, str(doc["state"])
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """What one change did to the board: the online count moved, presence of these documents moved."""
+
+    online: bool = False
+    documents: list[tuple[Any, set[Any]]] = field(default_factory=list)  # (document id, its readers)
+
+
+@dataclass
+class Board:
+    connections: dict[str, Any] = field(default_factory=dict)  # connection id -> user id
+    online: Counter[Any] = field(default_factory=Counter)  # user id -> open connections
+    entries: dict[str, tuple[Any, UserRef, str]] = field(default_factory=dict)  # presence id -> (doc, user, state)
+    by_document: dict[Any, set[str]] = field(default_factory=dict)  # document id -> presence ids
+    access: dict[Any, set[Any]] = field(default_factory=dict)  # document id -> reader ids (docs with presence)
+
+    @property
+    def count(self) -> int:
+        return len(self.online)
+
+    def summary(self, document: Any) -> tuple[list[UserRef], list[UserRef]]:
+        return summarize((self.entries[pid][1], self.entries[pid][2]) for pid in self.by_document.get(document, ()))
+
+    def readers(self, document: Any) -> set[Any]:
+        return self.access.get(document, set())
+
+    def load(self, connections: Iterable[dict[str, Any]], presence: Iterable[dict[str, Any]]) -> None:
+        for doc in connections:
+            self._connect(doc["_id"], doc["user"])
+        for doc in presence:
+            self._place(doc)
+
+    def apply(self, change: Change) -> Delta:
+        """Fold one change in, and say what it changed."""
+        if change.coll == "connections":
+            before = self.count
+            if change.op == "delete":
+                self._disconnect(change.id)
+            elif change.after is not None:
+                self._connect(change.id, change.after["user"])
+            return Delta(online=self.count != before)
+        if change.coll == "presence":
+            return Delta(documents=self._presence(change))
+        if change.coll == "documents" and change.id in self.access:
+            if change.after is None:
+                self.access.pop(change.id, None)
+            else:
+                self.access[change.id] = set(change.after.get("access", ()))
+        return Delta()
+
+    def _connect(self, conn: str, user: Any) -> None:
+        if conn not in self.connections:
+            self.connections[conn] = user
+            self.online[user] += 1
+
+    def _disconnect(self, conn: str) -> None:
+        user = self.connections.pop(conn, None)
+        if user is None:
+            return
+        self.online[user] -= 1
+        if self.online[user] <= 0:
+            del self.online[user]
+
+    def _presence(self, change: Change) -> list[tuple[Any, set[Any]]]:
+        known = self.entries.get(change.id)
+        document = known[0] if known else (change.after or change.before or {}).get("document")
+        if document is None:
+            return []
+        before = self.summary(document)
+        readers = set(self.readers(document))  # taken first: the last entry leaving forgets them
+        if change.op == "delete" or change.after is None:
+            self._remove(change.id)
+        else:
+            self._place(change.after)
+            readers |= self.readers(document)
+        return [(document, readers)] if self.summary(document) != before else []
+
+    def _place(self, doc: dict[str, Any]) -> None:
+        document = doc["document"]
+        user, state = presence_entry(doc)
+        self.entries[doc["_id"]] = (document, user, state)
+        self.by_document.setdefault(document, set()).add(doc["_id"])
+        self.access.setdefault(document, set(doc.get("access", ())))
+
+    def _remove(self, pid: str) -> None:
+        known = self.entries.pop(pid, None)
+        if known is None:
+            return
+        document = known[0]
+        ids = self.by_document.get(document)
+        if ids is not None:
+            ids.discard(pid)
+            if not ids:
+                del self.by_document[document]
+                self.access.pop(document, None)

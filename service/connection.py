@@ -1,0 +1,277 @@
+"""One websocket connection: authentication, client frames in, server frames out.
+
+Frames out go through a bounded queue drained by one writer task: a client that does not keep up
+fills it and is disconnected with 4008 (it can come back with `since`), so it never makes the
+server buffer without bound or slows anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import ujson
+
+from models.users import user_out
+
+from . import documents
+from .accounts import Accounts, User
+from .config import Settings
+from .database import Database, DatabaseError, ObjectId, now
+from .errors import BadRequest, Conflict, Forbidden, RateLimited, ServiceError, Unauthorized, Unavailable
+from .hub import Hub, error_frame
+from .metrics import SLOW_CLIENTS, SOCKETS
+from .ratelimit import RateLimiter
+from .routing import STREAMS, Subscription, encode
+
+log = logging.getLogger("murmuration.ws")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNAUTHENTICATED = 4001
+CLOSE_TOO_SLOW = 4008
+MAX_SUBSCRIPTIONS = 100
+PRESENCE_STATES = ("viewing", "editing", None)
+
+
+class Transport(Protocol):
+    """The part of Sanic's websocket this module uses."""
+
+    async def recv(self, timeout: float | None = None) -> str | bytes | None: ...
+
+    async def send(self, message: str) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+    def fail_connection(self, code: int = 1006, reason: str = "") -> bool: ...
+
+
+class Connection:
+    def __init__(self, transport: Transport, hub: Hub, accounts: Accounts, db: Database, settings: Settings) -> None:
+        self.transport = transport
+        self.hub = hub
+        self.accounts = accounts
+        self.db = db
+        self.settings = settings
+        self.id = secrets.token_hex(12)
+        self.user: User | None = None
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.ws_send_queue)
+        self.subs: dict[str, Subscription] = {}
+        self.closed = False
+        self.limiter = RateLimiter(settings.ws_frame_rate * 60, settings.ws_frame_rate * 2)
+        self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
+            "subscribe": self.on_subscribe,
+            "unsubscribe": self.on_unsubscribe,
+            "presence": self.on_presence,
+            "ping": self.on_ping,
+            "auth": self.on_auth_again,
+        }
+
+    # --- the sink the hub pushes to ---------------------------------------------------------
+
+    def push(self, frame: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.overflow()
+
+    async def push_wait(self, frame: str) -> None:
+        if not self.closed:
+            await self.queue.put(frame)
+
+    def overflow(self) -> None:
+        if self.closed:
+            return
+        SLOW_CLIENTS.inc()
+        self._drop_subscriptions()
+        self.closed = True
+        self.transport.fail_connection(CLOSE_TOO_SLOW, "too slow: reconnect and resubscribe with since")
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    async def serve(self, header_token: str | None) -> None:
+        writer = asyncio.create_task(self._write(), name=f"ws-writer-{self.id}")
+        try:
+            self.user = await self._authenticate(header_token)
+            if self.user is None:
+                return
+            await self.hub.connected(self.id, self.user.id)
+            self.push(encode({"type": "ready", "user": user_out(self.user.doc())}))
+            SOCKETS.inc()
+            try:
+                await self._read()
+            finally:
+                SOCKETS.dec()
+        finally:
+            self._drop_subscriptions()
+            self.closed = True
+            if self.user is not None:
+                with contextlib.suppress(DatabaseError):
+                    await self.hub.disconnected(self.id)
+            writer.cancel()
+
+    async def _write(self) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                await self.transport.send(await self.queue.get())
+
+    async def _authenticate(self, header_token: str | None) -> User | None:
+        if header_token is not None:
+            try:
+                return await self.accounts.authenticate(header_token)
+            except Unauthorized as error:
+                await self.transport.close(CLOSE_UNAUTHENTICATED, error.message)
+                return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.ws_auth_timeout
+        while (remaining := deadline - loop.time()) > 0:
+            raw = await self.transport.recv(timeout=remaining)
+            if raw is None:
+                continue
+            try:
+                frame = self._parse(raw)
+                if frame.get("type") != "auth":
+                    raise Unauthorized('authenticate first: {"type": "auth", "token": "..."}')
+                token = frame.get("token")
+                if not isinstance(token, str) or not token:
+                    raise Unauthorized("the auth frame needs a token")
+                return await self.accounts.authenticate(token)
+            except ServiceError as error:
+                self.push(error_frame(error))
+        await self.transport.close(CLOSE_UNAUTHENTICATED, "no authentication within the time allowed")
+        return None
+
+    async def _read(self) -> None:
+        while not self.closed:
+            raw = await self.transport.recv()
+            if raw is None:
+                continue
+            await self.handle(raw)
+
+    def _drop_subscriptions(self) -> None:
+        for sub in self.subs.values():
+            self.hub.unsubscribe(sub)
+        self.subs.clear()
+
+    # --- frames in ----------------------------------------------------------------------------
+
+    def _parse(self, raw: str | bytes) -> dict[str, Any]:
+        wait = self.limiter.hit("frames")
+        if wait:
+            raise RateLimited(wait, "too many frames; slow down")
+        try:
+            frame = ujson.loads(raw)
+        except (ValueError, OverflowError):
+            raise BadRequest("a frame must be one JSON object") from None
+        if not isinstance(frame, dict):
+            raise BadRequest("a frame must be one JSON object")
+        return frame
+
+    async def handle(self, raw: str | bytes) -> None:
+        frame_id: str | None = None
+        try:
+            frame = self._parse(raw)
+            frame_id = frame["id"] if isinstance(frame.get("id"), str) else None
+            handler = self.handlers.get(frame.get("type"))  # type: ignore[arg-type]
+            if handler is None:
+                raise BadRequest(f"unknown frame type {str(frame.get('type'))[:40]!r}")
+            await handler(frame)
+        except ServiceError as error:
+            self.push(error_frame(error, frame_id))
+        except DatabaseError as error:
+            log.warning("database error on a websocket frame: %s", type(error).__name__)
+            self.push(error_frame(Unavailable("the database is unavailable; try again shortly"), frame_id))
+
+    async def on_auth_again(self, frame: dict[str, Any]) -> None:
+        raise Conflict("this connection is already authenticated")
+
+    async def on_ping(self, frame: dict[str, Any]) -> None:
+        self.push('{"type":"pong"}')
+
+    async def on_subscribe(self, frame: dict[str, Any]) -> None:
+        assert self.user is not None
+        sub_id = frame.get("id")
+        if not isinstance(sub_id, str) or not 1 <= len(sub_id) <= 64:
+            raise BadRequest("subscribe needs an id: a string of 1 to 64 characters")
+        if sub_id in self.subs:
+            raise Conflict(f"subscription {sub_id!r} already exists")
+        if len(self.subs) >= MAX_SUBSCRIPTIONS:
+            raise BadRequest(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection")
+        stream = frame.get("stream")
+        if not isinstance(stream, str) or stream not in STREAMS:
+            raise BadRequest(f"unknown stream; one of {', '.join(STREAMS)}")
+        params = frame.get("params") or {}
+        since = frame.get("since")
+        if not isinstance(params, dict):
+            raise BadRequest("params must be an object")
+        if since is not None and not isinstance(since, str):
+            raise BadRequest("since must be a cursor string")
+        target = await self._authorize(stream, params)
+        sub = Subscription(sub_id, stream, self.user.id, target, self)
+        self.subs[sub_id] = sub
+        try:
+            await self.hub.subscribe(sub, since)
+        except BaseException:
+            self.subs.pop(sub_id, None)
+            raise
+
+    async def _authorize(self, stream: str, params: dict[str, Any]) -> ObjectId | None:
+        """The subscription's target, after checking the caller may see it (404 if not)."""
+        assert self.user is not None
+        allowed = TARGETS.get(stream)
+        unknown = set(params) - ({allowed} if allowed else set())
+        if unknown:
+            raise BadRequest(f"unknown params for {stream}: {', '.join(sorted(map(str, unknown)))}")
+        if allowed is None or allowed not in params:
+            return None
+        value = params[allowed]
+        if not isinstance(value, str):
+            raise BadRequest(f"params.{allowed} must be an id string")
+        doc = await documents.visible(self.db, self.user, value)
+        target: ObjectId = doc["_id"]
+        return target
+
+    async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
+        sub = self.subs.pop(frame.get("id"), None)  # type: ignore[arg-type]
+        if sub is None:
+            raise BadRequest("no subscription with this id")
+        self.hub.unsubscribe(sub)
+        self.push(encode({"type": "unsubscribed", "id": sub.id}))
+
+    async def on_presence(self, frame: dict[str, Any]) -> None:
+        assert self.user is not None
+        document_id, state = frame.get("document"), frame.get("state")
+        if not isinstance(document_id, str):
+            raise BadRequest("presence needs a document id")
+        if state not in PRESENCE_STATES:
+            raise BadRequest('state must be "viewing", "editing" or null')
+        doc = await documents.visible(self.db, self.user, document_id)
+        key = f"{self.id}:{doc['_id']}"
+        if state is None:
+            await self.db.presence.delete_one({"_id": key})
+            return
+        if state == "editing" and not documents.can_edit(doc, self.user.id):
+            raise Forbidden("viewers cannot edit this document")
+        await self.db.presence.replace_one(
+            {"_id": key},
+            {
+                "conn": self.id,
+                "instance": self.hub.instance_id,
+                "document": doc["_id"],
+                "user": self.user.id,
+                "name": self.user.name,
+                "state": state,
+                "access": doc.get("access", []),
+                "at": now(),
+            },
+            upsert=True,
+        )
+
+
+# Streams that may target one resource: the params key naming it.
+TARGETS: dict[str, str] = {"documents": "id", "presence": "document"}

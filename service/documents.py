@@ -1,0 +1,186 @@
+"""Documents: versioned with optimistic concurrency, shared with roles, every earlier version kept.
+
+A document stores `access`, the ids of everyone who may read it (owner and collaborators), so
+listing is one indexed query and a change event alone says who must hear of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.documents import CollaboratorIn, DocumentIn, DocumentPatch, slugify
+
+from .accounts import User
+from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
+from .errors import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
+from .pages import newest_first
+
+EDITORS = ("owner", "editor")
+
+
+def role_of(doc: Document, user_id: ObjectId) -> str | None:
+    if doc["owner"]["_id"] == user_id:
+        return "owner"
+    for collaborator in doc.get("collaborators", []):
+        if collaborator["_id"] == user_id:
+            return str(collaborator["role"])
+    return None
+
+
+def readers(doc: Document | None) -> set[ObjectId]:
+    return set(doc.get("access", ())) if doc else set()
+
+
+def _ref(user: User) -> Document:
+    return {"_id": user.id, "name": user.name}
+
+
+async def create(db: Database, user: User, data: DocumentIn) -> Document:
+    stamp = now()
+    doc: Document = {
+        **data.model_dump(),
+        "slug": slugify(data.title),
+        "version": 1,
+        "owner": _ref(user),
+        "collaborators": [],
+        "access": [user.id],
+        "created_at": stamp,
+        "updated_at": stamp,
+        "updated_by": _ref(user),
+    }
+    doc["_id"] = (await db.documents.insert_one(doc)).inserted_id
+    return doc
+
+
+async def visible(db: Database, user: User, document_id: str, session: Session | None = None) -> Document:
+    """The document if `user` may read it; 404 otherwise, so its existence is not leaked."""
+    doc = await db.documents.find_one({"_id": parse_id(document_id), "access": user.id}, session=session)
+    if doc is None:
+        raise NotFound("document not found")
+    return doc
+
+
+async def listing(db: Database, user: User, limit: int, after: str | None) -> tuple[list[Document], str | None]:
+    return await newest_first(db.documents, {"access": user.id}, limit, after)
+
+
+async def update(
+    db: Database, user: User, document_id: str, patch: DocumentPatch, if_match: set[int] | None
+) -> Document:
+    """Apply `patch` as version + 1, keeping the previous version as a revision, atomically.
+
+    `if_match` (from `If-Match`) names the versions the client edited; any other current version is
+    a 412 and nothing changes, so two editors never overwrite each other silently.
+    """
+    changes = patch.model_dump(exclude_unset=True)
+    if not changes:
+        raise ValidationFailed("send at least one of title, body, abstract, tags")
+
+    async def work(session: Session) -> Document:
+        current = await visible(db, user, document_id, session)
+        if role_of(current, user.id) not in EDITORS:
+            raise Forbidden("viewers cannot edit this document")
+        if if_match is not None and current["version"] not in if_match:
+            raise PreconditionFailed(
+                f"the document is at version {current['version']}; reload it and apply your change again",
+                details=[{"field": "If-Match", "message": f'current ETag is "{current["version"]}"'}],
+            )
+        updated = await db.documents.find_one_and_update(
+            {"_id": current["_id"], "version": current["version"]},
+            {"$set": {**changes, "updated_at": now(), "updated_by": _ref(user)}, "$inc": {"version": 1}},
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        if updated is None:
+            raise PreconditionFailed("the document changed while this edit was applied; retry")
+        await db.revisions.insert_one(_revision(current), session=session)
+        return updated
+
+    return await db.transaction(work)
+
+
+def _revision(doc: Document) -> Document:
+    return {
+        "document": doc["_id"],
+        "version": doc["version"],
+        "title": doc["title"],
+        "body": doc.get("body", ""),
+        "abstract": doc.get("abstract", ""),
+        "tags": doc.get("tags", []),
+        "edited_by": doc.get("updated_by", doc["owner"]),
+        "edited_at": doc["updated_at"],
+    }
+
+
+async def delete(db: Database, user: User, document_id: str) -> None:
+    async def work(session: Session) -> None:
+        doc = await visible(db, user, document_id, session)
+        if role_of(doc, user.id) != "owner":
+            raise Forbidden("only the owner can delete a document")
+        await db.documents.delete_one({"_id": doc["_id"]}, session=session)
+        await db.revisions.delete_many({"document": doc["_id"]}, session=session)
+        await db.presence.delete_many({"document": doc["_id"]}, session=session)
+
+    await db.transaction(work)
+
+
+async def add_collaborator(db: Database, user: User, document_id: str, data: CollaboratorIn) -> Document:
+    doc = await visible(db, user, document_id)
+    if role_of(doc, user.id) != "owner":
+        raise Forbidden("only the owner can share a document")
+    target = await db.users.find_one({"email": data.email})
+    if target is None:
+        raise NotFound("no user has this email")
+    if target["_id"] == user.id:
+        raise Conflict("the owner is already on the document")
+    entry = {"_id": target["_id"], "name": target["name"], "role": data.role}
+    # One atomic update whichever way: change the role of a collaborator, or add a new one.
+    changed = await db.documents.find_one_and_update(
+        {"_id": doc["_id"], "collaborators._id": target["_id"]},
+        {"$set": {"collaborators.$.role": data.role}},
+        return_document=ReturnDocument.AFTER,
+    ) or await db.documents.find_one_and_update(
+        {"_id": doc["_id"], "collaborators._id": {"$ne": target["_id"]}},
+        {"$push": {"collaborators": entry}, "$addToSet": {"access": target["_id"]}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if changed is None:
+        raise NotFound("document not found")
+    if data.role == "viewer":
+        await db.presence.update_many(
+            {"document": doc["_id"], "user": target["_id"], "state": "editing"}, {"$set": {"state": "viewing"}}
+        )
+    return changed
+
+
+async def remove_collaborator(db: Database, user: User, document_id: str, user_id: str) -> Document:
+    """The owner removes anyone; a collaborator may remove themself (leave the document)."""
+    doc = await visible(db, user, document_id)
+    target = parse_id(user_id, "user_id")
+    if role_of(doc, user.id) != "owner" and target != user.id:
+        raise Forbidden("only the owner can remove collaborators")
+    changed = await db.documents.find_one_and_update(
+        {"_id": doc["_id"], "collaborators._id": target},
+        {"$pull": {"collaborators": {"_id": target}, "access": target}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if changed is None:
+        raise NotFound("this user is not a collaborator")
+    await db.presence.delete_many({"document": doc["_id"], "user": target})
+    return changed
+
+
+async def revisions(
+    db: Database, user: User, document_id: str, limit: int, after: str | None
+) -> tuple[list[Document], str | None]:
+    doc = await visible(db, user, document_id)
+    return await newest_first(db.revisions, {"document": doc["_id"]}, limit, after)
+
+
+async def presence(db: Database, user: User, document_id: str) -> list[Document]:
+    doc = await visible(db, user, document_id)
+    return await db.presence.find({"document": doc["_id"]}).to_list()
+
+
+def can_edit(doc: dict[str, Any], user_id: ObjectId) -> bool:
+    return role_of(doc, user_id) in EDITORS
