@@ -110,10 +110,17 @@ class Connection:
         finally:
             self._drop_subscriptions()
             self.closed = True
-            if self.user is not None:
-                with contextlib.suppress(DatabaseError):
-                    await self.hub.disconnected(self.id)
             writer.cancel()
+            # Shielded: Sanic cancels the handler when the socket drops, and these records must
+            # still go, or the user would stay "online" until this instance's heartbeat stops.
+            await asyncio.shield(self._forget(writer))
+
+    async def _forget(self, writer: asyncio.Task[None]) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        if self.user is not None:
+            with contextlib.suppress(DatabaseError):
+                await self.hub.disconnected(self.id)
 
     async def _write(self) -> None:
         with contextlib.suppress(Exception):

@@ -1,0 +1,220 @@
+"""The websocket: authentication, streams, authorization per event, presence, online count."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from bson import ObjectId
+
+from .feed import Feed
+from .harness import wait_for
+
+
+def test_a_header_token_makes_the_connection_ready(server, signup) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann) as feed:
+        assert feed.ready == {"type": "ready", "user": ann.user}
+        feed.send(type="ping")
+        feed.expect("pong")
+
+
+def test_a_browser_authenticates_with_a_first_frame(server, signup) -> None:
+    ann = signup("Ann")
+    with Feed(server) as feed:
+        feed.send(type="subscribe", id="s1", stream="contacts")
+        assert feed.expect("error")["code"] == "unauthorized"
+        feed.send(type="auth", token="wrong")
+        assert feed.expect("error")["code"] == "unauthorized"
+        feed.send(type="auth", token=ann.token)
+        assert feed.expect("ready")["user"] == ann.user
+
+
+def test_a_bad_header_token_is_closed_with_4001(server) -> None:
+    with Feed(server, headers={"Authorization": "Bearer not-a-token"}) as feed:
+        assert feed.closed_with() == 4001
+
+
+def test_contact_changes_reach_their_owner_as_insert_update_delete(server, signup) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann) as feed:
+        assert feed.subscribe("c", "contacts") == []
+        contact = ann.post("/contacts", json={"name": "Grace"}).json()
+        inserted = feed.event("c")
+        assert (inserted["stream"], inserted["op"], inserted["id"], inserted["data"]) == (
+            "contacts",
+            "insert",
+            contact["id"],
+            contact,
+        )
+        assert isinstance(inserted["cursor"], str) and inserted["cursor"]
+        changed = ann.patch(f"/contacts/{contact['id']}", json={"company": "Navy"}).json()
+        updated = feed.event("c")
+        assert (updated["op"], updated["data"]) == ("update", changed)
+        ann.delete(f"/contacts/{contact['id']}")
+        deleted = feed.event("c")
+        assert (deleted["op"], deleted["id"], deleted["data"]) == ("delete", contact["id"], None)
+        assert len({inserted["cursor"], updated["cursor"], deleted["cursor"]}) == 3
+
+
+def test_a_write_made_straight_in_mongodb_reaches_subscribers(server, signup, db) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann) as feed:
+        feed.subscribe("c", "contacts")
+        stamp = datetime.now(UTC)
+        inserted = db.contacts.insert_one(
+            {"owner": ObjectId(ann.id), "name": "From the shell", "tags": [], "created_at": stamp, "updated_at": stamp}
+        ).inserted_id
+        event = feed.event("c")
+        assert (event["op"], event["id"], event["data"]["name"]) == ("insert", str(inserted), "From the shell")
+
+
+def test_one_user_never_receives_another_users_events(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    with Feed(server, bob) as feed:
+        feed.subscribe("c", "contacts")
+        feed.subscribe("d", "documents")
+        ann.post("/contacts", json={"name": "Ann's secret"})
+        ann.post("/documents", json={"title": "Ann's plan"})
+        mine = bob.post("/contacts", json={"name": "Bob's own"}).json()
+        # One change stream delivers in commit order: had Ann's writes been routed here, they would come first.
+        event = feed.event()
+        assert (event["sub"], event["id"]) == ("c", mine["id"])
+
+
+def test_document_events_cover_every_op_and_access_changes(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    with Feed(server, ann) as owner_feed, Feed(server, bob) as bob_feed:
+        owner_feed.subscribe("d", "documents")
+        bob_feed.subscribe("d", "documents")
+        doc = ann.post("/documents", json={"title": "Shared"}).json()
+        assert owner_feed.event("d")["op"] == "insert"
+        shared = ann.post(f"/documents/{doc['id']}/collaborators", json={"email": bob.email, "role": "viewer"}).json()
+        assert owner_feed.event("d")["op"] == "update"
+        enter = bob_feed.event("d")
+        assert (enter["op"], enter["id"], enter["data"]) == ("enter", doc["id"], shared)
+        edited = ann.patch(f"/documents/{doc['id']}", json={"body": "v2"}).json()
+        for feed in (owner_feed, bob_feed):
+            event = feed.event("d")
+            assert (event["op"], event["data"]) == ("update", edited)
+        ann.delete(f"/documents/{doc['id']}/collaborators/{bob.id}")
+        assert owner_feed.event("d")["op"] == "update"
+        leave = bob_feed.event("d")
+        assert (leave["op"], leave["id"], leave["data"]) == ("leave", doc["id"], None)
+        ann.patch(f"/documents/{doc['id']}", json={"body": "after bob left"})
+        owner_feed.event("d")
+        own = bob.post("/documents", json={"title": "Bob's"}).json()
+        assert bob_feed.event("d")["id"] == own["id"]  # nothing about the document he left came first
+        ann.delete(f"/documents/{doc['id']}")
+        deleted = owner_feed.event("d")
+        assert (deleted["op"], deleted["data"]) == ("delete", None)
+
+
+def test_a_document_subscription_carries_only_that_document(server, signup) -> None:
+    ann = signup("Ann")
+    one = ann.post("/documents", json={"title": "one"}).json()
+    two = ann.post("/documents", json={"title": "two"}).json()
+    with Feed(server, ann) as feed:
+        feed.subscribe("one", "documents", {"id": one["id"]})
+        ann.patch(f"/documents/{two['id']}", json={"body": "x"})
+        ann.patch(f"/documents/{one['id']}", json={"body": "y"})
+        event = feed.event("one")
+        assert (event["id"], event["data"]["body"]) == (one["id"], "y")
+
+
+def test_subscribing_to_what_you_may_not_see_is_not_found(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    doc = ann.post("/documents", json={"title": "private"}).json()
+    with Feed(server, bob) as feed:
+        for stream, params in (("documents", {"id": doc["id"]}), ("presence", {"document": doc["id"]})):
+            feed.send(type="subscribe", id="x", stream=stream, params=params)
+            error = feed.expect("error")
+            assert (error["id"], error["code"]) == ("x", "not_found")
+        feed.send(type="subscribe", id="y", stream="nonsense")
+        assert feed.expect("error", id="y")["code"] == "bad_request"
+        feed.send(type="subscribe", id="z", stream="contacts", params={"owner": ann.id})
+        assert feed.expect("error", id="z")["code"] == "bad_request"
+
+
+def test_presence_shows_who_views_and_edits_and_clears_on_disconnect(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    doc = ann.post("/documents", json={"title": "Live"}).json()
+    ann.post(f"/documents/{doc['id']}/collaborators", json={"email": bob.email, "role": "editor"})
+    with Feed(server, ann) as watcher:
+        assert watcher.subscribe("p", "presence", {"document": doc["id"]}) == []
+        current = watcher.event("p")  # the state on subscribe
+        assert current["data"] == {"document": doc["id"], "viewing": [], "editing": []}
+        with Feed(server, bob) as editor:
+            editor.send(type="presence", document=doc["id"], state="viewing")
+            seen = watcher.event("p")
+            assert seen["data"] == {"document": doc["id"], "viewing": [{"id": bob.id, "name": "Bob"}], "editing": []}
+            editor.send(type="presence", document=doc["id"], state="editing")
+            assert watcher.event("p")["data"]["editing"] == [{"id": bob.id, "name": "Bob"}]
+            assert ann.get(f"/documents/{doc['id']}/presence").json() == {
+                "viewing": [],
+                "editing": [{"id": bob.id, "name": "Bob"}],
+            }
+        cleared = watcher.event("p")
+        assert cleared["data"] == {"document": doc["id"], "viewing": [], "editing": []}
+    assert ann.get(f"/documents/{doc['id']}/presence").json() == {"viewing": [], "editing": []}
+
+
+def test_a_viewer_cannot_announce_editing(server, signup) -> None:
+    ann, vi = signup("Ann"), signup("Vi")
+    doc = ann.post("/documents", json={"title": "Read only"}).json()
+    ann.post(f"/documents/{doc['id']}/collaborators", json={"email": vi.email, "role": "viewer"})
+    with Feed(server, vi) as feed:
+        feed.send(type="presence", document=doc["id"], state="editing")
+        assert feed.expect("error")["code"] == "forbidden"
+        feed.send(type="presence", document=doc["id"], state="dancing")
+        assert feed.expect("error")["code"] == "bad_request"
+
+
+def test_the_online_count_follows_distinct_users(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    with Feed(server, ann) as watcher:
+        watcher.subscribe("o", "online")
+        base = watcher.event("o")["data"]["count"]
+        assert base >= 1
+        with Feed(server, bob):
+            assert watcher.event("o")["data"] == {"count": base + 1}
+            with Feed(server, bob):  # a second tab of the same user is not a new user
+                with Feed(server, ann) as again:
+                    again.subscribe("o", "online")
+                    assert again.event("o")["data"] == {"count": base + 1}
+        assert watcher.event("o")["data"] == {"count": base}
+
+
+def test_unsubscribe_stops_the_events(server, signup) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann) as feed:
+        feed.subscribe("a", "contacts")
+        feed.subscribe("b", "documents")
+        feed.send(type="unsubscribe", id="a")
+        feed.expect("unsubscribed", id="a")
+        ann.post("/contacts", json={"name": "unseen"})
+        doc = ann.post("/documents", json={"title": "seen"}).json()
+        assert feed.event()["id"] == doc["id"]
+
+
+def test_garbage_frames_get_errors_and_the_connection_stays_up(server, signup) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann) as feed:
+        for garbage in ("not json", "[1,2]", '{"no": "type"}', '{"type": "launch"}', '"string"'):
+            feed.ws.send(garbage)
+            assert feed.expect("error")["code"] == "bad_request", garbage
+        feed.send(type="subscribe", id="s", stream="contacts")
+        feed.expect("subscribed", id="s")
+        feed.send(type="subscribe", id="s", stream="contacts")
+        assert feed.expect("error", id="s")["code"] == "conflict"
+        feed.send(type="ping")
+        feed.expect("pong")
+
+
+def test_presence_of_a_closed_connection_is_gone_from_mongodb(server, signup, db) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "x"}).json()
+    with Feed(server, ann) as feed:
+        feed.send(type="presence", document=doc["id"], state="viewing")
+        wait_for(lambda: db.presence.count_documents({"document": ObjectId(doc["id"])}) == 1, what="presence stored")
+    wait_for(lambda: db.presence.count_documents({"document": ObjectId(doc["id"])}) == 0, what="presence removed")
+    wait_for(lambda: db.connections.count_documents({"user": ObjectId(ann.id)}) == 0, what="connection removed")
