@@ -1,0 +1,57 @@
+"""Protection: slow clients, huge frames, floods and silent connections are cut off, others unharmed."""
+
+from __future__ import annotations
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from .feed import Feed
+
+
+@pytest.fixture(scope="module")
+def server_env() -> dict[str, str]:
+    return {"WS_AUTH_TIMEOUT": "1.5", "WS_SEND_QUEUE": "16", "WS_FRAME_RATE": "20"}
+
+
+def test_a_connection_that_never_authenticates_is_closed_with_4001(server) -> None:
+    with Feed(server) as feed:
+        assert feed.closed_with(timeout=20) == 4001
+
+
+def test_a_frame_over_one_mebibyte_closes_with_1009(server, signup) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann, max_size=None) as feed:
+        feed.ws.send("x" * (2 * 1024 * 1024))
+        assert feed.closed_with() == 1009
+
+
+def test_a_flood_of_frames_is_rate_limited_and_the_connection_stays_up(server, signup) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann) as feed:
+        for _ in range(150):
+            feed.send(type="ping")
+        frames = [feed.recv() for _ in range(150)]
+        refused = [f for f in frames if f["type"] == "error"]
+        assert refused and all(f["code"] == "rate_limited" for f in refused)
+        assert 0 < sum(f["type"] == "pong" for f in frames) < 150
+        assert feed.ws.ping().wait(10)  # the connection is alive
+
+
+def test_a_slow_reader_is_cut_off_with_4008_while_a_fast_one_keeps_up(server, signup) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "big", "body": "x" * 200_000}).json()
+    # The slow client reads nothing: its library stops reading the socket after 1 frame.
+    with Feed(server, ann, max_queue=1) as slow, Feed(server, ann) as fast:
+        slow.subscribe("d", "documents", {"id": doc["id"]})
+        fast.subscribe("d", "documents", {"id": doc["id"]})
+        edits = 120
+        for i in range(edits):
+            ann.patch(f"/documents/{doc['id']}", json={"abstract": str(i)})
+            assert fast.event("d")["data"]["abstract"] == str(i)
+        code = None
+        try:
+            while True:
+                slow.ws.recv(timeout=30)
+        except ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd else None
+        assert code == 4008

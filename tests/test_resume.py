@@ -1,0 +1,103 @@
+"""Resume: a client that comes back with its last cursor gets exactly what it missed."""
+
+from __future__ import annotations
+
+import threading
+
+from .feed import Feed
+
+
+def test_resuming_replays_exactly_the_missed_events_in_order(server, signup) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann) as feed:
+        feed.subscribe("c", "contacts")
+        ann.post("/contacts", json={"name": "seen"})
+        cursor = feed.event("c")["cursor"]
+    missed = [ann.post("/contacts", json={"name": f"missed {i}"}).json()["id"] for i in range(5)]
+    with Feed(server, ann) as feed:
+        replayed = feed.subscribe("c", "contacts", since=cursor)
+        assert [e["id"] for e in replayed] == missed
+        assert all(e["op"] == "insert" and e["sub"] == "c" for e in replayed)
+        live = ann.post("/contacts", json={"name": "live"}).json()
+        assert feed.event("c")["id"] == live["id"]
+
+
+def test_a_replay_carries_only_what_the_subscription_may_see(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    doc = ann.post("/documents", json={"title": "shared for a while"}).json()
+    with Feed(server, bob) as feed:
+        feed.subscribe("d", "documents")
+        own = bob.post("/documents", json={"title": "bob's"}).json()
+        cursor = feed.event("d")["cursor"]
+    ann.post(f"/documents/{doc['id']}/collaborators", json={"email": bob.email, "role": "viewer"})
+    ann.patch(f"/documents/{doc['id']}", json={"body": "while shared"})
+    ann.delete(f"/documents/{doc['id']}/collaborators/{bob.id}")
+    ann.patch(f"/documents/{doc['id']}", json={"body": "after unshare: not for bob"})
+    ann.post("/documents", json={"title": "never bob's"})
+    bob.patch(f"/documents/{own['id']}", json={"body": "bob again"})
+    with Feed(server, bob) as feed:
+        replayed = feed.subscribe("d", "documents", since=cursor)
+    assert [(e["op"], e["id"]) for e in replayed] == [
+        ("enter", doc["id"]),
+        ("update", doc["id"]),
+        ("leave", doc["id"]),
+        ("update", own["id"]),
+    ]
+    assert replayed[1]["data"]["body"] == "while shared" and replayed[2]["data"] is None
+
+
+def test_events_committed_during_the_replay_arrive_once_with_no_gap(server, signup) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann) as feed:
+        feed.subscribe("c", "contacts")
+        ann.post("/contacts", json={"name": "start"})
+        cursor = feed.event("c")["cursor"]
+    written = [ann.post("/contacts", json={"name": f"before {i}"}).json()["id"] for i in range(100)]
+    during: list[str] = []
+    started = threading.Event()
+
+    def keep_writing() -> None:
+        started.set()
+        for i in range(60):
+            during.append(ann.post("/contacts", json={"name": f"during {i}"}).json()["id"])
+
+    writer = threading.Thread(target=keep_writing)
+    with Feed(server, ann) as feed:
+        writer.start()
+        started.wait()
+        received = [e["id"] for e in feed.subscribe("c", "contacts", since=cursor)]
+        writer.join()
+        expected = written + during
+        while len(received) < len(expected):
+            received.append(feed.event("c")["id"])
+        assert received == expected
+        last = ann.post("/contacts", json={"name": "last"}).json()
+        assert feed.event("c")["id"] == last["id"]  # and nothing extra came before it
+
+
+def test_a_cursor_the_oplog_no_longer_holds_is_cursor_expired(server, signup) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann) as feed:
+        feed.subscribe("c", "contacts")
+        ann.post("/contacts", json={"name": "x"})
+        cursor = feed.event("c")["cursor"]
+        ancient = cursor[:2] + "00000010" + cursor[10:]  # the same token, from a time before the oplog
+        feed.send(type="subscribe", id="old", stream="contacts", since=ancient)
+        error = feed.expect("error", id="old")
+        assert error["code"] == "cursor_expired"
+        feed.send(type="subscribe", id="junk", stream="contacts", since="not a cursor")
+        assert feed.expect("error", id="junk")["code"] == "bad_request"
+        feed.subscribe("old", "contacts")  # the id is free again: recovery is a plain subscribe
+
+
+def test_a_cursor_works_across_a_server_restart(server, signup) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann) as feed:
+        feed.subscribe("c", "contacts")
+        ann.post("/contacts", json={"name": "before restart"})
+        cursor = feed.event("c")["cursor"]
+    server.stop()
+    server.start()
+    missed = ann.post("/contacts", json={"name": "after restart"}).json()
+    with Feed(server, ann) as feed:
+        assert [e["id"] for e in feed.subscribe("c", "contacts", since=cursor)] == [missed["id"]]
