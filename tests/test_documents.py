@@ -89,9 +89,15 @@ def test_roles_decide_who_may_do_what(signup) -> None:
         ed.post(f"/documents/{doc['id']}/collaborators", json={"email": stranger.email, "role": "viewer"}).status_code
         == 403
     )
-    for answer in (stranger.get(f"/documents/{doc['id']}"), stranger.patch(f"/documents/{doc['id']}", json={"body": "x"}),
-                   stranger.delete(f"/documents/{doc['id']}"), stranger.get(f"/documents/{doc['id']}/revisions"),
-                   stranger.get(f"/documents/{doc['id']}/presence")):  # fmt: skip
+    path = f"/documents/{doc['id']}"
+    hidden = (
+        stranger.get(path),
+        stranger.patch(path, json={"body": "x"}),
+        stranger.delete(path),
+        stranger.get(f"{path}/revisions"),
+        stranger.get(f"{path}/presence"),
+    )
+    for answer in hidden:
         assert answer.status_code == 404
     assert {d["id"] for d in vi.get("/documents").json()["items"]} == {doc["id"]}
     assert stranger.get("/documents").json()["items"] == []
