@@ -1,0 +1,90 @@
+"""Recovery: MongoDB restarts and crashed instances cost no event and leave no ghost users."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deploy.local.mongo import MongoNode, free_port, initiate
+
+from .feed import Feed
+from .harness import ROOT, Account, Server, wait_for
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[MongoNode]:
+    """A mongod of this module's own, so it can be stopped without harming other tests."""
+    (ROOT / "var").mkdir(exist_ok=True)
+    own = MongoNode(port=free_port(), dbpath=Path(tempfile.mkdtemp(prefix="mongo-recovery-", dir=ROOT / "var")))
+    own.start()
+    own.url = initiate([own])  # type: ignore[attr-defined]
+    yield own
+    own.stop()
+    shutil.rmtree(own.dbpath, ignore_errors=True)
+
+
+@pytest.fixture
+def servers(node: MongoNode) -> Iterator[list[Server]]:
+    started: list[Server] = []
+
+    def start(**env: str) -> Server:
+        server = Server(node.url, "recovery", env={"PRESENCE_TTL": "3", **env}).start()  # type: ignore[attr-defined]
+        started.append(server)
+        return server
+
+    yield start  # type: ignore[misc]
+    for server in started:
+        server.stop()
+
+
+def health(server: Server) -> int:
+    try:
+        return httpx.get(f"{server.url}/health", timeout=5).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_the_hub_resumes_after_a_mongod_restart_and_loses_nothing(node: MongoNode, servers) -> None:
+    server = servers()
+    ann = Account.register(server.url, "Ann")
+    with Feed(server, ann) as feed:
+        feed.subscribe("c", "contacts")
+        before = ann.post("/contacts", json={"name": "before"}).json()
+        cursor = feed.event("c")["cursor"]
+        assert before["id"]
+        node.stop()
+        wait_for(lambda: health(server) == 503, timeout=60, what="/health to say degraded")
+        node.start()
+        wait_for(lambda: health(server) == 200, timeout=90, what="/health to come back ok")
+        after = [ann.post("/contacts", json={"name": f"after {i}"}).json()["id"] for i in range(3)]
+        live = [feed.event("c", timeout=60)["id"] for _ in after]
+        assert live == after
+    with Feed(server, ann) as again:
+        assert [e["id"] for e in again.subscribe("c", "contacts", since=cursor)] == after
+
+
+def test_a_crashed_instances_users_vanish_within_seconds(servers) -> None:
+    crashing, surviving = servers(), servers()
+    ann = Account.register(surviving.url, "Ann")
+    bob = Account.register(surviving.url, "Bob")
+    doc = ann.post("/documents", json={"title": "shared"}).json()
+    ann.post(f"/documents/{doc['id']}/collaborators", json={"email": bob.email, "role": "editor"})
+    with Feed(surviving, ann) as watcher:
+        watcher.subscribe("o", "online")
+        count = watcher.event("o")["data"]["count"]
+        watcher.subscribe("p", "presence", {"document": doc["id"]})
+        watcher.event("p")
+        doomed = Feed(crashing, bob)
+        doomed.send(type="presence", document=doc["id"], state="editing")
+        assert watcher.event("o")["data"]["count"] == count + 1
+        assert watcher.event("p")["data"]["editing"] == [{"id": bob.id, "name": "Bob"}]
+        crashing.kill()  # no goodbye: SIGKILL
+        frames = [watcher.recv(timeout=30), watcher.recv(timeout=30)]
+        by_sub = {f["sub"]: f["data"] for f in frames}
+        assert by_sub == {"o": {"count": count}, "p": {"document": doc["id"], "viewing": [], "editing": []}}
+    assert ann.get(f"/documents/{doc['id']}/presence").json() == {"viewing": [], "editing": []}

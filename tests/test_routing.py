@@ -1,0 +1,169 @@
+"""Routing is pure: a change in, subscriptions and frames out; no database, no sockets."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from service import routing
+from service.board import Board
+from service.change import Change
+from service.routing import Router, Subscription
+
+NOW = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.overflowed = False
+
+    def push(self, frame: str) -> None:
+        self.frames.append(json.loads(frame))
+
+    async def push_wait(self, frame: str) -> None:
+        self.push(frame)
+
+    def overflow(self) -> None:
+        self.overflowed = True
+
+
+def document(owner: ObjectId, *readers: ObjectId, version: int = 1) -> dict[str, Any]:
+    return {
+        "_id": DOC,
+        "title": "t",
+        "slug": "t",
+        "version": version,
+        "owner": {"_id": owner, "name": "o"},
+        "collaborators": [{"_id": r, "name": "r", "role": "viewer"} for r in readers],
+        "access": [owner, *readers],
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+
+
+DOC = ObjectId()
+ANN, BOB, CAT = ObjectId(), ObjectId(), ObjectId()
+
+
+def change(op: str, before: dict[str, Any] | None, after: dict[str, Any] | None, token: str = "82AA") -> Change:
+    return Change(token, "documents", op, DOC, before, after)
+
+
+def subscribe(router: Router, user: ObjectId, stream: str = "documents", target: Any = None, sub_id: str = "s") -> Sink:
+    sink = Sink()
+    router.add(Subscription(sub_id, stream, user, target, sink))
+    return sink
+
+
+def deliver(router: Router, board: Board, event: Change) -> None:
+    for sub, frame in router.route(event, board):
+        sub.deliver(event.token, frame)
+
+
+def test_an_update_reaches_every_reader_and_nobody_else() -> None:
+    router, board = Router(), Board()
+    ann, bob, cat = subscribe(router, ANN), subscribe(router, BOB), subscribe(router, CAT)
+    deliver(router, board, change("update", document(ANN, BOB), document(ANN, BOB, version=2)))
+    assert [f["op"] for f in ann.frames] == ["update"] and [f["op"] for f in bob.frames] == ["update"]
+    assert cat.frames == []
+    assert ann.frames[0]["data"]["version"] == 2 and ann.frames[0]["cursor"] == "82AA"
+
+
+def test_gaining_access_is_enter_and_losing_it_is_leave_with_no_data() -> None:
+    router, board = Router(), Board()
+    bob, cat = subscribe(router, BOB), subscribe(router, CAT)
+    deliver(router, board, change("update", document(ANN, BOB), document(ANN, CAT)))
+    assert [(f["op"], f["data"]) for f in bob.frames] == [("leave", None)]
+    assert [f["op"] for f in cat.frames] == ["enter"] and cat.frames[0]["data"]["id"] == str(DOC)
+
+
+def test_a_delete_is_routed_by_its_pre_image() -> None:
+    router, board = Router(), Board()
+    bob = subscribe(router, BOB)
+    deliver(router, board, change("delete", document(ANN, BOB), None))
+    assert [(f["op"], f["id"], f["data"]) for f in bob.frames] == [("delete", str(DOC), None)]
+
+
+def test_a_targeted_subscription_sees_only_its_document_and_only_if_allowed() -> None:
+    router, board = Router(), Board()
+    mine = subscribe(router, BOB, target=DOC)
+    other = subscribe(router, BOB, target=ObjectId())
+    deliver(router, board, change("update", document(ANN, BOB), document(ANN, BOB)))
+    deliver(router, board, change("update", document(ANN), document(ANN)))  # no longer his
+    assert [f["op"] for f in mine.frames] == ["update"] and other.frames == []
+
+
+def test_each_event_is_serialized_once_for_all_its_subscribers(monkeypatch: pytest.MonkeyPatch) -> None:
+    router, board = Router(), Board()
+    sinks = [subscribe(router, ANN, sub_id=f"s{i}") for i in range(1000)]
+    calls = []
+    real = routing.encode
+    monkeypatch.setattr(routing, "encode", lambda value: calls.append(1) or real(value))
+    out = router.route(change("update", document(ANN), document(ANN)), board)
+    assert len(out) == 1000 and len(calls) == 1
+    assert {json.loads(frame)["sub"] for _, frame in out} == {f"s{i}" for i in range(1000)}
+    assert sinks[0].frames == []  # route() computes; the hub delivers
+
+
+def test_routing_cost_follows_the_audience_not_the_subscriber_count() -> None:
+    router, board = Router(), Board()
+    strangers = [ObjectId() for _ in range(10_000)]
+    for user in strangers:
+        subscribe(router, user)
+    touched: list[Any] = []
+    original = router.index.get
+
+    def spying_get(key: Any, default: Any = None) -> Any:
+        touched.append(key)
+        return original(key, default)
+
+    router.index = type("SpyDict", (dict,), {"get": lambda self, k, d=None: spying_get(k, d)})(router.index)
+    router.route(change("update", document(ANN, BOB), document(ANN, BOB)), board)
+    assert len(touched) <= 3  # Ann's key, Bob's key, the document's key: never the 10,000 others
+
+
+def test_a_replaying_subscription_holds_live_events_back() -> None:
+    router, board = Router(), Board()
+    sink = Sink()
+    sub = Subscription("s", "documents", ANN, None, sink)
+    sub.buffer = []
+    router.add(sub)
+    deliver(router, board, change("update", document(ANN), document(ANN), token="82BB"))
+    assert sink.frames == [] and [token for token, _ in sub.buffer] == ["82BB"]
+
+
+def test_a_buffer_that_overflows_disconnects_instead_of_growing() -> None:
+    sink = Sink()
+    sub = Subscription("s", "documents", ANN, None, sink, buffer=[], buffer_limit=2)
+    for i in range(3):
+        sub.deliver(f"82{i}", "{}")
+    assert sink.overflowed and sub.buffer is None
+
+
+def test_the_board_counts_distinct_online_users() -> None:
+    board = Board()
+
+    def conn(op: str, conn_id: str, user: ObjectId | None = None) -> bool:
+        after = {"_id": conn_id, "user": user} if user else None
+        return board.apply(Change("t", "connections", op, conn_id, None, after)).online
+
+    assert conn("insert", "a", ANN) and board.count == 1
+    assert not conn("insert", "b", ANN) and board.count == 1  # a second tab
+    assert conn("insert", "c", BOB) and board.count == 2
+    assert not conn("delete", "a") and conn("delete", "b") and board.count == 1
+
+
+def test_presence_goes_to_readers_of_the_document_only() -> None:
+    router, board = Router(), Board()
+    ann, cat = subscribe(router, ANN, "presence"), subscribe(router, CAT, "presence")
+    entry = {"_id": "c1:d", "document": DOC, "user": BOB, "name": "Bob", "state": "editing", "access": [ANN, BOB]}
+    deliver(router, board, Change("t1", "presence", "insert", "c1:d", None, entry))
+    assert ann.frames[0]["data"] == {"document": str(DOC), "viewing": [], "editing": [{"id": str(BOB), "name": "Bob"}]}
+    assert cat.frames == []
+    deliver(router, board, Change("t2", "presence", "delete", "c1:d", None, None))
+    assert ann.frames[1]["data"] == {"document": str(DOC), "viewing": [], "editing": []}
