@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-import ujson
 from pydantic import BaseModel
 from sanic import Request
 
-from models.common import parse
+from models.common import decode_object, parse
 from service.errors import BadRequest
 from service.pages import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -17,16 +16,9 @@ M = TypeVar("M", bound=BaseModel)
 
 def body(request: Request, model: type[M]) -> M:
     """The JSON object in the request body, validated into `model` (400 if not JSON, 422 if invalid)."""
-    raw = request.body
-    if not raw:
+    if not request.body:
         raise BadRequest("a JSON object body is required")
-    try:
-        payload = ujson.loads(raw)
-    except (ValueError, OverflowError):
-        raise BadRequest("the request body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise BadRequest("the request body must be a JSON object")
-    return parse(model, payload)
+    return parse(model, decode_object(request.body, "the request body"))
 
 
 def page_args(request: Request) -> tuple[int, str | None]:

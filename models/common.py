@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, TypeVar
 
+import ujson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.errors import ValidationFailed
+from service.errors import BadRequest, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -20,6 +21,17 @@ class Input(BaseModel):
 
 class Output(BaseModel):
     """A response shape; used to document the API (answers are built by plain functions, for speed)."""
+
+
+def decode_object(raw: str | bytes, what: str) -> dict[str, Any]:
+    """One JSON object from `raw`, or a 400 saying `what` had to be one."""
+    try:
+        value = ujson.loads(raw)
+    except (ValueError, OverflowError):
+        raise BadRequest(f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return value
 
 
 def check_keys(value: Any, path: str = "") -> None:

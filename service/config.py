@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,25 +32,21 @@ class _Env:
         return value or None
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.environ.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise ConfigError(f"{name}={value} is out of range {low}..{high}")
-        return value
+        return int(self._bounded(name, default, low, high, int, "a whole number"))
 
     def number(self, name: str, default: float, low: float, high: float) -> float:
+        return self._bounded(name, default, low, high, float, "a number")
+
+    def _bounded(
+        self, name: str, default: float, low: float, high: float, kind: Callable[[str], float], what: str
+    ) -> float:
         raw = self.environ.get(name, "").strip()
         if not raw:
             return default
         try:
-            value = float(raw)
+            value = kind(raw)
         except ValueError:
-            raise ConfigError(f"{name}={raw!r} is not a number") from None
+            raise ConfigError(f"{name}={raw!r} is not {what}") from None
         if not low <= value <= high:
             raise ConfigError(f"{name}={value} is out of range {low}..{high}")
         return value

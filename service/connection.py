@@ -14,8 +14,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import ujson
-
+from models.common import decode_object
 from models.users import user_out
 
 from . import documents
@@ -171,13 +170,7 @@ class Connection:
         wait = self.limiter.hit("frames")
         if wait:
             raise RateLimited(wait, "too many frames; slow down")
-        try:
-            frame = ujson.loads(raw)
-        except (ValueError, OverflowError):
-            raise BadRequest("a frame must be one JSON object") from None
-        if not isinstance(frame, dict):
-            raise BadRequest("a frame must be one JSON object")
-        return frame
+        return decode_object(raw, "a frame")
 
     async def handle(self, raw: str | bytes) -> None:
         frame_id: str | None = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from deploy.local.mongo import free_port
+from deploy.local.mongo import free_port, kill_group, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "var" / "test-logs"
@@ -95,22 +94,14 @@ class Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM: Sanic drains and stops its workers."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        terminate(process, timeout)
 
     def kill(self) -> None:
         """Crash the whole instance (main process and Sanic workers) with SIGKILL: no cleanup runs."""
-        if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-            self.process = None
+        process, self.process = self.process, None
+        kill_group(process)
 
 
 def unique_email(name: str) -> str:

@@ -122,6 +122,25 @@ def find_mongod() -> Binary:
     return binary
 
 
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
+    """Ask a process started in its own session to stop (SIGTERM); kill its whole group after `timeout`."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(process)
+
+
+def kill_group(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a process and everything in its session at once, as in a crash."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -187,21 +206,12 @@ class MongoNode:
     def stop(self, timeout: float = 30.0) -> None:
         """Shut down cleanly (SIGTERM), or kill after `timeout` seconds."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout)
 
     def kill(self) -> None:
         """Die at once, as in a crash."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        process, self.process = self.process, None
+        kill_group(process)
 
 
 def initiate(nodes: list[MongoNode], timeout: float = 60.0) -> str:
