@@ -81,7 +81,9 @@ def create_app(settings: Settings | None = None) -> App:
     _configure_logging(settings.log_level)
     app: App = Sanic("murmuration", ctx=Context(settings), error_handler=JSONErrorHandler())
     app.config.REQUEST_MAX_SIZE = MAX_BODY
-    app.config.WEBSOCKET_MAX_SIZE = settings.ws_max_frame
+    # The contract's limit is enforced by the connection, after reading the frame, so the client gets
+    # a clean 1009 close; the transport's own (abrupt) limit only stops what is far beyond it.
+    app.config.WEBSOCKET_MAX_SIZE = settings.ws_max_frame * 4
     app.config.WEBSOCKET_PING_INTERVAL = 20
     app.config.WEBSOCKET_PING_TIMEOUT = 20
     app.config.PROXIES_COUNT = settings.proxies_count

@@ -30,6 +30,7 @@ from .routing import STREAMS, Subscription, encode
 log = logging.getLogger("murmuration.ws")
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_TOO_SLOW = 4008
 MAX_SUBSCRIPTIONS = 100
@@ -139,6 +140,9 @@ class Connection:
             raw = await self.transport.recv(timeout=remaining)
             if raw is None:
                 continue
+            if self._too_big(raw):
+                await self.transport.close(CLOSE_TOO_BIG, f"frames are limited to {self.settings.ws_max_frame} bytes")
+                return None
             try:
                 frame = self._parse(raw)
                 if frame.get("type") != "auth":
@@ -157,7 +161,17 @@ class Connection:
             raw = await self.transport.recv()
             if raw is None:
                 continue
+            if self._too_big(raw):
+                self.closed = True
+                await self.transport.close(CLOSE_TOO_BIG, f"frames are limited to {self.settings.ws_max_frame} bytes")
+                return
             await self.handle(raw)
+
+    def _too_big(self, raw: str | bytes) -> bool:
+        limit = self.settings.ws_max_frame
+        if isinstance(raw, bytes) or len(raw) * 4 <= limit:  # UTF-8 is at most 4 bytes a character
+            return len(raw) > limit
+        return len(raw.encode()) > limit
 
     def _drop_subscriptions(self) -> None:
         for sub in self.subs.values():
