@@ -12,12 +12,14 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from models.common import decode_object
+from models.common import decode_object, parse
+from models.rooms import MessageIn, message_out
 from models.users import user_out
 
-from . import documents
+from . import documents, rooms
 from .accounts import Accounts, User
 from .config import Settings
 from .database import Database, DatabaseError, ObjectId, now
@@ -67,6 +69,8 @@ class Connection:
             "unsubscribe": self.on_unsubscribe,
             "presence": self.on_presence,
             "ping": self.on_ping,
+            "chat.send": self.on_chat_send,
+            "chat.typing": self.on_chat_typing,
             "auth": self.on_auth_again,
         }
 
@@ -188,18 +192,21 @@ class Connection:
 
     async def handle(self, raw: str | bytes) -> None:
         frame_id: str | None = None
+        extra: dict[str, Any] = {}
         try:
             frame = self._parse(raw)
             frame_id = frame["id"] if isinstance(frame.get("id"), str) else None
+            if isinstance(frame.get("client_id"), str):
+                extra["client_id"] = frame["client_id"]
             handler = self.handlers.get(frame.get("type"))  # type: ignore[arg-type]
             if handler is None:
                 raise BadRequest(f"unknown frame type {str(frame.get('type'))[:40]!r}")
             await handler(frame)
         except ServiceError as error:
-            self.push(error_frame(error, frame_id))
+            self.push(error_frame(error, frame_id, **extra))
         except DatabaseError as error:
             log.warning("database error on a websocket frame: %s", type(error).__name__)
-            self.push(error_frame(Unavailable("the database is unavailable; try again shortly"), frame_id))
+            self.push(error_frame(Unavailable("the database is unavailable; try again shortly"), frame_id, **extra))
 
     async def on_auth_again(self, frame: dict[str, Any]) -> None:
         raise Conflict("this connection is already authenticated")
@@ -237,18 +244,21 @@ class Connection:
     async def _authorize(self, stream: str, params: dict[str, Any]) -> ObjectId | None:
         """The subscription's target, after checking the caller may see it (404 if not)."""
         assert self.user is not None
-        allowed = TARGETS.get(stream)
-        unknown = set(params) - ({allowed} if allowed else set())
+        target = TARGETS.get(stream)
+        allowed = {target.param} if target else set()
+        unknown = set(params) - allowed
         if unknown:
             raise BadRequest(f"unknown params for {stream}: {', '.join(sorted(map(str, unknown)))}")
-        if allowed is None or allowed not in params:
+        if target is None or target.param not in params:
+            if target is not None and target.required:
+                raise BadRequest(f"the {stream} stream needs params.{target.param}")
             return None
-        value = params[allowed]
+        value = params[target.param]
         if not isinstance(value, str):
-            raise BadRequest(f"params.{allowed} must be an id string")
-        doc = await documents.visible(self.db, self.user, value)
-        target: ObjectId = doc["_id"]
-        return target
+            raise BadRequest(f"params.{target.param} must be an id string")
+        doc = await target.check(self.db, self.user, value)
+        found: ObjectId = doc["_id"]
+        return found
 
     async def on_unsubscribe(self, frame: dict[str, Any]) -> None:
         sub = self.subs.pop(frame.get("id"), None)  # type: ignore[arg-type]
@@ -256,6 +266,22 @@ class Connection:
             raise BadRequest("no subscription with this id")
         self.hub.unsubscribe(sub)
         self.push(encode({"type": "unsubscribed", "id": sub.id}))
+
+    async def on_chat_send(self, frame: dict[str, Any]) -> None:
+        assert self.user is not None
+        room = frame.get("room")
+        if not isinstance(room, str):
+            raise BadRequest("chat.send needs a room id")
+        data = parse(MessageIn, {k: v for k, v in frame.items() if k in ("text", "client_id")})
+        message, _ = await rooms.send(self.db, self.user, room, data)
+        self.push(encode({"type": "ack", "client_id": message.get("client_id"), "message": message_out(message)}))
+
+    async def on_chat_typing(self, frame: dict[str, Any]) -> None:
+        assert self.user is not None
+        room = frame.get("room")
+        if not isinstance(room, str):
+            raise BadRequest("chat.typing needs a room id")
+        await rooms.typing(self.db, self.user, room)
 
     async def on_presence(self, frame: dict[str, Any]) -> None:
         assert self.user is not None
@@ -287,5 +313,17 @@ class Connection:
         )
 
 
-# Streams that may target one resource: the params key naming it.
-TARGETS: dict[str, str] = {"documents": "id", "presence": "document"}
+@dataclass(frozen=True)
+class Target:
+    """A stream that may (or must) target one resource: its params key and who may see it."""
+
+    param: str
+    check: Callable[[Database, User, str], Awaitable[dict[str, Any]]]
+    required: bool = False
+
+
+TARGETS: dict[str, Target] = {
+    "documents": Target("id", documents.visible),
+    "presence": Target("document", documents.visible),
+    "room": Target("room", rooms.joined, required=True),
+}

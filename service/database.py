@@ -75,6 +75,18 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "connections": [IndexModel([("instance", ASCENDING)], name="by_instance")],
     "instances": [IndexModel([("heartbeat_at", ASCENDING)], name="by_heartbeat")],
+    "rooms": [IndexModel([("access", ASCENDING), ("_id", DESCENDING)], name="by_member")],
+    "messages": [
+        IndexModel([("room", ASCENDING), ("_id", DESCENDING)], name="by_room"),
+        # Idempotent sends: one message per (room, client_id), whatever the number of retries.
+        IndexModel(
+            [("room", ASCENDING), ("client_id", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"client_id": {"$type": "string"}},
+            name="client_id_unique",
+        ),
+    ],
+    "signals": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")],
 }
 
 
@@ -143,6 +155,22 @@ class Database:
     @property
     def presence(self) -> Collection:
         return self.db["presence"]
+
+    @property
+    def rooms(self) -> Collection:
+        return self.db["rooms"]
+
+    @property
+    def messages(self) -> Collection:
+        return self.db["messages"]
+
+    @property
+    def reads(self) -> Collection:
+        return self.db["reads"]
+
+    @property
+    def signals(self) -> Collection:
+        return self.db["signals"]
 
     @property
     def connections(self) -> Collection:

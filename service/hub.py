@@ -265,10 +265,11 @@ class Hub:
         await self.db.instances.delete_many({"_id": {"$in": instances}})
 
 
-def error_frame(error: Any, sub_id: str | None = None) -> str:
+def error_frame(error: Any, sub_id: str | None = None, **extra: Any) -> str:
+    """The websocket form of a ServiceError (the same code and message as an HTTP answer)."""
     frame: dict[str, Any] = {"type": "error"}
     if sub_id is not None:
         frame["id"] = sub_id
     frame["code"] = error.code
     frame["message"] = error.message
-    return encode(frame)
+    return encode({**frame, **extra})

@@ -16,6 +16,7 @@ import ujson
 
 from models.contacts import contact_out
 from models.documents import document_out, presence_out
+from models.rooms import message_out, room_out, typing_out
 
 from .board import Board, Delta
 from .change import Change
@@ -65,12 +66,17 @@ class Subscription:
 
 @dataclass(frozen=True, slots=True)
 class Audience:
-    """One event as some readers see it: `users` None means every subscriber of the stream."""
+    """One event as some readers see it: `users` None means every subscriber of the stream.
+
+    `target` is what targeted subscriptions are indexed by (a document, a room); the event's `id` is
+    `event_id` when given (a message in a room), else the target.
+    """
 
     op: str
     target: Any | None
     data: Any
     users: set[Any] | None
+    event_id: Any | None = None
 
 
 Rule = Callable[[Change, Board, Delta], list[Audience]]
@@ -83,6 +89,7 @@ class Stream:
     rule: Rule
     per_user: bool = True  # untargeted subscriptions are indexed per user (False: one shared key)
     replayable: bool = True  # events can be replayed from a cursor (state streams only send state)
+    ephemeral: frozenset[str] = frozenset()  # collections whose changes are live-only signals
 
 
 def transitions(op: str, before: set[Any], after: set[Any]) -> dict[str, set[Any]]:
@@ -124,6 +131,25 @@ def presence_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
     return audiences
 
 
+def room_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
+    """New messages to the members they were sent to; `enter`/`leave` as membership changes; typing."""
+    doc = change.after
+    if change.coll == "messages":
+        if change.op != "insert" or doc is None:
+            return []
+        return [Audience("insert", doc["room"], message_out(doc), access(doc), event_id=change.id)]
+    if change.coll == "signals":
+        if doc is None or change.op == "delete":
+            return []
+        return [Audience("typing", doc["room"], typing_out(doc), access(doc) - {doc["user"]}, event_id=doc["user"])]
+    groups = transitions(change.op, access(change.before), access(change.after))
+    return [
+        Audience(op, change.id, room_out(doc) if op == "enter" and doc else None, users)
+        for op in ("enter", "leave")
+        if (users := groups.get(op))
+    ]
+
+
 def online_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
     return [Audience("update", None, {"count": board.count}, None)] if delta.online else []
 
@@ -135,13 +161,15 @@ STREAMS: dict[str, Stream] = {
         Stream("documents", frozenset({"documents"}), readers_rule(access, document_out)),
         Stream("presence", frozenset({"presence", "documents"}), presence_rule, replayable=False),
         Stream("online", frozenset({"connections"}), online_rule, per_user=False, replayable=False),
+        Stream("room", frozenset({"messages", "rooms", "signals"}), room_rule, ephemeral=frozenset({"signals"})),
     )
 }
 
 
 def event_tail(stream: str, audience: Audience, cursor: str) -> str:
-    target = None if audience.target is None else str(audience.target)
-    body = encode({"stream": stream, "op": audience.op, "id": target, "data": audience.data, "cursor": cursor})
+    key = audience.target if audience.event_id is None else audience.event_id
+    event_id = None if key is None else str(key)
+    body = encode({"stream": stream, "op": audience.op, "id": event_id, "data": audience.data, "cursor": cursor})
     return body[1:]
 
 
@@ -189,7 +217,7 @@ class Router:
     def replay(self, sub: Subscription, change: Change) -> str | None:
         """The frame `change` makes for `sub` alone, for replaying history (stateless streams only)."""
         stream = self.streams[sub.stream]
-        if change.coll not in stream.collections or not stream.replayable:
+        if change.coll not in stream.collections or change.coll in stream.ephemeral or not stream.replayable:
             return None
         for audience in stream.rule(change, Board(), Delta()):
             seen = audience.users is None or sub.user in audience.users

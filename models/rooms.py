@@ -1,0 +1,102 @@
+"""Chat: rooms with members, messages, read markers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, field_validator
+
+from .common import Input, Output, iso
+from .documents import ref_out
+from .users import Email, UserRef
+
+Text = Annotated[str, Field(min_length=1, max_length=4000)]
+ClientId = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class RoomIn(Input):
+    name: str = Field(min_length=1, max_length=200)
+    members: list[Email] = Field(default_factory=list, max_length=100)
+
+
+class MemberIn(Input):
+    email: Email
+
+
+class MessageIn(Input):
+    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
+
+    text: Text
+    client_id: ClientId | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text cannot be blank")
+        return value  # kept as typed: leading spaces and newlines can matter (code, poems)
+
+
+class ReadIn(Input):
+    message_id: str = Field(min_length=1, max_length=64)
+
+
+class RoomOut(Output):
+    id: str
+    name: str
+    members: list[UserRef]
+    created_by: UserRef
+    created_at: str
+
+
+class MessageOut(Output):
+    id: str
+    room: str
+    author: UserRef
+    text: str
+    client_id: str | None
+    created_at: str
+
+
+class RoomListed(RoomOut):
+    unread: int
+    last_message: MessageOut | None
+
+
+class RoomPage(Output):
+    items: list[RoomListed]
+    next: str | None
+
+
+class MessagePage(Output):
+    items: list[MessageOut]
+    next: str | None
+
+
+def room_out(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(doc["_id"]),
+        "name": doc["name"],
+        "members": [ref_out(member) for member in doc.get("members", [])],
+        "created_by": ref_out(doc["created_by"]),
+        "created_at": iso(doc["created_at"]),
+    }
+
+
+def message_out(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(doc["_id"]),
+        "room": str(doc["room"]),
+        "author": ref_out(doc["author"]),
+        "text": doc["text"],
+        "client_id": doc.get("client_id"),
+        "created_at": iso(doc["created_at"]),
+    }
+
+
+def typing_out(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"room": str(doc["room"]), "user": {"id": str(doc["user"]), "name": doc["name"]}}
+
+
+def room_listed(room: dict[str, Any], unread: int, last: dict[str, Any] | None) -> dict[str, Any]:
+    return {**room_out(room), "unread": unread, "last_message": message_out(last) if last else None}

@@ -1,0 +1,173 @@
+"""Chat: rooms, members, messages (idempotent by `client_id`), read markers.
+
+A room keeps `access`, its member ids, like a document; each message keeps the `access` of its room
+when it was sent, so routing it needs no lookup and a member removed before a message never gets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from models.rooms import MessageIn, RoomIn
+
+from .accounts import User
+from .database import DESCENDING, Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now, parse_id
+from .errors import Forbidden, NotFound, ValidationFailed
+from .pages import newest_first
+
+TYPING_SECONDS = 6
+
+
+def _ref(doc: Document) -> Document:
+    return {"_id": doc["_id"], "name": doc["name"]}
+
+
+async def _users_by_email(db: Database, emails: list[str]) -> dict[str, Document]:
+    found = await db.users.find({"email": {"$in": emails}}, {"email": 1, "name": 1}).to_list()
+    return {doc["email"]: doc for doc in found}
+
+
+async def create(db: Database, user: User, data: RoomIn) -> Document:
+    emails = sorted(set(data.members) - {user.email})
+    found = await _users_by_email(db, emails)
+    unknown = [email for email in emails if email not in found]
+    if unknown:
+        raise ValidationFailed(
+            "some members have no account", details=[{"field": "members", "message": email} for email in unknown]
+        )
+    members = [{"_id": user.id, "name": user.name}] + [_ref(found[email]) for email in emails]
+    doc: Document = {
+        "name": data.name,
+        "members": members,
+        "access": [member["_id"] for member in members],
+        "created_by": {"_id": user.id, "name": user.name},
+        "created_at": now(),
+    }
+    doc["_id"] = (await db.rooms.insert_one(doc)).inserted_id
+    return doc
+
+
+async def joined(db: Database, user: User, room_id: str) -> Document:
+    """The room if `user` is a member; 404 for everyone else, so its existence is not leaked."""
+    doc = await db.rooms.find_one({"_id": parse_id(room_id), "access": user.id})
+    if doc is None:
+        raise NotFound("room not found")
+    return doc
+
+
+async def listing(db: Database, user: User, limit: int, after: str | None) -> tuple[list[Document], str | None]:
+    return await newest_first(db.rooms, {"access": user.id}, limit, after)
+
+
+async def summary(db: Database, user: User, room: Document) -> tuple[int, Document | None]:
+    """(unread, last message) of a room for `user`: messages by others after the read marker."""
+    marker = await db.reads.find_one({"_id": f"{room['_id']}:{user.id}"})
+    unread_query: Document = {"room": room["_id"], "author._id": {"$ne": user.id}}
+    if marker is not None:
+        unread_query["_id"] = {"$gt": marker["message"]}
+    unread, last = await asyncio.gather(
+        db.messages.count_documents(unread_query),
+        db.messages.find_one({"room": room["_id"]}, sort=[("_id", DESCENDING)]),
+    )
+    return unread, last
+
+
+async def add_member(db: Database, user: User, room_id: str, email: str) -> Document:
+    room = await joined(db, user, room_id)
+    target = await db.users.find_one({"email": email}, {"name": 1})
+    if target is None:
+        raise NotFound("no user has this email")
+    changed = await db.rooms.find_one_and_update(
+        {"_id": room["_id"], "access": {"$ne": target["_id"]}},
+        {"$push": {"members": _ref(target)}, "$addToSet": {"access": target["_id"]}},
+        return_document=ReturnDocument.AFTER,
+    )
+    return changed or await joined(db, user, room_id)
+
+
+async def remove_member(db: Database, user: User, room_id: str, user_id: str) -> Document:
+    """A member may leave; the room's creator may remove anyone."""
+    room = await joined(db, user, room_id)
+    target = parse_id(user_id, "user_id")
+    if target != user.id and room["created_by"]["_id"] != user.id:
+        raise Forbidden("only the room's creator can remove other members")
+    changed = await db.rooms.find_one_and_update(
+        {"_id": room["_id"], "access": target},
+        {"$pull": {"members": {"_id": target}, "access": target}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if changed is None:
+        raise NotFound("this user is not a member")
+    return changed
+
+
+async def send(db: Database, user: User, room_id: str, data: MessageIn) -> tuple[Document, bool]:
+    """Store a message; (message, created). A retry with the same `client_id` returns the first one.
+
+    A unique index on (room, client_id) decides, so concurrent retries store exactly one message.
+    """
+    room = await joined(db, user, room_id)
+    doc: Document = {
+        "room": room["_id"],
+        "author": {"_id": user.id, "name": user.name},
+        "text": data.text,
+        "access": room["access"],
+        "created_at": now(),
+    }
+    if data.client_id is not None:
+        doc["client_id"] = data.client_id
+    try:
+        doc["_id"] = (await db.messages.insert_one(doc)).inserted_id
+    except DuplicateKeyError:
+        first = await db.messages.find_one({"room": room["_id"], "client_id": data.client_id})
+        if first is None:  # pragma: no cover - the unique index only fails for an existing message
+            raise
+        return first, False
+    await _mark(db, user.id, room["_id"], doc["_id"])  # what you write, you have read
+    return doc, True
+
+
+async def history(
+    db: Database, user: User, room_id: str, limit: int, after: str | None
+) -> tuple[list[Document], str | None]:
+    room = await joined(db, user, room_id)
+    return await newest_first(db.messages, {"room": room["_id"]}, limit, after)
+
+
+async def read(db: Database, user: User, room_id: str, message_id: str) -> None:
+    room = await joined(db, user, room_id)
+    message = await db.messages.find_one({"_id": parse_id(message_id, "message_id"), "room": room["_id"]}, {"_id": 1})
+    if message is None:
+        raise ValidationFailed(
+            "message_id is not a message of this room",
+            details=[{"field": "message_id", "message": "not in this room"}],
+        )
+    await _mark(db, user.id, room["_id"], message["_id"])
+
+
+async def _mark(db: Database, user_id: ObjectId, room_id: ObjectId, message_id: ObjectId) -> None:
+    # $max: a marker only moves forward, whatever order two devices' calls arrive in.
+    await db.reads.update_one(
+        {"_id": f"{room_id}:{user_id}"},
+        {"$max": {"message": message_id}, "$set": {"at": now()}},
+        upsert=True,
+    )
+
+
+async def typing(db: Database, user: User, room_id: str) -> None:
+    """Announce that `user` is typing: a record that expires, streamed to the room's members."""
+    room = await joined(db, user, room_id)
+    stamp = now()
+    await db.signals.replace_one(
+        {"_id": f"typing:{room['_id']}:{user.id}"},
+        {
+            "room": room["_id"],
+            "user": user.id,
+            "name": user.name,
+            "access": room["access"],
+            "at": stamp,
+            "expires_at": stamp + timedelta(seconds=TYPING_SECONDS),
+        },
+        upsert=True,
+    )

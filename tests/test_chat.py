@@ -1,0 +1,210 @@
+"""Chat: rooms, live delivery to members only, idempotent sends, unread counts, history pages."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from bson import ObjectId
+
+from .feed import Feed
+
+
+def room_of(creator, *members, name: str = "general") -> dict:
+    answer = creator.post("/rooms", json={"name": name, "members": [m.email for m in members]})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def say(account, room: dict, text: str, client_id: str | None = None) -> dict:
+    payload = {"text": text, **({"client_id": client_id} if client_id else {})}
+    answer = account.post(f"/rooms/{room['id']}/messages", json=payload)
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def test_a_room_lists_its_members_and_its_creator(signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    room = room_of(ann, bob, name="team")
+    assert room["name"] == "team"
+    assert room["members"] == [{"id": ann.id, "name": "Ann"}, {"id": bob.id, "name": "Bob"}]
+    assert room["created_by"] == {"id": ann.id, "name": "Ann"} and room["created_at"].endswith("Z")
+
+
+def test_a_message_has_its_author_room_and_client_id(signup) -> None:
+    ann = signup("Ann")
+    room = room_of(ann)
+    message = say(ann, room, "  hello\n", client_id="c-1")
+    assert set(message) == {"id", "room", "author", "text", "client_id", "created_at"}
+    assert (message["room"], message["author"], message["text"], message["client_id"]) == (
+        room["id"],
+        {"id": ann.id, "name": "Ann"},
+        "  hello\n",
+        "c-1",
+    )
+
+
+def test_messages_reach_every_members_subscription_and_nobody_else(server, signup) -> None:
+    ann, bob, eve = signup("Ann"), signup("Bob"), signup("Eve")
+    room = room_of(ann, bob)
+    other = room_of(eve)
+    with Feed(server, ann) as a, Feed(server, bob) as b, Feed(server, eve) as e:
+        a.subscribe("r", "room", {"room": room["id"]})
+        b.subscribe("r", "room", {"room": room["id"]})
+        e.send(type="subscribe", id="spy", stream="room", params={"room": room["id"]})
+        assert e.expect("error", id="spy")["code"] == "not_found"
+        e.subscribe("own", "room", {"room": other["id"]})
+        message = say(bob, room, "hi all")
+        for feed in (a, b):
+            event = feed.event("r")
+            assert (event["stream"], event["op"], event["id"], event["data"]) == (
+                "room",
+                "insert",
+                message["id"],
+                message,
+            )
+        mine = say(eve, other, "alone")
+        assert e.event("own")["id"] == mine["id"]  # bob's message never came first
+
+
+def test_chat_send_over_the_websocket_is_acked_and_delivered(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    room = room_of(ann, bob)
+    with Feed(server, ann) as a, Feed(server, bob) as b:
+        b.subscribe("r", "room", {"room": room["id"]})
+        a.send(type="chat.send", room=room["id"], text="over ws", client_id="w-1")
+        ack = a.expect("ack", client_id="w-1")
+        assert ack["message"]["text"] == "over ws" and ack["message"]["author"]["id"] == ann.id
+        assert b.event("r")["data"] == ack["message"]
+        a.send(type="chat.send", room=room["id"], text="over ws", client_id="w-1")
+        assert a.expect("ack", client_id="w-1")["message"]["id"] == ack["message"]["id"]
+        a.send(type="chat.send", room=room["id"], text="", client_id="w-2")
+        error = a.expect("error")
+        assert (error["code"], error["client_id"]) == ("validation_error", "w-2")
+    assert [m["id"] for m in ann.get(f"/rooms/{room['id']}/messages").json()["items"]] == [ack["message"]["id"]]
+
+
+def test_concurrent_retries_with_one_client_id_store_one_message(signup, db) -> None:
+    ann = signup("Ann")
+    room = room_of(ann)
+
+    def send(_: int) -> tuple[int, str]:
+        answer = ann.post(f"/rooms/{room['id']}/messages", json={"text": "once", "client_id": "retry-me"})
+        return answer.status_code, answer.json()["id"]
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(send, range(10)))
+    assert sorted(status for status, _ in results) == [200] * 9 + [201]
+    assert len({message_id for _, message_id in results}) == 1
+    assert db.messages.count_documents({"room": ObjectId(room["id"])}) == 1
+
+
+def test_unread_counts_follow_read_markers_per_user(signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    room = room_of(ann, bob)
+    sent = [say(ann, room, f"m{i}") for i in range(3)]
+
+    def listed(account) -> dict:
+        return next(r for r in account.get("/rooms").json()["items"] if r["id"] == room["id"])
+
+    assert (listed(ann)["unread"], listed(bob)["unread"]) == (0, 3)
+    assert listed(bob)["last_message"] == sent[-1]
+    assert bob.post(f"/rooms/{room['id']}/read", json={"message_id": sent[1]["id"]}).status_code == 204
+    assert listed(bob)["unread"] == 1
+    bob_reply = say(bob, room, "caught up")
+    assert (listed(ann)["unread"], listed(bob)["unread"]) == (1, 0)
+    assert listed(ann)["last_message"] == bob_reply
+    bob.post(f"/rooms/{room['id']}/read", json={"message_id": sent[0]["id"]})  # a marker never moves back
+    assert listed(bob)["unread"] == 0
+
+
+def test_history_pages_newest_first_with_no_duplicates_or_holes(signup) -> None:
+    ann = signup("Ann")
+    room = room_of(ann)
+    sent = [say(ann, room, f"n{i}")["id"] for i in range(45)]
+    seen, after = [], None
+    while True:
+        page = ann.get(f"/rooms/{room['id']}/messages", params={"limit": 20, **({"after": after} if after else {})})
+        seen += [m["id"] for m in page.json()["items"]]
+        after = page.json()["next"]
+        if after is None:
+            break
+    assert seen == sent[::-1]
+
+
+def test_a_removed_member_stops_receiving_at_once(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    room = room_of(ann, bob)
+    with Feed(server, bob) as b:
+        b.subscribe("r", "room", {"room": room["id"]})
+        say(ann, room, "before")
+        assert b.event("r")["data"]["text"] == "before"
+        removed = ann.delete(f"/rooms/{room['id']}/members/{bob.id}")
+        assert removed.status_code == 200 and [m["id"] for m in removed.json()["members"]] == [ann.id]
+        leave = b.event("r")
+        assert (leave["op"], leave["id"], leave["data"]) == ("leave", room["id"], None)
+        say(ann, room, "after")
+        b.subscribe("d", "documents")
+        own = bob.post("/documents", json={"title": "elsewhere"}).json()
+        assert b.event()["id"] == own["id"]  # "after" never reached him
+    assert bob.get(f"/rooms/{room['id']}/messages").status_code == 404
+
+
+def test_members_join_and_leave(signup) -> None:
+    ann, bob, cat = signup("Ann"), signup("Bob"), signup("Cat")
+    room = room_of(ann, bob)
+    added = bob.post(f"/rooms/{room['id']}/members", json={"email": cat.email})
+    assert added.status_code == 200 and {m["name"] for m in added.json()["members"]} == {"Ann", "Bob", "Cat"}
+    assert bob.delete(f"/rooms/{room['id']}/members/{cat.id}").status_code == 403
+    assert cat.delete(f"/rooms/{room['id']}/members/{cat.id}").status_code == 200
+    assert cat.get(f"/rooms/{room['id']}/messages").status_code == 404
+    assert bob.post(f"/rooms/{room['id']}/members", json={"email": "nobody@example.com"}).status_code == 404
+
+
+def test_resume_returns_exactly_the_missed_messages(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    room = room_of(ann, bob)
+    with Feed(server, bob) as b:
+        b.subscribe("r", "room", {"room": room["id"]})
+        say(ann, room, "seen")
+        cursor = b.event("r")["cursor"]
+    missed = [say(ann, room, f"while away {i}")["id"] for i in range(4)]
+    with Feed(server, bob) as b:
+        assert [e["id"] for e in b.subscribe("r", "room", {"room": room["id"]}, since=cursor)] == missed
+
+
+def test_typing_reaches_the_other_members_only(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    room = room_of(ann, bob)
+    with Feed(server, ann) as a, Feed(server, bob) as b:
+        a.subscribe("r", "room", {"room": room["id"]})
+        b.subscribe("r", "room", {"room": room["id"]})
+        a.send(type="chat.typing", room=room["id"])
+        typing = b.event("r")
+        assert (typing["op"], typing["data"]) == ("typing", {"room": room["id"], "user": {"id": ann.id, "name": "Ann"}})
+        message = say(ann, room, "done typing")
+        assert a.event("r")["id"] == message["id"]  # Ann was not told about her own typing
+
+
+def test_bad_chat_input_is_refused_and_stores_nothing(signup, db) -> None:
+    ann, bob, eve = signup("Ann"), signup("Bob"), signup("Eve")
+    room, other = room_of(ann, bob), room_of(eve)
+    elsewhere = say(eve, other, "not yours")
+    cases = [
+        ("post", f"/rooms/{room['id']}/messages", {"text": ""}, 422),
+        ("post", f"/rooms/{room['id']}/messages", {"text": "   "}, 422),
+        ("post", f"/rooms/{room['id']}/messages", {"text": "x" * 4001}, 422),
+        ("post", f"/rooms/{room['id']}/messages", {"text": "x", "$set": 1}, 422),
+        ("post", f"/rooms/{ObjectId()}/messages", {"text": "x"}, 404),
+        ("post", f"/rooms/{other['id']}/messages", {"text": "x"}, 404),
+        ("get", f"/rooms/{other['id']}/messages", None, 404),
+        ("post", f"/rooms/{other['id']}/members", {"email": ann.email}, 404),
+        ("post", f"/rooms/{room['id']}/read", {"message_id": elsewhere["id"]}, 422),
+        ("post", f"/rooms/{room['id']}/read", {"message_id": "zzz"}, 400),
+        ("post", "/rooms", {"name": "x", "members": ["ghost@example.com"]}, 422),
+        ("post", "/rooms", {"members": []}, 422),
+    ]
+    for method, path, payload, status in cases:
+        answer = ann.request(method, path, json=payload)
+        assert answer.status_code == status, (path, payload, answer.text)
+    assert db.messages.count_documents({"room": ObjectId(room["id"])}) == 0
+    assert say(ann, room, "x" * 4000)["text"] == "x" * 4000
