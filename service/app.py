@@ -13,11 +13,14 @@ from sanic.handlers import ErrorHandler
 from sanic.response import BaseHTTPResponse, HTTPResponse, json
 
 from .accounts import Accounts, User
+from .catalog import Catalog
 from .config import Settings
 from .database import Database, DatabaseError
 from .errors import BY_STATUS, RateLimited, ServiceError, Unauthorized, Unavailable
+from .gateway import Gateway
 from .hub import Hub
 from .metrics import LATENCY, REQUESTS
+from .payments import Payments
 from .ratelimit import RateLimiter
 
 log = logging.getLogger("murmuration")
@@ -32,11 +35,17 @@ class Context:
     db: Database
     accounts: Accounts
     hub: Hub
+    catalog: Catalog
+    gateway: Gateway | None
+    payments: Payments | None
     limiter: RateLimiter
     anon_limiter: RateLimiter
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.catalog = Catalog.load(settings.catalog_path)
+        self.gateway = None
+        self.payments = None
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.anon_limiter = RateLimiter(settings.anon_rate_limit, max(10, settings.anon_rate_limit // 10))
 
@@ -125,9 +134,17 @@ async def _open_clients(app: App) -> None:
     ctx.accounts = Accounts(ctx.db, ctx.settings)
     ctx.hub = Hub(ctx.db, ctx.settings)
     await ctx.hub.start()
+    if ctx.settings.braintree is not None:
+        ctx.gateway = Gateway(ctx.settings.braintree, ctx.settings.braintree_timeout)
+        ctx.payments = Payments(ctx.db, ctx.gateway, ctx.settings, ctx.hub.instance_id)
+        ctx.payments.start()
+    else:
+        log.info("payments are off: set BRAINTREE_MERCHANT_ID, BRAINTREE_PUBLIC_KEY, BRAINTREE_PRIVATE_KEY")
 
 
 async def _stop_hub(app: App) -> None:
+    if app.ctx.payments is not None:
+        await app.ctx.payments.stop(app.config.GRACEFUL_SHUTDOWN_TIMEOUT)
     await app.ctx.hub.stop()
 
 

@@ -91,6 +91,10 @@ class Settings:
     ws_frame_rate: int
     presence_ttl: int
     braintree: Braintree | None
+    braintree_timeout: float
+    payment_lease: float
+    payment_workers: int
+    payment_poll: float
     catalog_path: Path
 
     @classmethod
@@ -121,8 +125,20 @@ class Settings:
             ws_frame_rate=env.integer("WS_FRAME_RATE", 50, 1, 100_000),
             presence_ttl=env.integer("PRESENCE_TTL", 15, 2, 3600),
             braintree=_braintree(env),
+            braintree_timeout=(timeout := env.number("BRAINTREE_TIMEOUT", 20.0, 0.5, 300.0)),
+            payment_lease=_lease(env, timeout),
+            payment_workers=env.integer("PAYMENT_WORKERS", 2, 0, 64),
+            payment_poll=env.number("PAYMENT_POLL", 1.0, 0.05, 60.0),
             catalog_path=Path(env.text("CATALOG_PATH", str(ROOT / "service" / "catalog.json"))),
         )
+
+
+def _lease(env: _Env, timeout: float) -> float:
+    lease = env.number("PAYMENT_LEASE", max(60.0, 3 * timeout), 1.0, 3600.0)
+    if lease <= timeout:
+        # A lease shorter than a gateway call would let a second worker charge while the first waits.
+        raise ConfigError(f"PAYMENT_LEASE={lease} must be longer than BRAINTREE_TIMEOUT={timeout}")
+    return lease
 
 
 def _braintree(env: _Env) -> Braintree | None:

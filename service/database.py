@@ -87,6 +87,12 @@ INDEXES: dict[str, list[IndexModel]] = {
         ),
     ],
     "signals": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")],
+    "orders": [
+        IndexModel([("owner", ASCENDING), ("_id", DESCENDING)], name="by_owner"),
+        IndexModel([("owner", ASCENDING), ("idempotency_key", ASCENDING)], unique=True, name="idempotency_key"),
+        IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="work_queue"),
+        IndexModel([("transaction.id", ASCENDING)], sparse=True, name="by_transaction"),
+    ],
 }
 
 
@@ -171,6 +177,10 @@ class Database:
     @property
     def signals(self) -> Collection:
         return self.db["signals"]
+
+    @property
+    def orders(self) -> Collection:
+        return self.db["orders"]
 
     @property
     def connections(self) -> Collection:

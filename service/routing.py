@@ -16,6 +16,7 @@ import ujson
 
 from models.contacts import contact_out
 from models.documents import document_out, presence_out
+from models.orders import order_out
 from models.rooms import message_out, room_out, typing_out
 
 from .board import Board, Delta
@@ -150,6 +151,20 @@ def room_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
     ]
 
 
+_order_readers = readers_rule(owner, order_out)
+
+
+def orders_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
+    """Status changes of the caller's orders (lease bookkeeping changes nothing they can see)."""
+    if change.op == "update" and _order_state(change.before) == _order_state(change.after):
+        return []
+    return _order_readers(change, board, delta)
+
+
+def _order_state(doc: dict[str, Any] | None) -> tuple[Any, Any] | None:
+    return (doc.get("status"), doc.get("transaction")) if doc else None
+
+
 def online_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
     return [Audience("update", None, {"count": board.count}, None)] if delta.online else []
 
@@ -162,6 +177,7 @@ STREAMS: dict[str, Stream] = {
         Stream("presence", frozenset({"presence", "documents"}), presence_rule, replayable=False),
         Stream("online", frozenset({"connections"}), online_rule, per_user=False, replayable=False),
         Stream("room", frozenset({"messages", "rooms", "signals"}), room_rule, ephemeral=frozenset({"signals"})),
+        Stream("orders", frozenset({"orders"}), orders_rule),
     )
 }
 

@@ -11,7 +11,7 @@ from .harness import ROOT, wait_for
 
 def test_the_watch_example_prints_events_and_resumes_from_a_cursor(server, signup, db) -> None:
     ann = signup("Ann")
-    command = [sys.executable, str(ROOT / "docs/examples/watch.py"), "--url", server.ws_url, "--token", ann.token,
+    command = [sys.executable, str(ROOT / "docs/examples/watch.py"), "--url", server.ws_url, f"--token={ann.token}",
                "--stream", "contacts", "--count", "1"]  # fmt: skip
     watcher = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     wait_for(lambda: db.connections.count_documents({}) > 0, what="the example to connect")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 import websockets
@@ -46,12 +47,14 @@ async def watch(url: str, token: str, stream: str, params: dict, since: str | No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="ws://127.0.0.1:8000/ws")
-    parser.add_argument("--token", required=True)
+    parser.add_argument("--token", default=os.environ.get("MURMURATION_TOKEN"), help="or MURMURATION_TOKEN")
     parser.add_argument("--stream", default="documents")
     parser.add_argument("--params", default="{}", help='JSON object, e.g. \'{"id": "..."}\'')
     parser.add_argument("--since", help="resume after this cursor")
     parser.add_argument("--count", type=int, help="exit after this many events")
     args = parser.parse_args()
+    if not args.token:
+        parser.error("give --token=TOKEN or set MURMURATION_TOKEN")
     asyncio.run(watch(args.url, args.token, args.stream, json.loads(args.params), args.since, args.count))
 
 

@@ -1,0 +1,92 @@
+"""Orders: what a client may send (never a price) and what it gets back."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+
+from .common import Input, Output, iso
+
+MAX_QUANTITY = 100
+
+
+class LineIn(Input):
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+
+
+class OrderIn(Input):
+    items: Annotated[list[LineIn], Field(min_length=1, max_length=50)]
+    payment_method_nonce: str = Field(min_length=1, max_length=4096)
+
+    @field_validator("items")
+    @classmethod
+    def _one_line_per_sku(cls, items: list[LineIn]) -> list[LineIn]:
+        if len({item.sku for item in items}) != len(items):
+            raise ValueError("each sku may appear once; use quantity")
+        return items
+
+
+class CatalogItem(Output):
+    sku: str
+    name: str
+    price: str
+    currency: str
+
+
+class CatalogOut(Output):
+    items: list[CatalogItem]
+
+
+class ClientTokenOut(Output):
+    client_token: str
+
+
+class Line(Output):
+    sku: str
+    name: str
+    quantity: int
+    price: str
+    total: str
+
+
+class Transaction(Output):
+    id: str
+    status: str
+
+
+class OrderError(Output):
+    code: str
+    message: str
+
+
+class OrderOut(Output):
+    id: str
+    status: str
+    amount: str
+    currency: str
+    items: list[Line]
+    transaction: Transaction | None
+    errors: list[OrderError]
+    created_at: str
+    updated_at: str
+
+
+class OrderPage(Output):
+    items: list[OrderOut]
+    next: str | None
+
+
+def order_out(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(doc["_id"]),
+        "status": doc["status"],
+        "amount": doc["amount"],
+        "currency": doc["currency"],
+        "items": doc["items"],
+        "transaction": doc.get("transaction"),
+        "errors": doc.get("errors", []),
+        "created_at": iso(doc["created_at"]),
+        "updated_at": iso(doc["updated_at"]),
+    }

@@ -1,0 +1,97 @@
+"""Orders: priced on the server from the catalog, created once per idempotency key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from decimal import Decimal
+
+from models.orders import OrderIn
+
+from .accounts import User
+from .catalog import CENT, Catalog
+from .database import Database, Document, DuplicateKeyError, now, parse_id
+from .errors import BadRequest, Conflict, NotFound, ValidationFailed
+from .pages import newest_first
+
+MAX_KEY = 200
+
+
+def fingerprint(data: OrderIn) -> str:
+    """What makes two requests "the same body" for an idempotency key."""
+    canonical = json.dumps(data.model_dump(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def price(catalog: Catalog, data: OrderIn) -> tuple[list[Document], Decimal]:
+    unknown = [line.sku for line in data.items if line.sku not in catalog.items]
+    if unknown:
+        raise ValidationFailed(
+            "unknown sku",
+            details=[{"field": "items.sku", "message": f"{sku} is not in the catalog"} for sku in unknown],
+        )
+    lines, total = [], Decimal("0")
+    for line in data.items:
+        item = catalog.items[line.sku]
+        amount = (item.price * line.quantity).quantize(CENT)
+        total += amount
+        lines.append({"sku": item.sku, "name": item.name, "quantity": line.quantity, "price": str(item.price),
+                      "total": str(amount)})  # fmt: skip
+    return lines, total.quantize(CENT)
+
+
+async def create(db: Database, catalog: Catalog, user: User, key: str | None, data: OrderIn) -> tuple[Document, bool]:
+    """(order, created): a repeated key with the same body returns the first order; another body is 409."""
+    if not key or not key.strip():
+        raise BadRequest("the Idempotency-Key header is required")
+    if len(key) > MAX_KEY:
+        raise BadRequest(f"Idempotency-Key is longer than {MAX_KEY} characters")
+    lines, amount = price(catalog, data)
+    stamp = now()
+    doc: Document = {
+        "owner": user.id,
+        "idempotency_key": key,
+        "fingerprint": fingerprint(data),
+        "status": "pending",
+        "amount": str(amount),
+        "currency": catalog.currency,
+        "items": lines,
+        "nonce": data.payment_method_nonce,
+        "transaction": None,
+        "errors": [],
+        "attempts": 0,
+        "sale_attempted": False,
+        "lease_owner": None,
+        "lease_until": None,
+        "next_attempt_at": stamp,
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
+    try:
+        doc["_id"] = (await db.orders.insert_one(doc)).inserted_id
+        return doc, True
+    except DuplicateKeyError:
+        first = await db.orders.find_one({"owner": user.id, "idempotency_key": key})
+        if first is None:  # pragma: no cover - the unique index only fails for an existing order
+            raise
+        if first["fingerprint"] != doc["fingerprint"]:
+            raise Conflict("this Idempotency-Key was used with a different body") from None
+        return first, False
+
+
+async def mine(db: Database, user: User, order_id: str) -> Document:
+    doc = await db.orders.find_one({"_id": parse_id(order_id), "owner": user.id})
+    if doc is None:
+        raise NotFound("order not found")
+    return doc
+
+
+async def listing(db: Database, user: User, limit: int, after: str | None) -> tuple[list[Document], str | None]:
+    return await newest_first(db.orders, {"owner": user.id}, limit, after)
+
+
+async def record_webhook(db: Database, transaction_id: str, status: str) -> bool:
+    result = await db.orders.update_one(
+        {"transaction.id": transaction_id}, {"$set": {"transaction.status": status, "updated_at": now()}}
+    )
+    return result.matched_count > 0

@@ -1,0 +1,195 @@
+"""The payment worker: every instance charges pending orders in the background, exactly once.
+
+An order is claimed with a lease in MongoDB, so two workers never process it at once. Before the
+sale, the order is marked `sale_attempted`; an order claimed again with that mark (a crash, a
+timeout, a restart between "charged" and "recorded") is first looked up at the gateway by our order
+id, so it is never charged twice. The lease is longer than a gateway call can take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+
+from .config import Settings
+from .database import ASCENDING, Database, DatabaseError, Document, ReturnDocument, now
+from .gateway import Charge, Gateway, GatewayUnavailable, Refusal
+from .metrics import PAYMENTS
+
+log = logging.getLogger("murmuration.payments")
+
+MAX_BACKOFF = 60.0
+
+
+class LeaseLost(Exception):
+    """Another worker owns the order now; this one must not touch it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: str  # paid | declined | failed
+    transaction: dict[str, str] | None
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+def outcome_of(charge: Charge) -> Outcome:
+    """What a gateway transaction means for its order."""
+    transaction = {"id": charge.id, "status": charge.status}
+    if charge.succeeded:
+        return Outcome("paid", transaction)
+    if charge.status in ("processor_declined", "gateway_rejected"):
+        code = charge.code or charge.status
+        message = charge.text or f"{charge.status.replace('_', ' ')}: {charge.code}"
+        return Outcome("declined", transaction, [{"code": str(code), "message": message}])
+    return Outcome(
+        "failed", transaction, [{"code": str(charge.code or charge.status), "message": charge.text or charge.status}]
+    )
+
+
+class Payments:
+    def __init__(self, db: Database, gateway: Gateway, settings: Settings, owner: str) -> None:
+        self.db = db
+        self.gateway = gateway
+        self.owner = owner
+        self.lease = timedelta(seconds=settings.payment_lease)
+        self.poll = settings.payment_poll
+        self.loops = settings.payment_workers
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._loop(), name=f"payments-{i}") for i in range(self.loops)]
+
+    def nudge(self) -> None:
+        """A new order was stored: look for work now instead of at the next poll."""
+        self.wake.set()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Finish the orders in hand (bounded), then give back leases on orders not yet started."""
+        self.stopping = True
+        self.wake.set()
+        if not self.tasks:
+            return
+        _, pending = await asyncio.wait(self.tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        with contextlib.suppress(DatabaseError):
+            await self.db.orders.update_many(
+                {"lease_owner": self.owner, "sale_attempted": False},
+                {"$set": {"lease_owner": None, "lease_until": None}},
+            )
+
+    async def _loop(self) -> None:
+        while not self.stopping:
+            try:
+                order = await self.claim()
+            except DatabaseError as error:
+                log.warning("cannot claim orders: %s", type(error).__name__)
+                await asyncio.sleep(self.poll)
+                continue
+            if order is None:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.poll)
+                continue
+            try:
+                await self.process(order)
+            except (DatabaseError, LeaseLost) as error:
+                log.warning("order %s left for a later attempt: %s", order["_id"], type(error).__name__)
+
+    async def claim(self) -> Document | None:
+        stamp = now()
+        doc: Document | None = await self.db.orders.find_one_and_update(
+            {
+                "status": {"$in": ["pending", "processing"]},
+                "next_attempt_at": {"$lte": stamp},
+                "$or": [{"lease_until": None}, {"lease_until": {"$lt": stamp}}],
+            },
+            {
+                "$set": {
+                    "status": "processing",
+                    "lease_owner": self.owner,
+                    "lease_until": stamp + self.lease,
+                    "updated_at": stamp,
+                },
+                "$inc": {"attempts": 1},
+            },
+            sort=[("next_attempt_at", ASCENDING)],
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc
+
+    async def process(self, order: Document) -> None:
+        try:
+            outcome = await self.charge(order)
+        except GatewayUnavailable:
+            await self._retry_later(order)
+            return
+        await self._finish(order, outcome)
+
+    async def charge(self, order: Document) -> Outcome:
+        order_id = str(order["_id"])
+        if order.get("sale_attempted"):
+            earlier = await self.gateway.find_by_order(order_id)
+            if earlier:
+                chosen = next((charge for charge in earlier if charge.succeeded), earlier[-1])
+                log.info("order %s was charged before its outcome was recorded: adopting %s", order_id, chosen.id)
+                return await self.confirm(order, chosen)
+        marked = await self.db.orders.update_one(
+            {"_id": order["_id"], "lease_owner": self.owner}, {"$set": {"sale_attempted": True}}
+        )
+        if marked.matched_count == 0:
+            raise LeaseLost()
+        result = await self.gateway.sale(order_id, Decimal(order["amount"]), order["nonce"])
+        if isinstance(result, Refusal):
+            return Outcome("failed", None, result.errors)
+        return await self.confirm(order, result)
+
+    async def confirm(self, order: Document, charge: Charge) -> Outcome:
+        """Read the transaction back and check it charged exactly the order's amount."""
+        if not charge.succeeded:
+            return outcome_of(charge)
+        found = await self.gateway.find(charge.id) or charge
+        outcome = outcome_of(found)
+        if outcome.status == "paid" and found.amount != Decimal(order["amount"]):
+            log.error(
+                "order %s: gateway charged %s instead of %s; voiding", order["_id"], found.amount, order["amount"]
+            )
+            voided = await self.gateway.void(found.id)
+            status = voided.status if isinstance(voided, Charge) else found.status
+            message = f"the gateway charged {found.amount} instead of {order['amount']}"
+            return Outcome(
+                "failed", {"id": found.id, "status": status}, [{"code": "amount_mismatch", "message": message}]
+            )
+        return outcome
+
+    async def _finish(self, order: Document, outcome: Outcome) -> None:
+        result = await self.db.orders.update_one(
+            {"_id": order["_id"], "lease_owner": self.owner},
+            {
+                "$set": {
+                    "status": outcome.status,
+                    "transaction": outcome.transaction,
+                    "errors": outcome.errors,
+                    "lease_owner": None,
+                    "lease_until": None,
+                    "updated_at": now(),
+                },
+                "$unset": {"nonce": ""},  # single-use, and no longer needed
+            },
+        )
+        if result.matched_count == 0:
+            raise LeaseLost()
+        PAYMENTS.labels(outcome.status).inc()
+
+    async def _retry_later(self, order: Document) -> None:
+        delay = min(MAX_BACKOFF, 0.5 * 2 ** min(order.get("attempts", 1), 8))
+        await self.db.orders.update_one(
+            {"_id": order["_id"], "lease_owner": self.owner},
+            {"$set": {"lease_owner": None, "lease_until": None, "next_attempt_at": now() + timedelta(seconds=delay)}},
+        )
