@@ -85,13 +85,14 @@ async def get(request: Request, order_id: str) -> HTTPResponse:
           public=True, errors=UNAVAILABLE)  # fmt: skip
 async def webhook(request: Request) -> HTTPResponse:
     ctx = context(request)
+    verifier = gateway(ctx)
     form = request.form
     signature = form.get("bt_signature") if form else None
     payload = form.get("bt_payload") if form else None
     if not signature or not payload:
         raise BadRequest("bt_signature and bt_payload form fields are required")
     try:
-        event = gateway(ctx).parse_webhook(signature, payload)
+        event = verifier.parse_webhook(signature, payload)
     except BadWebhook:
         raise BadRequest("the webhook signature does not verify") from None
     matched = False
