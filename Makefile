@@ -27,8 +27,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 install: $(VENV)/.installed  ## create .venv and install everything
 
-run: install  ## start MongoDB (unless MONGO_URL is set) and the service on PORT (default 8000)
-	@$(PY) -m deploy.local.mongo exec -- $(PY) -m service
+run: install  ## start MongoDB and the Braintree emulator (unless configured) and the service on PORT (default 8000)
+	@$(PY) -m deploy.local.run
 
 lint: install  ## ruff
 	@$(BIN)/ruff check .

@@ -242,7 +242,7 @@ def initiate(nodes: list[MongoNode], timeout: float = 60.0) -> str:
     return f"mongodb://{hosts}/?replicaSet={first.replset}"
 
 
-def _exec(command: list[str], ephemeral: bool) -> int:
+def run_with_mongo(command: list[str], ephemeral: bool) -> int:
     if os.environ.get("MONGO_URL"):
         say(f"using MONGO_URL={os.environ['MONGO_URL'].split('@')[-1]} (nothing started)")
         return subprocess.call(command)
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("exec needs a command after --")
-    return _exec(command, args.ephemeral)
+    return run_with_mongo(command, args.ephemeral)
 
 
 if __name__ == "__main__":
