@@ -38,6 +38,16 @@ def test_openapi_documents_every_rest_route(anon: httpx.Client) -> None:
         ("/auth/register", "post"), ("/auth/login", "post"), ("/auth/logout", "post"), ("/auth/me", "get"),
         ("/contacts", "post"), ("/contacts", "get"), ("/contacts/{contact_id}", "get"),
         ("/contacts/{contact_id}", "patch"), ("/contacts/{contact_id}", "delete"),
+        ("/documents", "post"), ("/documents", "get"), ("/documents/{document_id}", "get"),
+        ("/documents/{document_id}", "patch"), ("/documents/{document_id}", "delete"),
+        ("/documents/{document_id}/collaborators", "post"),
+        ("/documents/{document_id}/collaborators/{user_id}", "delete"),
+        ("/documents/{document_id}/revisions", "get"), ("/documents/{document_id}/presence", "get"),
+        ("/rooms", "post"), ("/rooms", "get"), ("/rooms/{room_id}/members", "post"),
+        ("/rooms/{room_id}/members/{user_id}", "delete"), ("/rooms/{room_id}/messages", "post"),
+        ("/rooms/{room_id}/messages", "get"), ("/rooms/{room_id}/read", "post"),
+        ("/catalog", "get"), ("/payments/client-token", "get"), ("/orders", "post"), ("/orders", "get"),
+        ("/orders/{order_id}", "get"), ("/payments/webhooks", "post"),
         ("/health", "get"), ("/metrics", "get"), ("/openapi.json", "get"), ("/docs", "get"),
     }  # fmt: skip
     assert expected <= documented
