@@ -88,3 +88,24 @@ def test_a_crashed_instances_users_vanish_within_seconds(servers) -> None:
         by_sub = {f["sub"]: f["data"] for f in frames}
         assert by_sub == {"o": {"count": count}, "p": {"document": doc["id"], "viewing": [], "editing": []}}
     assert ann.get(f"/documents/{doc['id']}/presence").json() == {"viewing": [], "editing": []}
+
+
+def test_sigterm_closes_websockets_with_1001_and_leaves_no_ghosts(servers) -> None:
+    import signal
+    import time
+
+    leaving, staying = servers(), servers()
+    ann = Account.register(staying.url, "Ann")
+    bob = Account.register(staying.url, "Bob")
+    with Feed(staying, ann) as watcher, Feed(leaving, bob) as doomed:
+        watcher.subscribe("o", "online")
+        count = watcher.event("o")["data"]["count"]
+        assert count >= 2
+        started = time.monotonic()
+        assert leaving.process is not None
+        leaving.process.send_signal(signal.SIGTERM)
+        assert doomed.closed_with(timeout=20) == 1001  # "going away": reconnect elsewhere with since
+        leaving.process.wait(timeout=30)
+        assert leaving.process.returncode == 0 and time.monotonic() - started < 20
+        # Its records went with it: no waiting for the heartbeat to time out.
+        assert watcher.event("o", timeout=5)["data"] == {"count": count - 1}
