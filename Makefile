@@ -11,7 +11,7 @@ MONGO_PORT ?= 27017
 export PORT MONGO_PORT
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck check mongosh clean
+.PHONY: help install run cluster test lint typecheck mongosh clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ install: $(VENV)/.installed  ## create .venv and install everything
 
 run: install  ## start MongoDB and the Braintree emulator (unless configured) and the service on PORT (default 8000)
 	@$(PY) -m deploy.local.run
+
+cluster: install  ## 3 mongod members, 2 instances and nginx on PORT (default 8000), all on loopback
+	@$(PY) -m deploy.local.cluster
 
 lint: install  ## ruff
 	@$(BIN)/ruff check .
