@@ -13,6 +13,8 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY service ./service
 COPY handlers ./handlers
 COPY models ./models
+# deploy/ carries the Braintree gateway emulator used by the credential-less compose demo.
+COPY deploy ./deploy
 RUN useradd --system --uid 10001 --no-create-home murmuration
 USER murmuration
 

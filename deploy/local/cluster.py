@@ -50,9 +50,10 @@ def ensure_nginx() -> str:
     return "/usr/sbin/nginx"
 
 
-def render_site(listen: int, upstreams: list[int]) -> str:
-    servers = "\n".join(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in upstreams)
-    return TEMPLATE.read_text().replace("@LISTEN@", f"127.0.0.1:{listen}").replace("@UPSTREAMS@", servers)
+def render_site(listen: str, upstreams: list[str]) -> str:
+    """The nginx site for instances at `upstreams` (host:port), listening on `listen`."""
+    servers = "\n".join(f"    server {upstream} max_fails=1 fail_timeout=2s;" for upstream in upstreams)
+    return TEMPLATE.read_text().replace("@LISTEN@", listen).replace("@UPSTREAMS@", servers)
 
 
 def nginx_conf(site: Path, prefix: Path) -> str:
@@ -160,7 +161,8 @@ class Cluster:
             instance.start()
             self.instances.append(instance)
         site = self.home / "murmuration.conf"
-        site.write_text(render_site(self.port, [instance.port for instance in self.instances]))
+        upstreams = [f"127.0.0.1:{instance.port}" for instance in self.instances]
+        site.write_text(render_site(f"127.0.0.1:{self.port}", upstreams))
         conf = self.home / "nginx.conf"
         conf.write_text(nginx_conf(site, self.home))
         self.nginx = subprocess.Popen([nginx, "-p", str(self.home), "-c", str(conf)], start_new_session=True)

@@ -310,9 +310,9 @@ def handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
 class GatewayServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self.emulator = Emulator()
-        super().__init__(("127.0.0.1", port), handler_for(self.emulator))
+        super().__init__((host, port), handler_for(self.emulator))
 
     @property
     def url(self) -> str:
@@ -326,8 +326,9 @@ class GatewayServer(ThreadingHTTPServer):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8500)
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a container")
     args = parser.parse_args()
-    server = GatewayServer(args.port)
+    server = GatewayServer(args.port, args.host)
     print(f"[gateway] Braintree emulator on {server.url}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
