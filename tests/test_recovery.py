@@ -109,3 +109,27 @@ def test_sigterm_closes_websockets_with_1001_and_leaves_no_ghosts(servers) -> No
         assert leaving.process.returncode == 0 and time.monotonic() - started < 20
         # Its records went with it: no waiting for the heartbeat to time out.
         assert watcher.event("o", timeout=5)["data"] == {"count": count - 1}
+
+
+def test_several_workers_each_run_a_hub_and_every_connection_gets_its_events(servers, node: MongoNode) -> None:
+    from pymongo import MongoClient
+
+    server = servers(WORKERS="2")
+    with MongoClient(node.url) as client:  # type: ignore[attr-defined]
+
+        def hubs() -> set[int]:
+            return {doc["pid"] for doc in client["recovery"].instances.find({"name": f"test-{server.port}"})}
+
+        wait_for(lambda: len(hubs()) == 2, 30, "one hub (and heartbeat) per worker process")
+    ann = Account.register(server.url, "Ann")
+    feeds = [Feed(server, ann) for _ in range(6)]  # the kernel spreads them over both workers
+    try:
+        for feed in feeds:
+            feed.subscribe("c", "contacts")
+        contact = ann.post("/contacts", json={"name": "to all"}).json()
+        assert all(feed.event("c")["id"] == contact["id"] for feed in feeds)
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert "murmuration_websockets_open" in metrics and "murmuration_http_requests_total" in metrics
+    finally:
+        for feed in feeds:
+            feed.close()
