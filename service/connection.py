@@ -293,24 +293,19 @@ class Connection:
         doc = await documents.visible(self.db, self.user, document_id)
         key = f"{self.id}:{doc['_id']}"
         if state is None:
-            await self.db.presence.delete_one({"_id": key})
+            await self.hub.present(self.id, key, None)
             return
         if state == "editing" and not documents.can_edit(doc, self.user.id):
             raise Forbidden("viewers cannot edit this document")
-        await self.db.presence.replace_one(
-            {"_id": key},
-            {
-                "conn": self.id,
-                "instance": self.hub.instance_id,
-                "document": doc["_id"],
-                "user": self.user.id,
-                "name": self.user.name,
-                "state": state,
-                "access": doc.get("access", []),
-                "at": now(),
-            },
-            upsert=True,
-        )
+        record = {
+            "document": doc["_id"],
+            "user": self.user.id,
+            "name": self.user.name,
+            "state": state,
+            "access": doc.get("access", []),
+            "at": now(),
+        }
+        await self.hub.present(self.id, key, record)
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,14 @@ import os
 import re
 import secrets
 from collections import Counter
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from .board import Board
 from .change import OPERATIONS, Change
 from .config import Settings
-from .database import Database, DatabaseError, OperationFailure, Stream, history_lost, now
+from .database import Database, DatabaseError, Document, OperationFailure, Stream, history_lost, now
 from .errors import BadRequest, CursorExpired
 from .metrics import EVENTS, STREAM_LAG
 from .routing import STREAMS, Router, Subscription, encode
@@ -51,6 +52,9 @@ class Hub:
             {"$match": {"operationType": {"$in": list(OPERATIONS)}, "ns.coll": {"$in": self.router.collections}}}
         ]
         self._tasks: list[asyncio.Task[None]] = []
+        self.live: dict[str, LiveConnection] = {}  # this process's connections, to restore if reaped
+        self.beating_since: datetime | None = None
+        self.started = False
 
     # --- life cycle -------------------------------------------------------------------------
 
@@ -120,6 +124,8 @@ class Hub:
         if change is None:
             return
         deliveries = self.router.route(change, self.board)
+        if change.coll == "connections" and change.op == "insert" and change.id in self.live:
+            self.live[change.id].counted.set()
         if deliveries:
             streams: Counter[str] = Counter()
             for sub, frame in deliveries:
@@ -229,11 +235,31 @@ class Hub:
     # --- connections, presence and instance heartbeats ------------------------------------
 
     async def connected(self, conn_id: str, user: Any) -> None:
-        await self.db.connections.insert_one({"_id": conn_id, "user": user, "instance": self.instance_id, "at": now()})
+        """Record the connection, and return once this hub has seen it come back on the stream, so a
+        client told `ready` is already counted in what `online` and `presence` show."""
+        record = {"_id": conn_id, "user": user, "instance": self.instance_id, "at": now()}
+        live = self.live[conn_id] = LiveConnection(record)
+        await self.db.connections.insert_one(record)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.counted.wait(), 5.0)
 
     async def disconnected(self, conn_id: str) -> None:
+        self.live.pop(conn_id, None)
         await self.db.presence.delete_many({"conn": conn_id})
         await self.db.connections.delete_one({"_id": conn_id})
+
+    async def present(self, conn_id: str, key: str, record: Document | None) -> None:
+        """Set (or, with None, clear) one presence of a connection of this process."""
+        live = self.live.get(conn_id)
+        if record is None:
+            if live is not None:
+                live.presence.pop(key, None)
+            await self.db.presence.delete_one({"_id": key})
+            return
+        record = {**record, "conn": conn_id, "instance": self.instance_id}
+        if live is not None:
+            live.presence[key] = record
+        await self.db.presence.replace_one({"_id": key}, record, upsert=True)
 
     async def _heartbeat(self) -> None:
         interval = self.settings.presence_ttl / 3
@@ -243,17 +269,37 @@ class Hub:
                 await self._beat()
                 await self._reap()
             except DatabaseError as error:
+                self.beating_since = None
                 log.warning("heartbeat failed: %s", type(error).__name__)
 
     async def _beat(self) -> None:
-        await self.db.instances.update_one(
+        result = await self.db.instances.update_one(
             {"_id": self.instance_id},
             {"$set": {"heartbeat_at": now(), "name": self.settings.instance, "pid": os.getpid()}},
             upsert=True,
         )
+        if self.beating_since is None:
+            self.beating_since = now()
+        if result.upserted_id is not None and self.started:
+            # Another instance took this one for dead (say, after a MongoDB outage longer than the
+            # TTL) and removed its records while its clients were still connected: put them back.
+            log.warning("this instance was presumed dead; restoring %d connection(s)", len(self.live))
+            await self._restore()
+        self.started = True
+
+    async def _restore(self) -> None:
+        for live in list(self.live.values()):
+            await self.db.connections.replace_one({"_id": live.record["_id"]}, live.record, upsert=True)
+            for key, record in list(live.presence.items()):
+                await self.db.presence.replace_one({"_id": key}, record, upsert=True)
 
     async def _reap(self) -> None:
-        cutoff = now() - timedelta(seconds=self.settings.presence_ttl)
+        # After an outage every instance beats again within one interval; until this one has been
+        # beating for a whole TTL, a silent peer may just not have had its turn yet.
+        ttl = timedelta(seconds=self.settings.presence_ttl)
+        if self.beating_since is None or now() - self.beating_since < ttl:
+            return
+        cutoff = now() - ttl
         dead = [doc["_id"] async for doc in self.db.instances.find({"heartbeat_at": {"$lt": cutoff}}, {"_id": 1})]
         if dead:
             log.info("removing %d silent instance(s): %s", len(dead), ", ".join(dead))
@@ -263,6 +309,13 @@ class Hub:
         await self.db.presence.delete_many({"instance": {"$in": instances}})
         await self.db.connections.delete_many({"instance": {"$in": instances}})
         await self.db.instances.delete_many({"_id": {"$in": instances}})
+
+
+@dataclass
+class LiveConnection:
+    record: Document
+    presence: dict[str, Document] = field(default_factory=dict)
+    counted: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def error_frame(error: Any, sub_id: str | None = None, **extra: Any) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bson import ObjectId
 
 from deploy.local.mongo import MongoNode, free_port, initiate
 
@@ -133,3 +134,32 @@ def test_several_workers_each_run_a_hub_and_every_connection_gets_its_events(ser
     finally:
         for feed in feeds:
             feed.close()
+
+
+def test_an_instance_presumed_dead_while_alive_restores_its_users(servers, node: MongoNode) -> None:
+    from pymongo import MongoClient
+
+    server = servers()
+    ann, bob = Account.register(server.url, "Ann"), Account.register(server.url, "Bob")
+    doc = ann.post("/documents", json={"title": "still here"}).json()
+    with Feed(server, ann) as watcher, Feed(server, bob) as alive:
+        watcher.subscribe("o", "online")
+        assert watcher.event("o")["data"] == {"count": 2}
+        alive.send(type="subscribe", id="x", stream="contacts")
+        alive.expect("subscribed")
+        ann.post(f"/documents/{doc['id']}/collaborators", json={"email": bob.email, "role": "viewer"})
+        alive.send(type="presence", document=doc["id"], state="viewing")
+        with MongoClient(node.url) as client:  # type: ignore[attr-defined]
+            db = client["recovery"]
+            wait_for(lambda: db.presence.count_documents({"user": ObjectId(bob.id)}) == 1, what="bob's presence")
+            # What another instance's reaper does to an instance it believes dead:
+            ids = [d["_id"] for d in db.instances.find({"name": f"test-{server.port}"})]
+            db.presence.delete_many({"instance": {"$in": ids}})
+            db.connections.delete_many({"instance": {"$in": ids}})
+            db.instances.delete_many({"_id": {"$in": ids}})
+            counts = [watcher.event("o")["data"]["count"]]
+            while counts[-1] != 2:  # down as the records go, then up as the instance restores them
+                counts.append(watcher.event("o", timeout=20)["data"]["count"])
+            assert min(counts) < 2
+            wait_for(lambda: db.connections.count_documents({"user": ObjectId(bob.id)}) == 1, 20, "bob restored")
+            wait_for(lambda: db.presence.count_documents({"user": ObjectId(bob.id)}) == 1, 20, "presence restored")
