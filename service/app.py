@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from sanic import Request, Sanic
@@ -14,6 +15,7 @@ from sanic.response import BaseHTTPResponse, HTTPResponse, json
 
 from .accounts import Accounts, User
 from .catalog import Catalog
+from .change import Change
 from .config import Settings
 from .database import Database, DatabaseError
 from .errors import BY_STATUS, RateLimited, ServiceError, Unauthorized, Unavailable
@@ -131,8 +133,9 @@ async def _open_clients(app: App) -> None:
         where = ctx.settings.mongo_url.rpartition("@")[2]  # never log credentials
         log.error("cannot reach MongoDB at %s (%s): start one (`make run` does) or fix MONGO_URL", where, error)
         raise
-    ctx.accounts = Accounts(ctx.db, ctx.settings)
-    ctx.hub = Hub(ctx.db, ctx.settings)
+    ctx.accounts = Accounts(ctx.db, ctx.settings, trusted=lambda: ctx.hub.healthy)
+    ctx.hub = Hub(ctx.db, ctx.settings, listeners={"sessions": _forget_session(ctx.accounts)})
+    ctx.hub.on_gap.append(ctx.accounts.forget_all)
     await ctx.hub.start()
     if ctx.settings.braintree is not None:
         ctx.gateway = Gateway(ctx.settings.braintree, ctx.settings.braintree_timeout)
@@ -140,6 +143,14 @@ async def _open_clients(app: App) -> None:
         ctx.payments.start()
     else:
         log.info("payments are off: set BRAINTREE_MERCHANT_ID, BRAINTREE_PUBLIC_KEY, BRAINTREE_PRIVATE_KEY")
+
+
+def _forget_session(accounts: Accounts) -> Callable[[Change], None]:
+    def listener(change: Change) -> None:
+        if change.op == "delete":
+            accounts.forget(str(change.id))
+
+    return listener
 
 
 async def _stop_hub(app: App) -> None:

@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,7 +40,9 @@ def _position(stream: Stream) -> str | None:
 
 
 class Hub:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, listeners: dict[str, Callable[[Change], None]] | None = None
+    ) -> None:
         self.db = db
         self.settings = settings
         self.instance_id = f"{settings.instance}/{os.getpid()}/{secrets.token_hex(3)}"
@@ -48,10 +51,14 @@ class Hub:
         self.position = ""  # the last resume token this hub has routed up to
         self.healthy = False
         self.subscriptions: set[Subscription] = set()
+        # Listeners hear every change of their collection (the token cache hears session deletions).
+        self.listeners = listeners or {}
+        watched = sorted({*self.router.collections, *self.listeners})
         self.pipeline: list[dict[str, Any]] = [
-            {"$match": {"operationType": {"$in": list(OPERATIONS)}, "ns.coll": {"$in": self.router.collections}}}
+            {"$match": {"operationType": {"$in": list(OPERATIONS)}, "ns.coll": {"$in": watched}}}
         ]
         self._tasks: list[asyncio.Task[None]] = []
+        self.on_gap: list[Callable[[], None]] = []  # called when the stream breaks: caches must not be trusted
         self.live: dict[str, LiveConnection] = {}  # this process's connections, to restore if reaped
         self.beating_since: datetime | None = None
         self.started = False
@@ -104,6 +111,8 @@ class Hub:
                 raise
             except DatabaseError as error:
                 self.healthy = False
+                for on_gap in self.on_gap:
+                    on_gap()
                 if stream is not None:
                     with contextlib.suppress(Exception):
                         await stream.close()
@@ -123,6 +132,9 @@ class Hub:
         self.position = event["_id"]["_data"]
         if change is None:
             return
+        listener = self.listeners.get(change.coll)
+        if listener is not None:
+            listener(change)
         deliveries = self.router.route(change, self.board)
         if change.coll == "connections" and change.op == "insert" and change.id in self.live:
             self.live[change.id].counted.set()

@@ -212,3 +212,21 @@ def test_losing_the_primary_loses_no_event_and_health_recovers(cluster: Cluster)
     assert set(acknowledged) <= committed
     assert len(received) == len(set(received)), "an event arrived twice"
     assert set(received) == committed, f"missing {len(committed - set(received))} committed events"
+
+
+def test_a_logout_on_one_instance_revokes_the_token_cached_by_the_other(cluster: Cluster) -> None:
+    a, b = cluster.instance("a"), cluster.instance("b")
+    ann = Account.register(a.url, "Ann")
+    on_a = Account(base_url=a.url, headers={"Authorization": f"Bearer {ann.token}"})
+    on_b = Account(base_url=b.url, headers={"Authorization": f"Bearer {ann.token}"})
+    assert on_a.get("/auth/me").status_code == 200 and on_a.get("/auth/me").status_code == 200  # now cached on a
+    assert on_b.post("/auth/logout").status_code == 204
+    started = time.monotonic()
+    wait_for(lambda: on_a.get("/auth/me").status_code == 401, 5, "instance a to drop the revoked token")
+    assert time.monotonic() - started < 5
+    other = Account.register(a.url, "Bob")
+    on_a_bob = Account(base_url=a.url, headers={"Authorization": f"Bearer {other.token}"})
+    assert on_a_bob.get("/auth/me").status_code == 200
+    with MongoClient(cluster.mongo_url) as shell:  # an operator revoking every session of a user
+        shell["cluster"].sessions.delete_many({"user": ObjectId(other.id)})
+    wait_for(lambda: on_a_bob.get("/auth/me").status_code == 401, 5, "a token revoked in the shell to stop working")
