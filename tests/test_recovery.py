@@ -101,7 +101,8 @@ def test_sigterm_closes_websockets_with_1001_and_leaves_no_ghosts(servers) -> No
     with Feed(staying, ann) as watcher, Feed(leaving, bob) as doomed:
         watcher.subscribe("o", "online")
         count = watcher.event("o")["data"]["count"]
-        assert count >= 2
+        while count < 2:  # Bob is on the other instance: his arrival may reach this one a moment later
+            count = watcher.event("o")["data"]["count"]
         started = time.monotonic()
         assert leaving.process is not None
         leaving.process.send_signal(signal.SIGTERM)
