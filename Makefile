@@ -11,7 +11,7 @@ MONGO_PORT ?= 27017
 export PORT MONGO_PORT
 
 .DEFAULT_GOAL := help
-.PHONY: help install run cluster test lint typecheck mongosh clean
+.PHONY: help install run cluster bench test lint typecheck mongosh clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,10 @@ run: install  ## start MongoDB and the Braintree emulator (unless configured) an
 
 cluster: install  ## 3 mongod members, 2 instances and nginx on PORT (default 8000), all on loopback
 	@$(PY) -m deploy.local.cluster
+
+bench: install  ## benchmarks side by side with peers (not part of make test); writes bench/results/
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	@$(PY) bench/run.py
 
 lint: install  ## ruff
 	@$(BIN)/ruff check .
