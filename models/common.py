@@ -64,8 +64,13 @@ def parse(model: type[M], payload: Any) -> M:
 
 
 def iso(moment: datetime) -> str:
-    """ISO 8601, UTC, milliseconds, `Z`: `2026-11-20T10:00:00.123Z`."""
-    return f"{moment.strftime('%Y-%m-%dT%H:%M:%S')}.{moment.microsecond // 1000:03d}Z"
+    """ISO 8601, UTC, milliseconds, `Z`: `2026-11-20T10:00:00.123Z`.
+
+    `isoformat` is C code (strftime was a sixth of a contacts page's CPU); datetimes from MongoDB are
+    UTC (the client is tz-aware) and ones without a zone are taken as UTC.
+    """
+    text = moment.isoformat(timespec="milliseconds")
+    return text[:-6] + "Z" if moment.tzinfo is not None else text + "Z"
 
 
 def page(items: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
