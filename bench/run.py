@@ -84,8 +84,8 @@ def wrk(binary: str, url: str, token: str | None, method: str, tmp: Path) -> dic
     out = subprocess.run([binary, "-t2", "-c64", f"-d{DURATION}s", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = milliseconds(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = milliseconds(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = milliseconds(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = milliseconds(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": float(errors.group(1)) if errors else 0.0}
 
