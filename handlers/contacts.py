@@ -10,7 +10,7 @@ from models.contacts import ContactIn, ContactOut, ContactPage, ContactPatch, co
 from service import contacts
 from service.app import context, current_user
 
-from .inputs import body, page_args, text_arg
+from .inputs import PAGING, body, page_args, text_arg
 from .openapi import describe
 
 bp = Blueprint("contacts", url_prefix="/contacts")
@@ -25,8 +25,7 @@ async def create(request: Request) -> HTTPResponse:
 
 @bp.get("/")
 @describe("List the caller's contacts, newest first", "contacts", response=ContactPage,
-          query={"q": "matches name, email or company, case-insensitively, literally",
-                 "limit": "1..100, default 20", "after": "the `next` cursor of the previous page"})  # fmt: skip
+          query={"q": "matches name, email or company, case-insensitively, literally", **PAGING})  # fmt: skip
 async def search(request: Request) -> HTTPResponse:
     limit, after = page_args(request)
     docs, next_cursor = await contacts.search(

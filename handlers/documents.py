@@ -23,12 +23,11 @@ from service import documents
 from service.app import context, current_user
 from service.board import presence_entry, summarize
 
-from .inputs import body, page_args
+from .inputs import PAGING, body, page_args
 from .openapi import describe
 
 bp = Blueprint("documents", url_prefix="/documents")
 
-PAGING = {"limit": "1..100, default 20", "after": "the `next` cursor of the previous page"}
 MISSING_OR_HIDDEN = {"403": "forbidden: you may see it but not do this", "404": "not_found (or not yours to see)"}
 
 

@@ -13,6 +13,8 @@ from service.pages import DEFAULT_LIMIT, MAX_LIMIT
 
 M = TypeVar("M", bound=BaseModel)
 
+PAGING = {"limit": f"1..{MAX_LIMIT}, default {DEFAULT_LIMIT}", "after": "the `next` cursor of the previous page"}
+
 
 def body(request: Request, model: type[M]) -> M:
     """The JSON object in the request body, validated into `model` (400 if not JSON, 422 if invalid)."""

@@ -12,7 +12,7 @@ from service.app import Context, context, current_user
 from service.errors import BadRequest, PaymentsUnavailable
 from service.gateway import BadWebhook, Gateway
 
-from .inputs import body, page_args
+from .inputs import PAGING, body, page_args
 from .openapi import describe
 
 bp = Blueprint("payments")
@@ -62,8 +62,7 @@ async def place(request: Request) -> HTTPResponse:
 
 
 @bp.get("/orders")
-@describe("Your orders, newest first", "payments", response=OrderPage, errors=UNAVAILABLE,
-          query={"limit": "1..100, default 20", "after": "the `next` cursor of the previous page"})  # fmt: skip
+@describe("Your orders, newest first", "payments", response=OrderPage, errors=UNAVAILABLE, query=PAGING)
 async def listing(request: Request) -> HTTPResponse:
     ctx = context(request)
     gateway(ctx)

@@ -24,12 +24,11 @@ from models.rooms import (
 from service import rooms
 from service.app import context, current_user
 
-from .inputs import body, page_args
+from .inputs import PAGING, body, page_args
 from .openapi import describe
 
 bp = Blueprint("rooms", url_prefix="/rooms")
 
-PAGING = {"limit": "1..100, default 20", "after": "the `next` cursor of the previous page"}
 HIDDEN = {"404": "not_found: no such room, or you are not a member"}
 
 

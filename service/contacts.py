@@ -8,7 +8,7 @@ from models.contacts import ContactIn, ContactPatch
 
 from .database import Database, Document, ObjectId, ReturnDocument, now, parse_id
 from .errors import NotFound, ValidationFailed
-from .pages import newest_first
+from .pages import newest_first, one
 
 
 async def create(db: Database, owner: ObjectId, data: ContactIn) -> Document:
@@ -31,10 +31,7 @@ async def search(
 
 
 async def get(db: Database, owner: ObjectId, contact_id: str) -> Document:
-    doc = await db.contacts.find_one({"_id": parse_id(contact_id), "owner": owner})
-    if doc is None:
-        raise NotFound("contact not found")
-    return doc
+    return await one(db.contacts, contact_id, {"owner": owner}, "contact")
 
 
 async def update(db: Database, owner: ObjectId, contact_id: str, patch: ContactPatch) -> Document:

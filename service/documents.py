@@ -13,7 +13,7 @@ from models.documents import CollaboratorIn, DocumentIn, DocumentPatch, slugify
 from .accounts import User
 from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
 from .errors import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
-from .pages import newest_first
+from .pages import newest_first, one
 
 EDITORS = ("owner", "editor")
 
@@ -54,10 +54,7 @@ async def create(db: Database, user: User, data: DocumentIn) -> Document:
 
 async def visible(db: Database, user: User, document_id: str, session: Session | None = None) -> Document:
     """The document if `user` may read it; 404 otherwise, so its existence is not leaked."""
-    doc = await db.documents.find_one({"_id": parse_id(document_id), "access": user.id}, session=session)
-    if doc is None:
-        raise NotFound("document not found")
-    return doc
+    return await one(db.documents, document_id, {"access": user.id}, "document", session)
 
 
 async def listing(db: Database, user: User, limit: int, after: str | None) -> tuple[list[Document], str | None]:

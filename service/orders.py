@@ -10,9 +10,9 @@ from models.orders import OrderIn
 
 from .accounts import User
 from .catalog import CENT, Catalog
-from .database import Database, Document, DuplicateKeyError, now, parse_id
-from .errors import BadRequest, Conflict, NotFound, ValidationFailed
-from .pages import newest_first
+from .database import Database, Document, DuplicateKeyError, now
+from .errors import BadRequest, Conflict, ValidationFailed
+from .pages import newest_first, one
 
 MAX_KEY = 200
 
@@ -80,10 +80,7 @@ async def create(db: Database, catalog: Catalog, user: User, key: str | None, da
 
 
 async def mine(db: Database, user: User, order_id: str) -> Document:
-    doc = await db.orders.find_one({"_id": parse_id(order_id), "owner": user.id})
-    if doc is None:
-        raise NotFound("order not found")
-    return doc
+    return await one(db.orders, order_id, {"owner": user.id}, "order")
 
 
 async def listing(db: Database, user: User, limit: int, after: str | None) -> tuple[list[Document], str | None]:

@@ -1,14 +1,26 @@
-"""Cursor pagination, newest first, without ever counting a collection."""
+"""Reading what belongs to the caller: one resource or 404, and cursor pages newest first
+(without ever counting a collection)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from .database import DESCENDING, Collection, Document, parse_id
+from .database import DESCENDING, Collection, Document, Session, parse_id
+from .errors import NotFound
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+
+
+async def one(
+    collection: Collection, resource_id: str, scope: Mapping[str, Any], what: str, session: Session | None = None
+) -> Document:
+    """The document with this id within `scope` (the caller's); 404 otherwise, so its existence is not leaked."""
+    doc = await collection.find_one({"_id": parse_id(resource_id), **scope}, session=session)
+    if doc is None:
+        raise NotFound(f"{what} not found")
+    return doc
 
 
 async def newest_first(

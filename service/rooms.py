@@ -14,7 +14,7 @@ from models.rooms import MessageIn, RoomIn
 from .accounts import User
 from .database import DESCENDING, Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now, parse_id
 from .errors import Forbidden, NotFound, ValidationFailed
-from .pages import newest_first
+from .pages import newest_first, one
 
 TYPING_SECONDS = 6
 
@@ -50,10 +50,7 @@ async def create(db: Database, user: User, data: RoomIn) -> Document:
 
 async def joined(db: Database, user: User, room_id: str) -> Document:
     """The room if `user` is a member; 404 for everyone else, so its existence is not leaked."""
-    doc = await db.rooms.find_one({"_id": parse_id(room_id), "access": user.id})
-    if doc is None:
-        raise NotFound("room not found")
-    return doc
+    return await one(db.rooms, room_id, {"access": user.id}, "room")
 
 
 async def listing(db: Database, user: User, limit: int, after: str | None) -> tuple[list[Document], str | None]:
