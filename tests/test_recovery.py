@@ -60,6 +60,8 @@ def test_the_hub_resumes_after_a_mongod_restart_and_loses_nothing(node: MongoNod
         assert before["id"]
         node.stop()
         wait_for(lambda: health(server) == 503, timeout=60, what="/health to say degraded")
+        down = ann.get("/contacts")  # the token cache is not trusted while the stream is down
+        assert down.status_code == 503 and down.json()["error"]["code"] == "unavailable"
         node.start()
         wait_for(lambda: health(server) == 200, timeout=90, what="/health to come back ok")
         after = [ann.post("/contacts", json={"name": f"after {i}"}).json()["id"] for i in range(3)]
