@@ -194,6 +194,11 @@ def test_losing_the_primary_loses_no_event_and_health_recovers(cluster: Cluster)
             drain(time.monotonic() + 8)
             wait_for(lambda: admin.admin.command("hello").get("primary") not in (None, primary), 60, "a new primary")
             new_primary = next(m for m in cluster.members if m.host == admin.admin.command("hello")["primary"])
+            # Keep the others from electing at once, so the outage lasts long enough to be seen (15 s).
+            for member in cluster.members:
+                if member is not new_primary:
+                    with MongoClient(member.host, directConnection=True) as secondary:
+                        secondary.admin.command("replSetFreeze", 15)
             new_primary.kill()  # outright, mid-traffic
             drain(time.monotonic() + 15)
             try:
