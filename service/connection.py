@@ -88,6 +88,10 @@ class Connection:
         if not self.closed:
             await self.queue.put(frame)
 
+    def end(self, sub_id: str, frame: str) -> None:
+        self.subs.pop(sub_id, None)
+        self.push(frame)
+
     def overflow(self) -> None:
         if self.closed:
             return

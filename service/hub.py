@@ -27,7 +27,7 @@ from .config import Settings
 from .database import Database, DatabaseError, Document, OperationFailure, Stream, history_lost, now
 from .errors import BadRequest, CursorExpired
 from .metrics import EVENTS, STREAM_LAG
-from .routing import STREAMS, Router, Subscription, encode
+from .routing import STREAMS, Router, Subscription, encode, state
 
 log = logging.getLogger("murmuration.hub")
 
@@ -151,7 +151,7 @@ class Hub:
     def _expire_all(self) -> None:
         for sub in list(self.subscriptions):
             self.unsubscribe(sub)
-            sub.sink.push(error_frame(CursorExpired(), sub.id))
+            sub.sink.end(sub.id, error_frame(CursorExpired(), sub.id))
 
     # --- subscriptions ----------------------------------------------------------------------
 
@@ -166,8 +166,7 @@ class Hub:
         # Live events are held back from now on; the replay covers everything up to `until`.
         sub.buffer = []
         sub.buffer_limit = self.settings.ws_send_queue
-        self.router.add(sub)
-        self.subscriptions.add(sub)
+        self._register(sub)
         until = self.position
         try:
             last = await self._replay(sub, since, until)
@@ -205,40 +204,14 @@ class Hub:
                 last = token
 
     def _go_live(self, sub: Subscription) -> None:
+        self._register(sub)
+        sub.sink.push(encode({"type": "subscribed", "id": sub.id}))
+        for frame in state(sub, self.board, self.position):
+            sub.sink.push(frame)
+
+    def _register(self, sub: Subscription) -> None:
         self.router.add(sub)
         self.subscriptions.add(sub)
-        sub.sink.push(encode({"type": "subscribed", "id": sub.id}))
-        for audience_frame in self._state(sub):
-            sub.sink.push(audience_frame)
-
-    def _state(self, sub: Subscription) -> list[str]:
-        """What a state stream (online, presence) shows on subscribe: the current state."""
-        from models.documents import presence_out
-
-        def event(target: Any, data: Any) -> str:
-            tail = encode(
-                {
-                    "stream": sub.stream,
-                    "op": "update",
-                    "id": None if target is None else str(target),
-                    "data": data,
-                    "cursor": self.position,
-                }
-            )
-            return sub.prefix + tail[1:]
-
-        if sub.stream == "online":
-            return [event(None, {"count": self.board.count})]
-        if sub.stream == "presence":
-            documents = [sub.target] if sub.target is not None else list(self.board.by_document)
-            frames = []
-            for document in documents:
-                if sub.target is None and sub.user not in self.board.readers(document):
-                    continue
-                viewing, editing = self.board.summary(document)
-                frames.append(event(document, presence_out(str(document), viewing, editing)))
-            return frames
-        return []
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.router.remove(sub)

@@ -33,6 +33,9 @@ class Sink(Protocol):
     async def push_wait(self, frame: str) -> None:
         """Queue a frame, waiting for room: for replays, which the client paces."""
 
+    def end(self, sub_id: str, frame: str) -> None:
+        """The server ended this subscription (it sends `frame` to say why); its id is free again."""
+
     def overflow(self) -> None:
         """The subscriber cannot keep up: it is to be disconnected (4008), not buffered for."""
 
@@ -124,12 +127,13 @@ def access(doc: dict[str, Any] | None) -> set[Any]:
     return set(doc.get("access", ())) if doc else set()
 
 
+def presence_audience(board: Board, document: Any, readers: set[Any]) -> Audience:
+    viewing, editing = board.summary(document)
+    return Audience("update", document, presence_out(str(document), viewing, editing), readers)
+
+
 def presence_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
-    audiences = []
-    for document, readers in delta.documents:
-        viewing, editing = board.summary(document)
-        audiences.append(Audience("update", document, presence_out(str(document), viewing, editing), readers))
-    return audiences
+    return [presence_audience(board, document, readers) for document, readers in delta.documents]
 
 
 def room_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
@@ -165,8 +169,12 @@ def _order_state(doc: dict[str, Any] | None) -> tuple[Any, Any] | None:
     return (doc.get("status"), doc.get("transaction")) if doc else None
 
 
+def online_audience(board: Board) -> Audience:
+    return Audience("update", None, {"count": board.count}, None)
+
+
 def online_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
-    return [Audience("update", None, {"count": board.count}, None)] if delta.online else []
+    return [online_audience(board)] if delta.online else []
 
 
 STREAMS: dict[str, Stream] = {
@@ -187,6 +195,20 @@ def event_tail(stream: str, audience: Audience, cursor: str) -> str:
     event_id = None if key is None else str(key)
     body = encode({"stream": stream, "op": audience.op, "id": event_id, "data": audience.data, "cursor": cursor})
     return body[1:]
+
+
+def state(sub: Subscription, board: Board, cursor: str) -> list[str]:
+    """What a state stream shows on subscribe: the current online count, or the presence on the
+    target document (always one event) or on every document with someone on it the caller can read."""
+    if sub.stream == "online":
+        audiences = [online_audience(board)]
+    elif sub.stream == "presence" and sub.target is not None:
+        audiences = [presence_audience(board, sub.target, {sub.user})]
+    elif sub.stream == "presence":
+        audiences = [presence_audience(board, d, {sub.user}) for d in board.by_document if sub.user in board.readers(d)]
+    else:
+        audiences = []
+    return [sub.prefix + event_tail(sub.stream, audience, cursor) for audience in audiences]
 
 
 class Router:

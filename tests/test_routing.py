@@ -12,6 +12,7 @@ from bson import ObjectId
 from service import routing
 from service.board import Board
 from service.change import Change
+from service.errors import CursorExpired
 from service.routing import Router, Subscription
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
@@ -20,12 +21,17 @@ NOW = datetime(2026, 11, 20, tzinfo=UTC)
 class Sink:
     def __init__(self) -> None:
         self.frames: list[dict[str, Any]] = []
+        self.ended: list[str] = []
         self.overflowed = False
 
     def push(self, frame: str) -> None:
         self.frames.append(json.loads(frame))
 
     async def push_wait(self, frame: str) -> None:
+        self.push(frame)
+
+    def end(self, sub_id: str, frame: str) -> None:
+        self.ended.append(sub_id)
         self.push(frame)
 
     def overflow(self) -> None:
@@ -48,6 +54,7 @@ def document(owner: ObjectId, *readers: ObjectId, version: int = 1) -> dict[str,
 
 DOC = ObjectId()
 ANN, BOB, CAT = ObjectId(), ObjectId(), ObjectId()
+OTHER = ObjectId()
 
 
 def change(op: str, before: dict[str, Any] | None, after: dict[str, Any] | None, token: str = "82AA") -> Change:
@@ -167,3 +174,33 @@ def test_presence_goes_to_readers_of_the_document_only() -> None:
     assert cat.frames == []
     deliver(router, board, Change("t2", "presence", "delete", "c1:d", None, None))
     assert ann.frames[1]["data"] == {"document": str(DOC), "viewing": [], "editing": []}
+
+
+def test_state_on_subscribe_shows_only_documents_the_caller_can_read() -> None:
+    board = Board()
+    for doc_id, readers in ((DOC, [ANN, BOB]), (OTHER, [CAT])):
+        entry = {"_id": f"c:{doc_id}", "document": doc_id, "user": readers[-1], "name": "X", "state": "viewing",
+                 "access": readers}  # fmt: skip
+        board.apply(Change("t", "presence", "insert", entry["_id"], None, entry))
+    frames = [json.loads(f) for f in routing.state(Subscription("p", "presence", ANN, None, Sink()), board, "82CC")]
+    assert [(f["id"], f["cursor"]) for f in frames] == [(str(DOC), "82CC")]
+    online = routing.state(Subscription("o", "online", ANN, None, Sink()), board, "82CC")
+    assert json.loads(online[0])["data"] == {"count": 0}
+
+
+def test_a_subscription_ended_by_the_server_frees_its_id_on_the_connection() -> None:
+    from service.config import Settings
+    from service.connection import Connection
+    from service.hub import Hub
+
+    settings = Settings.from_env({})
+    hub = Hub(None, settings)  # type: ignore[arg-type]  # no I/O happens here
+    connection = Connection(None, hub, None, None, settings)  # type: ignore[arg-type]
+    sub = Subscription("s", "contacts", ANN, None, connection)
+    connection.subs["s"] = sub
+    hub._register(sub)
+    hub._expire_all()  # what the hub does when its own history is lost
+    assert "s" not in connection.subs and not hub.subscriptions
+    assert json.loads(connection.queue.get_nowait()) == {
+        "type": "error", "id": "s", "code": "cursor_expired", "message": CursorExpired.default_message,
+    }  # fmt: skip
