@@ -31,7 +31,6 @@ from .routing import STREAMS, Subscription, encode
 
 log = logging.getLogger("murmuration.ws")
 
-CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_TOO_SLOW = 4008
@@ -144,13 +143,10 @@ class Connection:
                 return None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.ws_auth_timeout
-        while (remaining := deadline - loop.time()) > 0:
-            raw = await self.transport.recv(timeout=remaining)
+        while not self.closed and (remaining := deadline - loop.time()) > 0:
+            raw = await self._receive(remaining)
             if raw is None:
                 continue
-            if self._too_big(raw):
-                await self.transport.close(CLOSE_TOO_BIG, f"frames are limited to {self.settings.ws_max_frame} bytes")
-                return None
             try:
                 frame = self._parse(raw)
                 if frame.get("type") != "auth":
@@ -161,19 +157,24 @@ class Connection:
                 return await self.accounts.authenticate(token)
             except ServiceError as error:
                 self.push(error_frame(error))
-        await self.transport.close(CLOSE_UNAUTHENTICATED, "no authentication within the time allowed")
+        if not self.closed:
+            await self.transport.close(CLOSE_UNAUTHENTICATED, "no authentication within the time allowed")
         return None
 
     async def _read(self) -> None:
         while not self.closed:
-            raw = await self.transport.recv()
-            if raw is None:
-                continue
-            if self._too_big(raw):
-                self.closed = True
-                await self.transport.close(CLOSE_TOO_BIG, f"frames are limited to {self.settings.ws_max_frame} bytes")
-                return
-            await self.handle(raw)
+            raw = await self._receive()
+            if raw is not None:
+                await self.handle(raw)
+
+    async def _receive(self, timeout: float | None = None) -> str | bytes | None:
+        """The next frame (None on timeout); one over the size limit closes the connection with 1009."""
+        raw = await self.transport.recv(timeout=timeout)
+        if raw is None or not self._too_big(raw):
+            return raw
+        self.closed = True
+        await self.transport.close(CLOSE_TOO_BIG, f"frames are limited to {self.settings.ws_max_frame} bytes")
+        return None
 
     def _too_big(self, raw: str | bytes) -> bool:
         limit = self.settings.ws_max_frame
@@ -273,25 +274,19 @@ class Connection:
 
     async def on_chat_send(self, frame: dict[str, Any]) -> None:
         assert self.user is not None
-        room = frame.get("room")
-        if not isinstance(room, str):
-            raise BadRequest("chat.send needs a room id")
+        room = id_field(frame, "room")
         data = parse(MessageIn, {k: v for k, v in frame.items() if k in ("text", "client_id")})
         message, _ = await rooms.send(self.db, self.user, room, data)
         self.push(encode({"type": "ack", "client_id": message.get("client_id"), "message": message_out(message)}))
 
     async def on_chat_typing(self, frame: dict[str, Any]) -> None:
         assert self.user is not None
-        room = frame.get("room")
-        if not isinstance(room, str):
-            raise BadRequest("chat.typing needs a room id")
+        room = id_field(frame, "room")
         await rooms.typing(self.db, self.user, room)
 
     async def on_presence(self, frame: dict[str, Any]) -> None:
         assert self.user is not None
-        document_id, state = frame.get("document"), frame.get("state")
-        if not isinstance(document_id, str):
-            raise BadRequest("presence needs a document id")
+        document_id, state = id_field(frame, "document"), frame.get("state")
         if state not in PRESENCE_STATES:
             raise BadRequest('state must be "viewing", "editing" or null')
         doc = await documents.visible(self.db, self.user, document_id)
@@ -310,6 +305,13 @@ class Connection:
             "at": now(),
         }
         await self.hub.present(self.id, key, record)
+
+
+def id_field(frame: dict[str, Any], name: str) -> str:
+    value = frame.get(name)
+    if not isinstance(value, str):
+        raise BadRequest(f"a {frame.get('type')} frame needs {name}: an id string")
+    return value
 
 
 @dataclass(frozen=True)

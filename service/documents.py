@@ -75,7 +75,7 @@ async def update(
 
     async def work(session: Session) -> Document:
         current = await visible(db, user, document_id, session)
-        if role_of(current, user.id) not in EDITORS:
+        if not can_edit(current, user.id):
             raise Forbidden("viewers cannot edit this document")
         if if_match is not None and current["version"] not in if_match:
             raise PreconditionFailed(
