@@ -13,7 +13,7 @@ from models.documents import CollaboratorIn, DocumentIn, DocumentPatch, slugify
 from .accounts import User
 from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
 from .errors import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
-from .pages import newest_first, one
+from .pages import drop_reader, newest_first, one
 
 EDITORS = ("owner", "editor")
 
@@ -156,13 +156,7 @@ async def remove_collaborator(db: Database, user: User, document_id: str, user_i
     target = parse_id(user_id, "user_id")
     if role_of(doc, user.id) != "owner" and target != user.id:
         raise Forbidden("only the owner can remove collaborators")
-    changed = await db.documents.find_one_and_update(
-        {"_id": doc["_id"], "collaborators._id": target},
-        {"$pull": {"collaborators": {"_id": target}, "access": target}},
-        return_document=ReturnDocument.AFTER,
-    )
-    if changed is None:
-        raise NotFound("this user is not a collaborator")
+    changed = await drop_reader(db.documents, doc["_id"], target, "collaborators", "collaborator")
     await db.presence.delete_many({"document": doc["_id"], "user": target})
     return changed
 

@@ -1,12 +1,12 @@
-"""Reading what belongs to the caller: one resource or 404, and cursor pages newest first
-(without ever counting a collection)."""
+"""Resources readable by a list of users (`access`): one resource or 404, cursor pages newest
+first (without ever counting a collection), and taking a reader off."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from .database import DESCENDING, Collection, Document, Session, parse_id
+from .database import DESCENDING, Collection, Document, ObjectId, ReturnDocument, Session, parse_id
 from .errors import NotFound
 
 DEFAULT_LIMIT = 20
@@ -35,3 +35,16 @@ async def newest_first(
         docs = docs[:limit]
         return docs, str(docs[-1]["_id"])
     return docs, None
+
+
+async def drop_reader(collection: Collection, doc_id: ObjectId, user_id: ObjectId, roster: str, what: str) -> Document:
+    """Take `user_id` off the `roster` list (collaborators, members) and `access`, in one update; 404 if
+    they were not on it. The change stream then tells them `leave`."""
+    changed: Document | None = await collection.find_one_and_update(
+        {"_id": doc_id, f"{roster}._id": user_id},
+        {"$pull": {roster: {"_id": user_id}, "access": user_id}},
+        return_document=ReturnDocument.AFTER,
+    )
+    if changed is None:
+        raise NotFound(f"this user is not a {what}")
+    return changed

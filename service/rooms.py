@@ -14,7 +14,7 @@ from models.rooms import MessageIn, RoomIn
 from .accounts import User
 from .database import DESCENDING, Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now, parse_id
 from .errors import Forbidden, NotFound, ValidationFailed
-from .pages import newest_first, one
+from .pages import drop_reader, newest_first, one
 
 TYPING_SECONDS = 6
 
@@ -89,14 +89,7 @@ async def remove_member(db: Database, user: User, room_id: str, user_id: str) ->
     target = parse_id(user_id, "user_id")
     if target != user.id and room["created_by"]["_id"] != user.id:
         raise Forbidden("only the room's creator can remove other members")
-    changed = await db.rooms.find_one_and_update(
-        {"_id": room["_id"], "access": target},
-        {"$pull": {"members": {"_id": target}, "access": target}},
-        return_document=ReturnDocument.AFTER,
-    )
-    if changed is None:
-        raise NotFound("this user is not a member")
-    return changed
+    return await drop_reader(db.rooms, room["_id"], target, "members", "member")
 
 
 async def send(db: Database, user: User, room_id: str, data: MessageIn) -> tuple[Document, bool]:
