@@ -99,3 +99,11 @@ class Feed:
         except TimeoutError:
             pass
         raise AssertionError(f"the server did not close the connection within {timeout:.0f}s")
+
+
+def cursor_after_a_write(server: Server, account: Account) -> str:
+    """The cursor a client holds after seeing one contact of its own created, then disconnecting."""
+    with Feed(server, account) as feed:
+        feed.subscribe("c", "contacts")
+        account.post("/contacts", json={"name": "seen before the drop"})
+        return str(feed.event("c")["cursor"])

@@ -198,6 +198,8 @@ def test_bad_chat_input_is_refused_and_stores_nothing(signup, db) -> None:
         ("post", f"/rooms/{other['id']}/messages", {"text": "x"}, 404),
         ("get", f"/rooms/{other['id']}/messages", None, 404),
         ("post", f"/rooms/{other['id']}/members", {"email": ann.email}, 404),
+        ("delete", f"/rooms/{other['id']}/members/{eve.id}", None, 404),
+        ("post", f"/rooms/{other['id']}/read", {"message_id": elsewhere["id"]}, 404),
         ("post", f"/rooms/{room['id']}/read", {"message_id": elsewhere["id"]}, 422),
         ("post", f"/rooms/{room['id']}/read", {"message_id": "zzz"}, 400),
         ("post", "/rooms", {"name": "x", "members": ["ghost@example.com"]}, 422),

@@ -11,6 +11,8 @@ def test_defaults_need_no_environment() -> None:
     settings = Settings.from_env({})
     assert settings.port == 8000 and settings.workers == 1
     assert settings.mongo_url.startswith("mongodb://") and settings.braintree is None
+    # The contract's websocket limits: 10 s to authenticate, frames up to 1 MiB.
+    assert settings.ws_auth_timeout == 10 and settings.ws_max_frame == 1024 * 1024
 
 
 @pytest.mark.parametrize(

@@ -218,3 +218,17 @@ def test_presence_of_a_closed_connection_is_gone_from_mongodb(server, signup, db
         wait_for(lambda: db.presence.count_documents({"document": ObjectId(doc["id"])}) == 1, what="presence stored")
     wait_for(lambda: db.presence.count_documents({"document": ObjectId(doc["id"])}) == 0, what="presence removed")
     wait_for(lambda: db.connections.count_documents({"user": ObjectId(ann.id)}) == 0, what="connection removed")
+
+
+def test_presence_without_params_covers_every_readable_document_and_no_other(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    shared = ann.post("/documents", json={"title": "shared"}).json()
+    private = bob.post("/documents", json={"title": "bob's own"}).json()
+    ann.post(f"/documents/{shared['id']}/collaborators", json={"email": bob.email, "role": "viewer"})
+    with Feed(server, ann) as watcher, Feed(server, bob) as viewer:
+        assert watcher.subscribe("p", "presence") == []
+        viewer.send(type="presence", document=private["id"], state="viewing")  # not Ann's to see
+        viewer.send(type="presence", document=shared["id"], state="viewing")
+        event = watcher.event("p")  # the private document's presence never came first
+        assert event["id"] == shared["id"]
+        assert event["data"] == {"document": shared["id"], "viewing": [{"id": bob.id, "name": "Bob"}], "editing": []}

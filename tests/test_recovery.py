@@ -60,6 +60,7 @@ def test_the_hub_resumes_after_a_mongod_restart_and_loses_nothing(node: MongoNod
         assert before["id"]
         node.stop()
         wait_for(lambda: health(server) == 503, timeout=60, what="/health to say degraded")
+        assert httpx.get(f"{server.url}/health", timeout=10).json()["status"] == "degraded"
         down = ann.get("/contacts")  # the token cache is not trusted while the stream is down
         assert down.status_code == 503 and down.json()["error"]["code"] == "unavailable"
         node.start()

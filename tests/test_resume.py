@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import threading
 
-from .feed import Feed
+from .feed import Feed, cursor_after_a_write
 
 
 def test_resuming_replays_exactly_the_missed_events_in_order(server, signup) -> None:
     ann = signup("Ann")
-    with Feed(server, ann) as feed:
-        feed.subscribe("c", "contacts")
-        ann.post("/contacts", json={"name": "seen"})
-        cursor = feed.event("c")["cursor"]
+    cursor = cursor_after_a_write(server, ann)
     missed = [ann.post("/contacts", json={"name": f"missed {i}"}).json()["id"] for i in range(5)]
     with Feed(server, ann) as feed:
         replayed = feed.subscribe("c", "contacts", since=cursor)
@@ -48,10 +45,7 @@ def test_a_replay_carries_only_what_the_subscription_may_see(server, signup) -> 
 
 def test_events_committed_during_the_replay_arrive_once_with_no_gap(server, signup) -> None:
     ann = signup("Ann")
-    with Feed(server, ann) as feed:
-        feed.subscribe("c", "contacts")
-        ann.post("/contacts", json={"name": "start"})
-        cursor = feed.event("c")["cursor"]
+    cursor = cursor_after_a_write(server, ann)
     written = [ann.post("/contacts", json={"name": f"before {i}"}).json()["id"] for i in range(100)]
     during: list[str] = []
     started = threading.Event()
@@ -77,10 +71,8 @@ def test_events_committed_during_the_replay_arrive_once_with_no_gap(server, sign
 
 def test_a_cursor_the_oplog_no_longer_holds_is_cursor_expired(server, signup) -> None:
     ann = signup("Ann")
+    cursor = cursor_after_a_write(server, ann)
     with Feed(server, ann) as feed:
-        feed.subscribe("c", "contacts")
-        ann.post("/contacts", json={"name": "x"})
-        cursor = feed.event("c")["cursor"]
         ancient = cursor[:2] + "00000010" + cursor[10:]  # the same token, from a time before the oplog
         feed.send(type="subscribe", id="old", stream="contacts", since=ancient)
         error = feed.expect("error", id="old")
@@ -92,10 +84,7 @@ def test_a_cursor_the_oplog_no_longer_holds_is_cursor_expired(server, signup) ->
 
 def test_a_cursor_works_across_a_server_restart(server, signup) -> None:
     ann = signup("Ann")
-    with Feed(server, ann) as feed:
-        feed.subscribe("c", "contacts")
-        ann.post("/contacts", json={"name": "before restart"})
-        cursor = feed.event("c")["cursor"]
+    cursor = cursor_after_a_write(server, ann)
     server.stop()
     server.start()
     missed = ann.post("/contacts", json={"name": "after restart"}).json()
