@@ -8,14 +8,18 @@ of 1,000 missed events. Prints a table and writes bench/results/latest.md and la
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +29,19 @@ from websockets.sync.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from deploy.local import debian  # noqa: E402
 from deploy.local.mongo import MongoNode, free_port, initiate, kill_group, port_is_open, terminate  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 WORKERS = os.environ.get("BENCH_WORKERS", "1")
 DURATION = os.environ.get("BENCH_SECONDS", "10")
 FANOUT = [int(n) for n in os.environ.get("BENCH_FANOUT", "1,1000,5000,10000").split(",")]
+STAGES = set(os.environ.get("BENCH_ONLY", "rest,fanout,resume").split(","))
+PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 
 
 def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    say("installing wrk from Debian's packages (once)")
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"], check=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, capture_output=True)  # fmt: skip
-    return "/usr/bin/wrk"
 
 
 def start(command: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -58,6 +55,63 @@ def start(command: list[str], env: dict[str, str], port: int, log: Path) -> subp
         time.sleep(0.1)
     time.sleep(1)
     return process
+
+
+@contextlib.contextmanager
+def profiled(pid: int, name: str) -> Iterator[list[str]]:
+    """With BENCH_PROFILE=1, sample the worker with py-spy while the block runs; see summarize().
+
+    Yields the arguments that make bench/fanout.py take the profile itself, around its writes only.
+    """
+    if not PROFILE:
+        yield []
+        return
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    raw = RESULTS / f"profile-{name}.folded"
+    raw.unlink(missing_ok=True)
+    if name.startswith("fanout"):
+        yield ["--profile", str(raw)]
+    else:
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate",
+                                "200", "--format", "raw", "--output", str(raw), "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(1)  # py-spy attaches
+        try:
+            yield []
+        finally:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+    if raw.exists():
+        (RESULTS / f"profile-{name}.md").write_text(summarize(raw.read_text(), name))
+        say(f"profile of the worker: bench/results/profile-{name}.md")
+
+
+def summarize(folded: str, name: str, top: int = 25) -> str:
+    """The functions where the samples were (self) and under which they were (inclusive), as % of all."""
+    own: Counter[str] = Counter()
+    under: Counter[str] = Counter()
+    total = 0
+    for line in folded.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [short(frame) for frame in stack.split(";")]
+        total += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            under[frame] += int(count)
+    lines = [f"# py-spy profile of the worker: {name} ({total} samples at 200 Hz)", ""]
+    for title, counter in (("Self", own), ("Inclusive", under)):
+        lines += [f"## {title}", "", "| % | function (file:line) |", "| ---: | --- |"]
+        lines += [f"| {100 * n / max(total, 1):.1f} | `{f}` |" for f, n in counter.most_common(top)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def short(frame: str) -> str:
+    """`function (path/to/file.py:12)` as `function (file.py:12)`."""
+    function, _, where = frame.partition(" (")
+    return f"{function} ({where.rsplit('/', 1)[-1]}" if where else function
 
 
 def worker_pid(mongo_url: str) -> int:
@@ -96,7 +150,7 @@ def main() -> int:
     processes: list[subprocess.Popen[bytes]] = []
     results: dict[str, Any] = {"workers": WORKERS, "seconds": DURATION}
     try:
-        binary = ensure_wrk()
+        binary = debian.ensure("wrk")
         say("starting mongod")
         node.start()
         mongo_url = initiate([node])
@@ -114,46 +168,29 @@ def main() -> int:
         for i in range(20):
             httpx.post(f"{url}/contacts", json={"name": f"contact {i}", "email": f"c{i}@example.com"}, headers=auth)
 
-        say(f"REST: wrk -c64 -d{DURATION}s against murmuration")
-        results["rest"] = {"murmuration": {
-            "get": wrk(binary, f"{url}/contacts", token, "GET", tmp),
-            "post": wrk(binary, f"{url}/contacts", token, "POST", tmp),
-        }}  # fmt: skip
-        peers = {
-            "seed-sanic": [sys.executable, "bench/peers/seed_sanic.py"],
-            "fastapi": [sys.executable, "-m", "uvicorn", "bench.peers.fastapi_app:app", "--host", "127.0.0.1",
-                        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--workers", WORKERS],
-        }  # fmt: skip
-        for name, command in peers.items():
-            port = free_port()
-            if name == "fastapi":
-                command = [*command, "--port", str(port)]
-            peer = start(command, {**base_env, "PORT": str(port)}, port, tmp / f"{name}.log")
-            say(f"REST: wrk against {name}")
-            results["rest"][name] = {
-                "get": wrk(binary, f"http://127.0.0.1:{port}/contacts", None, "GET", tmp),
-                "post": wrk(binary, f"http://127.0.0.1:{port}/contacts", None, "POST", tmp),
-            }
-            terminate(peer, 10)
-
         pid = worker_pid(mongo_url)
-        results["fanout"] = []
-        for clients in FANOUT:
-            doc = httpx.post(f"{url}/documents", json={"title": f"fan-out {clients}"}, headers=auth).json()
-            say(f"fan-out: {clients} websocket clients on one document")
-            out = subprocess.run(
-                [sys.executable, "bench/fanout.py", "--url", url, "--ws", f"ws://127.0.0.1:{ours_port}/ws",
-                 "--token", token, "--document", doc["id"], "--pid", str(pid), "--clients", str(clients),
-                 "--writes", "5" if clients > 1 else "50", "--rate", "2" if clients > 1 else "20"],
-                cwd=ROOT, capture_output=True, text=True, timeout=900,
-            )  # fmt: skip
-            if out.returncode != 0:
-                say(f"fan-out {clients} failed: {out.stderr[-800:]}")
-                continue
-            results["fanout"].append(json.loads(out.stdout.strip().splitlines()[-1]))
-
-        say("resume: replay of 1,000 missed events")
-        results["resume"] = resume(url, f"ws://127.0.0.1:{ours_port}/ws", token)
+        if "rest" in STAGES:
+            results["rest"] = rest(binary, url, token, base_env, tmp, pid)
+        if "fanout" in STAGES:
+            results["fanout"] = []
+            for clients in FANOUT:
+                doc = httpx.post(f"{url}/documents", json={"title": f"fan-out {clients}"}, headers=auth).json()
+                say(f"fan-out: {clients} websocket clients on one document")
+                with profiled(pid, f"fanout-{clients}") as extra:
+                    out = subprocess.run(
+                        [sys.executable, "bench/fanout.py", "--url", url, "--ws", f"ws://127.0.0.1:{ours_port}/ws",
+                         "--token", token, "--document", doc["id"], "--pid", str(pid), "--clients", str(clients),
+                         "--writes", "5" if clients > 1 else "50", "--rate", "2" if clients > 1 else "20", *extra],
+                        cwd=ROOT, capture_output=True, text=True, timeout=900,
+                    )  # fmt: skip
+                if out.returncode != 0:
+                    log = (tmp / "ours.log").read_text(errors="replace")[-1500:]
+                    say(f"fan-out {clients} failed: {out.stderr[-800:]}\nthe service's log ends with:\n{log}")
+                    continue
+                results["fanout"].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        if "resume" in STAGES:
+            say("resume: replay of 1,000 missed events")
+            results["resume"] = resume(url, f"ws://127.0.0.1:{ours_port}/ws", token)
     finally:
         for process in processes:
             terminate(process, 10)
@@ -162,6 +199,31 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     report(results)
     return 0
+
+
+def rest(binary: str, url: str, token: str, base_env: dict[str, str], tmp: Path, pid: int) -> dict[str, Any]:
+    say(f"REST: wrk -c64 -d{DURATION}s against murmuration")
+    with profiled(pid, "get-contacts"):
+        ours = {"get": wrk(binary, f"{url}/contacts", token, "GET", tmp)}
+    ours["post"] = wrk(binary, f"{url}/contacts", token, "POST", tmp)
+    figures = {"murmuration": ours}
+    peers = {
+        "seed-sanic": [sys.executable, "bench/peers/seed_sanic.py"],
+        "fastapi": [sys.executable, "-m", "uvicorn", "bench.peers.fastapi_app:app", "--host", "127.0.0.1",
+                    "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--workers", WORKERS],
+    }  # fmt: skip
+    for name, command in peers.items():
+        port = free_port()
+        if name == "fastapi":
+            command = [*command, "--port", str(port)]
+        peer = start(command, {**base_env, "PORT": str(port)}, port, tmp / f"{name}.log")
+        say(f"REST: wrk against {name}")
+        figures[name] = {
+            "get": wrk(binary, f"http://127.0.0.1:{port}/contacts", None, "GET", tmp),
+            "post": wrk(binary, f"http://127.0.0.1:{port}/contacts", None, "POST", tmp),
+        }
+        terminate(peer, 10)
+    return figures
 
 
 def resume(url: str, ws_url: str, token: str) -> dict[str, float]:
@@ -186,26 +248,29 @@ def resume(url: str, ws_url: str, token: str) -> dict[str, float]:
 
 
 def report(results: dict[str, Any]) -> None:
-    rest = results["rest"]
-    ours = rest["murmuration"]
     lines = [f"# Benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
-             f"{results['workers']} worker(s) each, wrk -c64 -d{results['seconds']}s)", "",
-             "| REST | req/s | p50 ms | p99 ms | ours / it |", "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for route in ("get", "post"):
-        for name, figures in rest.items():
-            f = figures[route]
-            ratio = ours[route]["rps"] / f["rps"] if f["rps"] else float("nan")
-            label = f"{'GET' if route == 'get' else 'POST'} /contacts, {name}"
-            lines.append(f"| {label} | {f['rps']:.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {ratio:.2f}x |")
-    header = "| clients | delivered | p50 ms | p99 ms | max ms | events/s | CPU % | RSS MB | KB/idle socket |"
-    lines += ["", "Fan-out of writes to one document:", "", header, "|" + " ---: |" * 9]
-    for f in results["fanout"]:
-        cells = [f["clients"], f"{f['received']}/{f['expected']}", f"{f['p50_ms']:.1f}", f"{f['p99_ms']:.1f}",
-                 f"{f['max_ms']:.1f}", f"{f['events_per_s']:.0f}", f"{f['server_cpu_percent']:.0f}",
-                 f"{f['server_rss_mb']:.0f}", f"{f['rss_per_idle_kb']:.1f}"]  # fmt: skip
-        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
-    r = results["resume"]
-    lines += ["", f"Resume: {r['events']} missed events replayed in {r['seconds']:.2f} s."]
+             f"{results['workers']} worker(s) each, wrk -c64 -d{results['seconds']}s)"]  # fmt: skip
+    if "rest" in results:
+        rest = results["rest"]
+        ours = rest["murmuration"]
+        lines += ["", "| REST | req/s | p50 ms | p99 ms | ours / it |", "| --- | ---: | ---: | ---: | ---: |"]
+        for route in ("get", "post"):
+            for name, figures in rest.items():
+                f = figures[route]
+                ratio = ours[route]["rps"] / f["rps"] if f["rps"] else float("nan")
+                label = f"{'GET' if route == 'get' else 'POST'} /contacts, {name}"
+                lines.append(f"| {label} | {f['rps']:.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {ratio:.2f}x |")
+    if "fanout" in results:
+        header = "| clients | delivered | p50 ms | p99 ms | max ms | events/s | CPU % | RSS MB | KB/idle socket |"
+        lines += ["", "Fan-out of writes to one document:", "", header, "|" + " ---: |" * 9]
+        for f in results["fanout"]:
+            cells = [f["clients"], f"{f['received']}/{f['expected']}", f"{f['p50_ms']:.1f}", f"{f['p99_ms']:.1f}",
+                     f"{f['max_ms']:.1f}", f"{f['events_per_s']:.0f}", f"{f['server_cpu_percent']:.0f}",
+                     f"{f['server_rss_mb']:.0f}", f"{f['rss_per_idle_kb']:.1f}"]  # fmt: skip
+            lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    if "resume" in results:
+        r = results["resume"]
+        lines += ["", f"Resume: {r['events']} missed events replayed in {r['seconds']:.2f} s."]
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """One websocket connection: authentication, client frames in, server frames out.
 
-Frames out go through a bounded queue drained by one writer task: a client that does not keep up
-fills it and is disconnected with 4008 (it can come back with `since`), so it never makes the
-server buffer without bound or slows anyone else.
+Frames out are written straight to the socket while it keeps up (see wire.py). When the socket's
+buffer is full they wait in a bounded queue drained by one writer task, in order: a client that does
+not keep up fills it and is disconnected with 4008 (it can come back with `since`), so it never
+makes the server buffer without bound or slows anyone else.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .hub import Hub, error_frame
 from .metrics import SLOW_CLIENTS, SOCKETS
 from .ratelimit import RateLimiter
 from .routing import STREAMS, Subscription, encode
+from .wire import Wire
 
 log = logging.getLogger("murmuration.ws")
 
@@ -43,7 +45,9 @@ class Transport(Protocol):
 
     async def recv(self, timeout: float | None = None) -> str | bytes | None: ...
 
-    async def send(self, message: str) -> None: ...
+    io_proto: Any  # the wire writes to its transport (wire.py)
+
+    ws_proto: Any
 
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
@@ -59,33 +63,43 @@ class Connection:
         self.settings = settings
         self.id = secrets.token_hex(12)
         self.user: User | None = None
+        self.wire = Wire(transport) if transport is not None else None
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.ws_send_queue)
+        self.holding = False  # the writer has taken a frame from the queue and not written it yet
         self.subs: dict[str, Subscription] = {}
         self.closed = False
         self.limiter = RateLimiter(settings.ws_frame_rate * 60, settings.ws_frame_rate * 2)
-        self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
-            "subscribe": self.on_subscribe,
-            "unsubscribe": self.on_unsubscribe,
-            "presence": self.on_presence,
-            "ping": self.on_ping,
-            "chat.send": self.on_chat_send,
-            "chat.typing": self.on_chat_typing,
-            "auth": self.on_auth_again,
-        }
+        self.writer: asyncio.Task[None] | None = None  # started the first time a frame has to wait
 
     # --- the sink the hub pushes to ---------------------------------------------------------
 
     def push(self, frame: str) -> None:
         if self.closed:
             return
+        if self._direct():
+            self.wire.write(frame)  # type: ignore[union-attr]  # _direct() checked it
+            return
         try:
             self.queue.put_nowait(frame)
         except asyncio.QueueFull:
             self.overflow()
+            return
+        if self.writer is None and self.wire is not None:
+            self.writer = asyncio.create_task(self._write(), name=f"ws-writer-{self.id}")
 
     async def push_wait(self, frame: str) -> None:
-        if not self.closed:
-            await self.queue.put(frame)
+        if self.closed:
+            return
+        if self._direct():
+            self.wire.write(frame)  # type: ignore[union-attr]
+        elif self.queue.full():
+            await self.queue.put(frame)  # the writer is running: the queue only fills while it waits
+        else:
+            self.push(frame)
+
+    def _direct(self) -> bool:
+        """Whether a frame can go to the socket now without overtaking frames that wait."""
+        return self.wire is not None and not self.holding and self.queue.empty() and self.wire.ready()
 
     def end(self, sub_id: str, frame: str) -> None:
         self.subs.pop(sub_id, None)
@@ -102,7 +116,6 @@ class Connection:
     # --- life cycle ---------------------------------------------------------------------------
 
     async def serve(self, header_token: str | None) -> None:
-        writer = asyncio.create_task(self._write(), name=f"ws-writer-{self.id}")
         try:
             self.user = await self._authenticate(header_token)
             if self.user is None:
@@ -117,22 +130,31 @@ class Connection:
         finally:
             self._drop_subscriptions()
             self.closed = True
-            writer.cancel()
+            if self.writer is not None:
+                self.writer.cancel()
             # Shielded: Sanic cancels the handler when the socket drops, and these records must
             # still go, or the user would stay "online" until this instance's heartbeat stops.
-            await asyncio.shield(self._forget(writer))
+            await asyncio.shield(self._forget())
 
-    async def _forget(self, writer: asyncio.Task[None]) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+    async def _forget(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.writer
         if self.user is not None:
             with contextlib.suppress(DatabaseError):
                 await self.hub.disconnected(self.id)
 
     async def _write(self) -> None:
+        if self.wire is None:
+            return
         with contextlib.suppress(Exception):
             while True:
-                await self.transport.send(await self.queue.get())
+                frame = await self.queue.get()
+                self.holding = True
+                if not await self.wire.drained():
+                    return
+                self.wire.write(frame)
+                self.holding = False
 
     async def _authenticate(self, header_token: str | None) -> User | None:
         if header_token is not None:
@@ -203,10 +225,10 @@ class Connection:
             frame_id = frame["id"] if isinstance(frame.get("id"), str) else None
             if isinstance(frame.get("client_id"), str):
                 extra["client_id"] = frame["client_id"]
-            handler = self.handlers.get(frame.get("type"))  # type: ignore[arg-type]
+            handler = HANDLERS.get(frame.get("type"))  # type: ignore[arg-type]
             if handler is None:
                 raise BadRequest(f"unknown frame type {str(frame.get('type'))[:40]!r}")
-            await handler(frame)
+            await handler(self, frame)
         except ServiceError as error:
             self.push(error_frame(error, frame_id, **extra))
         except DatabaseError as error:
@@ -255,8 +277,6 @@ class Connection:
         if unknown:
             raise BadRequest(f"unknown params for {stream}: {', '.join(sorted(map(str, unknown)))}")
         if target is None or target.param not in params:
-            if target is not None and target.required:
-                raise BadRequest(f"the {stream} stream needs params.{target.param}")
             return None
         value = params[target.param]
         if not isinstance(value, str):
@@ -316,15 +336,26 @@ def id_field(frame: dict[str, Any], name: str) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """A stream that may (or must) target one resource: its params key and who may see it."""
+    """A stream that may target one resource: its params key and who may see it."""
 
     param: str
     check: Callable[[Database, User, str], Awaitable[dict[str, Any]]]
-    required: bool = False
 
+
+# Frame type -> handler, shared by every connection (a per-connection dict of bound methods cost
+# about a kilobyte a socket).
+HANDLERS: dict[str, Callable[[Connection, dict[str, Any]], Awaitable[None]]] = {
+    "subscribe": Connection.on_subscribe,
+    "unsubscribe": Connection.on_unsubscribe,
+    "presence": Connection.on_presence,
+    "ping": Connection.on_ping,
+    "chat.send": Connection.on_chat_send,
+    "chat.typing": Connection.on_chat_typing,
+    "auth": Connection.on_auth_again,
+}
 
 TARGETS: dict[str, Target] = {
     "documents": Target("id", documents.visible),
     "presence": Target("document", documents.visible),
-    "room": Target("room", rooms.joined, required=True),
+    "room": Target("room", rooms.joined),  # without params: every room the caller is in
 }

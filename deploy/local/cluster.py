@@ -8,7 +8,6 @@ both instances. Ctrl-C stops everything. Tests drive the same `Cluster` on free 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from . import debian
 from .gateway import GatewayServer
 from .mongo import ROOT, VAR, MongoNode, MongoSetupError, find_mongod, initiate, kill_group, port_is_open, terminate
 
@@ -34,20 +34,7 @@ def say(message: str) -> None:
 
 
 def ensure_nginx() -> str:
-    """nginx from Debian's package, installed once if missing (needs root, as on these machines)."""
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if found:
-        return found
-    say("installing nginx from Debian's packages (once)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nginx"],
-    ):
-        result = subprocess.run(command, capture_output=True, text=True, env=env)
-        if result.returncode != 0:
-            raise MongoSetupError(f"{' '.join(command)} failed: {result.stderr[-500:]}\nInstall nginx, then run again.")
-    return "/usr/sbin/nginx"
+    return debian.ensure("nginx")
 
 
 def render_site(listen: str, upstreams: list[str]) -> str:

@@ -1,0 +1,60 @@
+"""Server frames written straight to the socket, each encoded once for a whole audience.
+
+Sanic's `ws.send` builds the websocket frame again for every recipient and goes through a lock and
+two awaits; fanning one event out to 5,000 sockets paid that 5,000 times. A server frame is unmasked,
+so its bytes are the same for every recipient: `encode_text` builds them once per frame string (the
+hub hands one str object to a whole audience) and `Wire.write` is one `transport.write`.
+"""
+
+from __future__ import annotations
+
+import struct
+from functools import lru_cache
+from typing import Any
+
+from websockets.protocol import State
+
+TEXT = 0x81  # FIN + text opcode
+
+
+@lru_cache(maxsize=16)
+def encode_text(frame: str) -> bytes:
+    """`frame` as one unmasked websocket text frame (RFC 6455 §5.2)."""
+    payload = frame.encode()
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", TEXT, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", TEXT, 126, size)
+    else:
+        header = struct.pack("!BBQ", TEXT, 127, size)
+    return header + payload
+
+
+class Wire:
+    """The write side of one of Sanic's websockets, with its flow control."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+
+    def ready(self) -> bool:
+        """Open, and the transport below its high-water mark (Sanic pauses writing above it)."""
+        io = self.ws.io_proto
+        return (
+            io is not None
+            and io.transport is not None
+            and io._can_write.is_set()
+            and not io.transport.is_closing()
+            and self.ws.ws_proto.state is State.OPEN
+        )
+
+    async def drained(self) -> bool:
+        """Wait until writing may go on; False once the connection is closing."""
+        io = self.ws.io_proto
+        if io is None:
+            return False
+        await io._can_write.wait()
+        return self.ready()
+
+    def write(self, frame: str) -> None:
+        self.ws.io_proto.transport.write(encode_text(frame))
