@@ -80,8 +80,11 @@ class Board:
         if change.coll == "documents" and change.id in self.access:
             if change.after is None:
                 self.access.pop(change.id, None)
-            else:
-                self.access[change.id] = set(change.after.get("access", ()))
+                return Delta()
+            had, self.access[change.id] = self.access[change.id], set(change.after.get("access", ()))
+            gained = self.access[change.id] - had
+            if gained and any(self.summary(change.id)):  # who was just let in sees who is already there
+                return Delta(documents=[(change.id, gained)])
         return Delta()
 
     def _connect(self, conn: str, user: Any) -> None:

@@ -177,7 +177,7 @@ class Hub:
         for token, frame in held:
             if token > last:  # resume tokens order as strings: skip what the replay already sent
                 sub.sink.push(frame)
-        sub.sink.push(encode({"type": "subscribed", "id": sub.id}))
+        sub.sink.push(self._subscribed(sub))
 
     async def _replay(self, sub: Subscription, since: str, until: str) -> str:
         try:
@@ -205,9 +205,17 @@ class Hub:
 
     def _go_live(self, sub: Subscription) -> None:
         self._register(sub)
-        sub.sink.push(encode({"type": "subscribed", "id": sub.id}))
+        sub.sink.push(self._subscribed(sub))
         for frame in state(sub, self.board, self.position):
             sub.sink.push(frame)
+
+    def _subscribed(self, sub: Subscription) -> str:
+        """`subscribed`, with the cursor everything before which this subscription has been given:
+        a client that sees no event before it drops still resumes from there (an addition)."""
+        frame = {"type": "subscribed", "id": sub.id}
+        if self.position:
+            frame["cursor"] = self.position
+        return encode(frame)
 
     def _register(self, sub: Subscription) -> None:
         self.router.add(sub)

@@ -137,7 +137,8 @@ def presence_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
 
 
 def room_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
-    """New messages to the members they were sent to; `enter`/`leave` as membership changes; typing."""
+    """New messages to the members they were sent to; `enter`/`leave` as membership changes (a new
+    room is entered by its members); typing."""
     doc = change.after
     if change.coll == "messages":
         if change.op != "insert" or doc is None:
@@ -148,6 +149,8 @@ def room_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
             return []
         return [Audience("typing", doc["room"], typing_out(doc), access(doc) - {doc["user"]}, event_id=doc["user"])]
     groups = transitions(change.op, access(change.before), access(change.after))
+    if change.op == "insert":  # a new room: its members enter it
+        groups = {"enter": groups["insert"]}
     return [
         Audience(op, change.id, room_out(doc) if op == "enter" and doc else None, users)
         for op in ("enter", "leave")

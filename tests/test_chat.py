@@ -66,6 +66,23 @@ def test_messages_reach_every_members_subscription_and_nobody_else(server, signu
         assert e.event("own")["id"] == mine["id"]  # bob's message never came first
 
 
+def test_one_subscription_without_params_follows_every_room_the_caller_is_in(server, signup) -> None:
+    ann, bob, eve = signup("Ann"), signup("Bob"), signup("Eve")
+    with Feed(server, bob) as b:
+        b.subscribe("all", "room")
+        room = room_of(ann, bob, name="new")  # created after the subscription: bob enters it
+        enter = b.event("all")
+        assert (enter["op"], enter["id"], enter["data"]["name"]) == ("enter", room["id"], "new")
+        room_of(eve, name="not bob's")
+        say(eve, room_of(eve, ann), "not for bob")
+        message = say(ann, room, "hello bob")
+        event = b.event("all")
+        assert (event["op"], event["id"], event["data"]) == ("insert", message["id"], message)
+        ann.delete(f"/rooms/{room['id']}/members/{bob.id}")
+        leave = b.event("all")
+        assert (leave["op"], leave["id"], leave["data"]) == ("leave", room["id"], None)
+
+
 def test_chat_send_over_the_websocket_is_acked_and_delivered(server, signup) -> None:
     ann, bob = signup("Ann"), signup("Bob")
     room = room_of(ann, bob)

@@ -19,6 +19,16 @@ def test_resuming_replays_exactly_the_missed_events_in_order(server, signup) -> 
         assert feed.event("c")["id"] == live["id"]
 
 
+def test_a_client_that_saw_no_event_resumes_from_the_cursor_in_subscribed(server, signup) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann) as feed:
+        feed.send(type="subscribe", id="c", stream="contacts")
+        cursor = feed.expect("subscribed", id="c")["cursor"]
+    missed = ann.post("/contacts", json={"name": "while away"}).json()
+    with Feed(server, ann) as feed:
+        assert [e["id"] for e in feed.subscribe("c", "contacts", since=cursor)] == [missed["id"]]
+
+
 def test_a_replay_carries_only_what_the_subscription_may_see(server, signup) -> None:
     ann, bob = signup("Ann"), signup("Bob")
     doc = ann.post("/documents", json={"title": "shared for a while"}).json()

@@ -176,6 +176,19 @@ def test_presence_goes_to_readers_of_the_document_only() -> None:
     assert ann.frames[1]["data"] == {"document": str(DOC), "viewing": [], "editing": []}
 
 
+def test_someone_let_into_a_document_sees_who_is_already_on_it() -> None:
+    router, board = Router({"presence": routing.STREAMS["presence"]}), Board()
+    cat = subscribe(router, CAT, "presence")
+    entry = {"_id": "c1:d", "document": DOC, "user": BOB, "name": "Bob", "state": "viewing", "access": [ANN, BOB]}
+    deliver(router, board, Change("t1", "presence", "insert", "c1:d", None, entry))
+    assert cat.frames == []
+    shared = {"_id": DOC, "access": [ANN, BOB, CAT]}
+    deliver(router, board, Change("t2", "documents", "update", DOC, {"_id": DOC, "access": [ANN, BOB]}, shared))
+    assert [f["data"]["viewing"] for f in cat.frames] == [[{"id": str(BOB), "name": "Bob"}]]
+    deliver(router, board, Change("t3", "documents", "update", DOC, shared, shared))  # nothing new: no frame
+    assert len(cat.frames) == 1
+
+
 def test_state_on_subscribe_shows_only_documents_the_caller_can_read() -> None:
     board = Board()
     for doc_id, readers in ((DOC, [ANN, BOB]), (OTHER, [CAT])):
