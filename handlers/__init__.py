@@ -6,6 +6,6 @@ from sanic import Blueprint
 
 
 def blueprints() -> list[Blueprint]:
-    from . import auth, contacts, documents, operations, payments, realtime, rooms
+    from . import auth, contacts, dashboard, documents, operations, payments, realtime, rooms
 
-    return [auth.bp, contacts.bp, documents.bp, rooms.bp, payments.bp, operations.bp, realtime.bp]
+    return [auth.bp, contacts.bp, documents.bp, rooms.bp, payments.bp, operations.bp, realtime.bp, dashboard.bp]

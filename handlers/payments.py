@@ -42,7 +42,11 @@ async def catalog(request: Request) -> HTTPResponse:
 @describe("A client token for Braintree's client SDK (Drop-in)", "payments", response=ClientTokenOut,
           errors=UNAVAILABLE)  # fmt: skip
 async def client_token(request: Request) -> HTTPResponse:
-    return json({"client_token": await gateway(context(request)).client_token()})
+    ctx = context(request)
+    token = await gateway(ctx).client_token()
+    braintree = ctx.settings.braintree
+    environment = braintree.environment if braintree else ""
+    return json({"client_token": token, "environment": "local" if environment.startswith("http") else environment})
 
 
 @bp.post("/orders")

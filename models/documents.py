@@ -57,6 +57,7 @@ class DocumentOut(Output):
     collaborators: list[Collaborator]
     created_at: str
     updated_at: str
+    updated_by: UserRef  # an addition: who saved the current version
 
 
 class DocumentPage(Output):
@@ -107,6 +108,7 @@ def document_out(doc: dict[str, Any]) -> dict[str, Any]:
         ],
         "created_at": iso(doc["created_at"]),
         "updated_at": iso(doc["updated_at"]),
+        "updated_by": ref_out(doc.get("updated_by", doc["owner"])),
     }
 
 

@@ -41,6 +41,7 @@ class CatalogOut(Output):
 
 class ClientTokenOut(Output):
     client_token: str
+    environment: str  # an addition: sandbox, production, or local (the emulator: use test nonces)
 
 
 class Line(Output):

@@ -14,6 +14,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from deploy.local.gateway import GatewayServer
 from deploy.local.mongo import MongoNode, free_port, initiate
 
 from .harness import ROOT, Account, Server
@@ -45,6 +46,14 @@ def mongo(mongo_url: str) -> Iterator[MongoClient[dict[str, object]]]:
 
 def _db_name(module: str) -> str:
     return f"t_{module.rsplit('.', 1)[-1].removeprefix('test_')[:40]}_{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[GatewayServer]:
+    """The Braintree gateway emulator, in this process, for a module that takes payments."""
+    server = GatewayServer(0).start()
+    yield server
+    server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from deploy.local.gateway import GatewayServer
 from deploy.local.mongo import free_port, kill_group, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,3 +133,29 @@ class Account(httpx.Client):
     @property
     def id(self) -> str:
         return str(self.user["id"])
+
+
+PAYMENT_KEYS = {
+    "BRAINTREE_MERCHANT_ID": "local-merchant",
+    "BRAINTREE_PUBLIC_KEY": "local-public",
+    "BRAINTREE_PRIVATE_KEY": "local-private",
+}
+CATALOG = {
+    "currency": "USD",
+    "items": [
+        {"sku": "tee", "name": "T-shirt", "price": "19.99"},
+        {"sku": "mug", "name": "Mug", "price": "12.50"},
+        {"sku": "declined-2001", "name": "Declined by amount", "price": "2001.00"},
+        {"sku": "failed-3000", "name": "Failed by amount", "price": "3000.00"},
+        {"sku": "rejected-5001", "name": "Gateway rejected by amount", "price": "5001.00"},
+    ],
+}
+
+
+def payments_env(gateway: GatewayServer) -> dict[str, str]:
+    """Server settings for payments through the local gateway emulator, with a test catalog."""
+    catalog = ROOT / "var" / f"catalog-{gateway.server_address[1]}.json"
+    catalog.parent.mkdir(exist_ok=True)
+    catalog.write_text(json.dumps(CATALOG))
+    return {**PAYMENT_KEYS, "BRAINTREE_ENVIRONMENT": gateway.url, "CATALOG_PATH": str(catalog),
+            "BRAINTREE_TIMEOUT": "2", "PAYMENT_LEASE": "6", "PAYMENT_POLL": "0.2"}  # fmt: skip

@@ -43,6 +43,16 @@ def test_an_edit_bumps_the_version_and_keeps_the_earlier_one(signup) -> None:
     assert all(r["edited_by"] == {"id": ann.id, "name": "Ann"} for r in revisions["items"])
 
 
+def test_a_document_says_who_saved_its_current_version(signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    doc = make(ann)
+    assert doc["updated_by"] == {"id": ann.id, "name": "Ann"}
+    ann.post(f"/documents/{doc['id']}/collaborators", json={"email": bob.email, "role": "editor"})
+    saved = bob.patch(f"/documents/{doc['id']}", json={"body": "bob's words"}).json()
+    assert saved["updated_by"] == {"id": bob.id, "name": "Bob"}
+    assert ann.get(f"/documents/{doc['id']}").json()["updated_by"] == {"id": bob.id, "name": "Bob"}
+
+
 def test_a_stale_if_match_is_412_and_changes_nothing(signup) -> None:
     ann = signup("Ann")
     doc = make(ann)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,39 +14,12 @@ from bson import ObjectId
 from deploy.local.gateway import GatewayServer
 
 from .feed import Feed
-from .harness import ROOT, Account, Server, wait_for
-
-KEYS = {
-    "BRAINTREE_MERCHANT_ID": "local-merchant",
-    "BRAINTREE_PUBLIC_KEY": "local-public",
-    "BRAINTREE_PRIVATE_KEY": "local-private",
-}
-CATALOG = {
-    "currency": "USD",
-    "items": [
-        {"sku": "tee", "name": "T-shirt", "price": "19.99"},
-        {"sku": "mug", "name": "Mug", "price": "12.50"},
-        {"sku": "declined-2001", "name": "Declined by amount", "price": "2001.00"},
-        {"sku": "failed-3000", "name": "Failed by amount", "price": "3000.00"},
-        {"sku": "rejected-5001", "name": "Gateway rejected by amount", "price": "5001.00"},
-    ],
-}
-
-
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[GatewayServer]:
-    server = GatewayServer(0).start()
-    yield server
-    server.shutdown()
+from .harness import PAYMENT_KEYS, Account, Server, payments_env, wait_for
 
 
 @pytest.fixture(scope="module")
 def server_env(gateway: GatewayServer) -> dict[str, str]:
-    catalog = ROOT / "var" / f"catalog-{gateway.server_address[1]}.json"
-    catalog.parent.mkdir(exist_ok=True)
-    catalog.write_text(json.dumps(CATALOG))
-    return {**KEYS, "BRAINTREE_ENVIRONMENT": gateway.url, "CATALOG_PATH": str(catalog), "BRAINTREE_TIMEOUT": "2",
-            "PAYMENT_LEASE": "6", "PAYMENT_POLL": "0.2"}  # fmt: skip
+    return payments_env(gateway)
 
 
 def order(account: Account, key: str, nonce: str = "fake-valid-nonce", **items: int) -> httpx.Response:
@@ -74,8 +45,9 @@ def test_the_catalog_and_a_client_token_come_from_the_server(signup) -> None:
     ann = signup()
     items = ann.get("/catalog").json()["items"]
     assert {"sku": "tee", "name": "T-shirt", "price": "19.99", "currency": "USD"} in items
-    token = ann.get("/payments/client-token").json()["client_token"]
-    assert isinstance(token, str) and len(token) > 20
+    answer = ann.get("/payments/client-token").json()
+    assert isinstance(answer["client_token"], str) and len(answer["client_token"]) > 20
+    assert answer["environment"] == "local"  # the emulator: a page offers test nonces instead of Drop-in
 
 
 def test_a_valid_nonce_pays_the_server_computed_amount_once(signup, gateway) -> None:
@@ -216,9 +188,9 @@ def test_webhooks_update_the_transaction_and_bad_signatures_change_nothing(signu
     done = settled(ann, order(ann, "k-hook").json()["id"])
     keys = braintree.Configuration(
         braintree.Environment.Sandbox,
-        KEYS["BRAINTREE_MERCHANT_ID"],
-        KEYS["BRAINTREE_PUBLIC_KEY"],
-        KEYS["BRAINTREE_PRIVATE_KEY"],
+        PAYMENT_KEYS["BRAINTREE_MERCHANT_ID"],
+        PAYMENT_KEYS["BRAINTREE_PUBLIC_KEY"],
+        PAYMENT_KEYS["BRAINTREE_PRIVATE_KEY"],
     )
     sdk = braintree.BraintreeGateway(keys)  # only signs sample notifications: nothing is sent
     kind = braintree.WebhookNotification.Kind.TransactionSettled

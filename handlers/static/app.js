@@ -1,0 +1,669 @@
+// The dashboard: documents with live presence, an editor that never overwrites silently, chat, orders.
+// Everything it shows comes from the public REST API and one websocket (feed.js); text from the
+// server is only ever set as textContent.
+
+import { api, ApiError, explain, hooks, session } from "./api.js";
+import { Feed } from "./feed.js";
+
+const $ = (selector, root = document) => root.querySelector(selector);
+const TYPING_EVERY_MS = 3000;
+const TYPING_SHOWN_MS = 6000;
+const NONCES = [
+  ["fake-valid-nonce", "Visa ending 1111: approved"],
+  ["fake-processor-declined-visa-nonce", "Visa: declined by the bank"],
+  ["fake-processor-failure-visa-nonce", "Visa: processor failure"],
+  ["fake-gateway-rejected-fraud-nonce", "Card flagged as fraud"],
+];
+
+// A list kept by REST pages plus live events. Events that arrive while the first page loads are
+// applied after it, in order, so the newest state wins either way.
+class Collection {
+  constructor(onChange) {
+    this.items = new Map();
+    this.loaded = false;
+    this.early = [];
+    this.onChange = onChange;
+  }
+  load(items) {
+    for (const item of items) this.items.set(item.id, item);
+    this.loaded = true;
+    for (const [apply, event] of this.early.splice(0)) apply(event);
+    this.onChange();
+  }
+  on(apply) {
+    return (event) => {
+      if (!this.loaded) this.early.push([apply, event]);
+      else { apply(event); this.onChange(); }
+    };
+  }
+  reset() { this.items.clear(); this.loaded = false; this.early = []; }
+}
+
+const state = {
+  me: null,
+  feed: null,
+  docs: new Collection(() => view.refresh?.("docs")),
+  rooms: new Collection(() => { renderUnreadTotal(); view.refresh?.("rooms"); }),
+  orders: new Collection(() => view.refresh?.("orders")),
+  presence: new Map(), // document id -> {viewing: [user], editing: [user]}
+  online: null,
+};
+let view = {}; // the current view: {leave(), refresh(kind)}
+
+// --- start, sign in, sign out ------------------------------------------------------------------
+
+hooks.onUnauthorized = () => signedOut("Your session ended; sign in again.");
+
+async function boot() {
+  setUpSignin();
+  $("#signout").addEventListener("click", signOut);
+  $("#notify").addEventListener("click", () => Notification.requestPermission().then(showNotifyButton));
+  if (!session.token) return showSignin();
+  try {
+    const { data } = await api("GET", "/auth/me");
+    start(data.user);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) showSignin();
+    else showSignin(explain(error));
+  }
+}
+
+function setUpSignin() {
+  const form = $("#signin-form");
+  let registering = false;
+  $("#signin-toggle").addEventListener("click", () => {
+    registering = !registering;
+    $("#name-field").hidden = !registering;
+    $("#signin-submit").textContent = registering ? "Create account" : "Sign in";
+    $("#signin-toggle").textContent = registering ? "I have an account" : "Create an account instead";
+    form.password.autocomplete = registering ? "new-password" : "current-password";
+  });
+  form.addEventListener("submit", async (submitted) => {
+    submitted.preventDefault();
+    $("#signin-error").textContent = "";
+    const body = { email: form.email.value.trim(), password: form.password.value };
+    if (registering) body.name = form.name.value.trim();
+    try {
+      const { data } = await api("POST", registering ? "/auth/register" : "/auth/login", { body });
+      session.token = data.token;
+      form.reset();
+      start(data.user);
+    } catch (error) {
+      $("#signin-error").textContent = explain(error);
+    }
+  });
+}
+
+function showSignin(message = "") {
+  $("#shell").hidden = true;
+  $("#signin").hidden = false;
+  $("#signin-error").textContent = message;
+  $("#signin-form").email.focus();
+}
+
+function start(user) {
+  state.me = user;
+  $("#signin").hidden = true;
+  $("#shell").hidden = false;
+  $("#me").textContent = user.name;
+  showNotifyButton();
+  const feed = new Feed({
+    token: session.token,
+    onStatus: showStatus,
+    onUnauthorized: () => signedOut("Your session ended; sign in again."),
+  });
+  state.feed = feed;
+  feed.subscribe("online", "online", null, { event: (e) => { $("#online").textContent = `online: ${e.data.count}`; } });
+  feed.subscribe("docs", "documents", null, {
+    event: state.docs.on(documentEvent),
+    expired: () => loadAll(state.docs, "/documents"),
+  });
+  feed.subscribe("presence", "presence", null, {
+    event: (e) => { state.presence.set(e.id, e.data); view.refresh?.("presence"); },
+    reset: () => { state.presence.clear(); view.refresh?.("presence"); },
+  });
+  feed.subscribe("rooms", "room", null, {
+    event: state.rooms.on(roomEvent),
+    expired: () => loadAll(state.rooms, "/rooms"),
+  });
+  feed.subscribe("orders", "orders", null, {
+    event: state.orders.on((e) => { if (e.data) state.orders.items.set(e.id, e.data); }),
+    expired: () => loadAll(state.orders, "/orders"),
+  });
+  feed.start();
+  loadAll(state.docs, "/documents");
+  loadAll(state.rooms, "/rooms");
+  loadAll(state.orders, "/orders").catch(() => state.orders.load([])); // 503 without payments
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+async function loadAll(collection, path) {
+  collection.reset();
+  const items = [];
+  let after = null;
+  do {
+    const { data } = await api("GET", `${path}?limit=100${after ? `&after=${encodeURIComponent(after)}` : ""}`);
+    items.push(...data.items);
+    after = data.next;
+  } while (after && items.length < 500);
+  collection.load(items);
+}
+
+async function signOut() {
+  try { await api("POST", "/auth/logout"); } catch { /* the token is dropped either way */ }
+  signedOut();
+}
+
+function signedOut(message = "") {
+  view.leave?.();
+  view = {};
+  state.feed?.stop();
+  state.feed = null;
+  session.token = null;
+  for (const collection of [state.docs, state.rooms, state.orders]) collection.reset();
+  state.presence.clear();
+  window.removeEventListener("hashchange", route);
+  $("#main").replaceChildren();
+  showSignin(message);
+}
+
+function showStatus(status, delay) {
+  const element = $("#status");
+  element.dataset.state = status;
+  element.textContent = status === "live" ? "live"
+    : status === "reconnecting" ? `reconnecting in ${Math.ceil(delay / 1000)} s…`
+    : status === "offline" ? "offline" : "connecting…";
+}
+
+// --- routing -------------------------------------------------------------------------------------
+
+function route() {
+  view.leave?.();
+  const [, section = "documents", id] = location.hash.split("/");
+  for (const link of document.querySelectorAll("[data-nav]")) {
+    if (link.dataset.nav === section) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  const main = $("#main");
+  if (section === "documents" && id) view = documentView(main, id);
+  else if (section === "rooms") view = roomsView(main, id || null);
+  else if (section === "orders") view = ordersView(main);
+  else view = documentsView(main);
+}
+
+function mount(main, template) {
+  main.replaceChildren($(`#${template}`).content.cloneNode(true));
+  main.focus({ preventScroll: true });
+}
+
+function el(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "class") element.className = value;
+    else if (key.startsWith("on")) element.addEventListener(key.slice(2), value);
+    else if (value !== false && value != null) element.setAttribute(key, value === true ? "" : value);
+  }
+  element.append(...children.filter((child) => child != null && child !== false));
+  return element;
+}
+
+const names = (users) => users.map((user) => user.name).join(", ");
+
+function presenceBadges(documentId) {
+  const presence = state.presence.get(documentId);
+  const badges = [];
+  if (presence?.viewing?.length) badges.push(el("span", { class: "badge viewing" }, `viewing: ${names(presence.viewing)}`));
+  if (presence?.editing?.length) badges.push(el("span", { class: "badge editing" }, `editing: ${names(presence.editing)}`));
+  return badges;
+}
+
+// --- documents -------------------------------------------------------------------------------
+
+function documentEvent(event) {
+  const known = state.docs.items.get(event.id);
+  if (event.op === "delete" || event.op === "leave") {
+    state.docs.items.delete(event.id);
+    return;
+  }
+  if (known && event.data.version < known.version) return; // an older version than shown
+  state.docs.items.set(event.id, event.data);
+  const savedByOther = event.data.updated_by && event.data.updated_by.id !== state.me.id;
+  const open = location.hash === `#/documents/${event.id}`; // its view already shows the save
+  if (event.op === "update" && known && event.data.version > known.version && savedByOther && !open) {
+    notify(`${event.data.updated_by.name} saved “${event.data.title}”`, `version ${event.data.version}`,
+      `#/documents/${event.id}`);
+  }
+  if (event.op === "enter") notify(`${event.data.owner.name} shared “${event.data.title}” with you`, "", `#/documents/${event.id}`);
+}
+
+function documentsView(main) {
+  mount(main, "documents-view");
+  const list = $("[data-list]", main);
+  const render = () => {
+    const docs = [...state.docs.items.values()].sort((a, b) => b.updated_at.localeCompare(a.updated_at));
+    list.replaceChildren(...docs.map((doc) => el("li", { "data-doc": doc.id },
+      el("a", { href: `#/documents/${doc.id}` }, doc.title),
+      el("span", { class: "muted" }, ` v${doc.version} · ${doc.owner.id === state.me.id ? "yours" : `by ${doc.owner.name}`}`),
+      doc.collaborators.length ? el("span", { class: "muted" }, ` · with ${names(doc.collaborators)}`) : null,
+      el("span", { class: "badges" }, ...presenceBadges(doc.id)),
+    )));
+    if (!docs.length) list.append(el("li", { class: "muted" }, state.docs.loaded ? "No documents yet." : "Loading…"));
+  };
+  $("[data-form=create]", main).addEventListener("submit", async (submitted) => {
+    submitted.preventDefault();
+    const form = submitted.target;
+    try {
+      const { data } = await api("POST", "/documents", { body: { title: form.title.value.trim() } });
+      state.docs.items.set(data.id, data);
+      location.hash = `#/documents/${data.id}`;
+    } catch (error) {
+      $("[data-error]", main).textContent = explain(error);
+    }
+  });
+  render();
+  return { refresh: (kind) => { if (kind === "docs" || kind === "presence") render(); } };
+}
+
+function documentView(main, id) {
+  mount(main, "document-view");
+  const form = $("[data-form=edit]", main);
+  const fields = ["title", "abstract", "body"];
+  let base = null; // the saved version the editor started from
+  let gone = false;
+  const feed = state.feed;
+
+  const role = (doc) => doc.owner.id === state.me.id ? "owner"
+    : doc.collaborators.find((c) => c.id === state.me.id)?.role || "viewer";
+  const dirty = () => base && fields.some((field) => form[field].value !== (base[field] || ""));
+  const mine = () => Object.fromEntries(fields.map((field) => [field, form[field].value]));
+
+  function fill(doc) {
+    base = doc;
+    for (const field of fields) form[field].value = doc[field] || "";
+    $("[data-newer]", main).hidden = true;
+    showMeta(doc);
+  }
+
+  function showMeta(doc) {
+    $("[data-title]", main).textContent = doc.title;
+    $("[data-version]", main).textContent = `version ${doc.version}`;
+    $("[data-meta]", main).textContent = `Owner ${doc.owner.name} · last saved by ${doc.updated_by?.name || doc.owner.name} ` +
+      `at ${new Date(doc.updated_at).toLocaleString()}`;
+    const editable = role(doc) !== "viewer";
+    for (const field of fields) form[field].readOnly = !editable;
+    $("[data-save]", main).hidden = !editable;
+    renderPeople(doc);
+  }
+
+  function renderPeople(doc) {
+    const owner = role(doc) === "owner";
+    const people = [el("li", {}, `${doc.owner.name} (owner)`)];
+    for (const person of doc.collaborators) {
+      const removable = owner || person.id === state.me.id;
+      people.push(el("li", {}, `${person.name} (${person.role})`, removable
+        ? el("button", { type: "button", class: "link", onclick: () => unshare(person) },
+          person.id === state.me.id ? "Leave" : `Remove ${person.name}`)
+        : null));
+    }
+    $("[data-people]", main).replaceChildren(...people);
+    $("[data-form=share]", main).hidden = !owner;
+  }
+
+  function renderPresence() {
+    const badges = presenceBadges(id);
+    $("[data-presence]", main).replaceChildren(...(badges.length ? badges : [el("span", { class: "muted" }, "Nobody else is here.")]));
+  }
+
+  async function unshare(person) {
+    try {
+      await api("DELETE", `/documents/${id}/collaborators/${person.id}`);
+    } catch (error) {
+      $("[data-share-error]", main).textContent = explain(error);
+    }
+  }
+
+  async function save(fieldsToSave, version) {
+    const error = $("[data-error]", main);
+    error.textContent = "";
+    try {
+      const { data } = await api("PATCH", `/documents/${id}`, { body: fieldsToSave, headers: { "If-Match": `"${version}"` } });
+      fill(data);
+      state.docs.items.set(id, data);
+      $("[data-conflict]", main).hidden = true;
+      $("[data-saved]", main).textContent = `Saved version ${data.version}.`;
+      feed.setPresence(id, "viewing");
+    } catch (failure) {
+      if (failure instanceof ApiError && failure.status === 412) return conflict();
+      error.textContent = explain(failure);
+    }
+    return undefined;
+  }
+
+  async function conflict() {
+    const { data: theirs } = await api("GET", `/documents/${id}`);
+    const ours = mine();
+    const box = $("[data-conflict]", main);
+    $("[data-conflict-who]", main).textContent = `${theirs.updated_by?.name || "Someone"} saved version ${theirs.version} ` +
+      `while you were editing version ${base.version}. Nothing is lost: choose what to keep.`;
+    $("[data-theirs]", main).textContent = theirs.body;
+    $("[data-mine]", main).textContent = ours.body;
+    box.hidden = false;
+    $("[data-keep-mine]", box).onclick = () => save(ours, theirs.version);
+    $("[data-take-theirs]", box).onclick = () => { fill(theirs); box.hidden = true; };
+    $("[data-merge]", box).onclick = () => {
+      fill(theirs);
+      form.body.value = `${theirs.body}\n\n--- my version ---\n${ours.body}`;
+      form.title.value = ours.title;
+      form.abstract.value = ours.abstract;
+      box.hidden = true;
+      form.body.focus();
+    };
+    $("[data-keep-mine]", box).focus();
+  }
+
+  form.addEventListener("submit", (submitted) => {
+    submitted.preventDefault();
+    if (base && !gone) save(mine(), base.version);
+  });
+  form.addEventListener("input", () => { $("[data-saved]", main).textContent = dirty() ? "Unsaved changes." : ""; });
+  form.addEventListener("focusin", () => { if (base && role(base) !== "viewer") feed.setPresence(id, "editing"); });
+  form.addEventListener("focusout", (left) => {
+    if (!form.contains(left.relatedTarget) && !dirty()) feed.setPresence(id, "viewing");
+  });
+  $("[data-form=share]", main).addEventListener("submit", async (submitted) => {
+    submitted.preventDefault();
+    const share = submitted.target;
+    $("[data-share-error]", main).textContent = "";
+    try {
+      await api("POST", `/documents/${id}/collaborators`, { body: { email: share.email.value.trim(), role: share.role.value } });
+      share.reset();
+    } catch (error) {
+      $("[data-share-error]", main).textContent = explain(error);
+    }
+  });
+
+  function updated(doc) {
+    if (!base || gone) return;
+    if (doc.version === base.version) { base = { ...base, ...doc }; showMeta(base); return; }
+    if (doc.version < base.version) return;
+    if (!dirty()) { fill(doc); return; }
+    const newer = $("[data-newer]", main);
+    newer.textContent = `${doc.updated_by?.name || "Someone"} saved version ${doc.version} while you edit; ` +
+      "saving will show both versions so you can choose.";
+    newer.hidden = false;
+    showMeta(base);
+  }
+
+  function lost(message) {
+    gone = true;
+    for (const field of fields) form[field].readOnly = true;
+    $("[data-save]", main).hidden = true;
+    const newer = $("[data-newer]", main);
+    newer.textContent = message;
+    newer.hidden = false;
+  }
+
+  api("GET", `/documents/${id}`).then(({ data }) => {
+    fill(data);
+    feed.setPresence(id, "viewing");
+  }).catch((error) => lost(error.status === 404 ? "This document does not exist or is not shared with you." : explain(error)));
+  renderPresence();
+
+  return {
+    leave: () => { if (!gone) feed.setPresence(id, null); },
+    refresh: (kind) => {
+      if (kind === "presence") renderPresence();
+      if (kind !== "docs" || !base) return;
+      const doc = state.docs.items.get(id);
+      if (doc) updated(doc);
+      else if (!gone) lost("This document was deleted, or you no longer have access to it.");
+    },
+  };
+}
+
+// --- notifications -------------------------------------------------------------------------------
+
+function showNotifyButton() {
+  $("#notify").hidden = !("Notification" in window) || Notification.permission !== "default";
+}
+
+function notify(title, body, href) {
+  const open = () => { window.focus(); location.hash = href; };
+  const toast = el("button", { type: "button", class: "toast", onclick: () => { toast.remove(); open(); } },
+    el("strong", {}, title), body ? el("span", {}, ` ${body}`) : null);
+  $("#toasts").append(toast);
+  setTimeout(() => toast.remove(), 10000);
+  if ("Notification" in window && Notification.permission === "granted") {
+    try {
+      const notification = new Notification(title, { body, tag: href });
+      notification.onclick = () => { notification.close(); open(); };
+    } catch (error) { // some browsers only allow notifications from a service worker: the toast stays
+      console.warn("notification not shown:", error);
+    }
+  }
+}
+
+// --- chat ----------------------------------------------------------------------------------------
+
+const chat = { open: null, typing: new Map() }; // typing: user id -> {name, until}
+
+function roomEvent(event) {
+  if (event.op === "leave") { state.rooms.items.delete(event.id); return; }
+  if (event.op === "enter") {
+    state.rooms.items.set(event.id, { unread: 0, last_message: null, ...state.rooms.items.get(event.id), ...event.data });
+    return;
+  }
+  if (event.op === "typing") {
+    chat.typing.set(`${event.data.room}:${event.data.user.id}`, { ...event.data, until: Date.now() + TYPING_SHOWN_MS });
+    setTimeout(() => view.refresh?.("typing"), TYPING_SHOWN_MS + 50);
+    view.refresh?.("typing");
+    return;
+  }
+  const message = event.data;
+  const room = state.rooms.items.get(message.room);
+  if (!room) return;
+  if (room.last_message && room.last_message.id === message.id) return; // seen already
+  chat.typing.delete(`${message.room}:${message.author.id}`);
+  room.last_message = message;
+  if (message.author.id !== state.me.id && chat.open !== message.room) room.unread += 1;
+  view.message?.(message);
+}
+
+function renderUnreadTotal() {
+  const total = [...state.rooms.items.values()].reduce((sum, room) => sum + (room.unread || 0), 0);
+  const badge = $("#unread-total");
+  badge.hidden = total === 0;
+  badge.textContent = total;
+  badge.setAttribute("aria-label", `${total} unread`);
+}
+
+function roomsView(main, roomId) {
+  mount(main, "rooms-view");
+  chat.open = roomId;
+  const list = $("[data-rooms]", main);
+  const messages = $("[data-messages]", main);
+  const shown = new Set(); // message ids and client ids on screen: nothing twice
+  let older = null;
+  let lastTyping = 0;
+
+  const renderRooms = () => {
+    const rooms = [...state.rooms.items.values()].sort((a, b) =>
+      (b.last_message?.created_at || b.created_at).localeCompare(a.last_message?.created_at || a.created_at));
+    list.replaceChildren(...rooms.map((room) => el("li", { "data-room": room.id },
+      el("a", { href: `#/rooms/${room.id}`, "aria-current": room.id === roomId ? "page" : false }, room.name),
+      room.unread ? el("span", { class: "badge", "aria-label": `${room.unread} unread` }, String(room.unread)) : null,
+      room.last_message ? el("span", { class: "muted ellipsis" }, ` ${room.last_message.author.name}: ${room.last_message.text}`) : null,
+    )));
+    if (!rooms.length) list.append(el("li", { class: "muted" }, state.rooms.loaded ? "No rooms yet." : "Loading…"));
+    const room = roomId && state.rooms.items.get(roomId);
+    if (room) {
+      $("[data-room-name]", main).textContent = room.name;
+      $("[data-members]", main).textContent = `Members: ${names(room.members)}`;
+    } else if (roomId && state.rooms.loaded) {
+      $("[data-room-name]", main).textContent = "This room is not yours (any more).";
+      $("[data-form=say]", main).hidden = true;
+    }
+  };
+
+  const line = (message, pending = false) => el("li", { "data-message": message.id || "", "data-client-id": message.client_id || "", class: pending ? "pending" : "" },
+    el("strong", {}, message.author.name), " ", el("span", { class: "text" }, message.text), " ",
+    el("time", { class: "muted", datetime: message.created_at || "" }, pending ? "sending…" : new Date(message.created_at).toLocaleTimeString()));
+
+  const show = (message, where = "end") => {
+    const pending = message.client_id && messages.querySelector(`li.pending[data-client-id="${CSS.escape(message.client_id)}"]`);
+    if (pending) { pending.replaceWith(line(message)); shown.add(message.id); return; }
+    if (shown.has(message.id)) return;
+    shown.add(message.id);
+    if (where === "end") messages.append(line(message));
+    else messages.prepend(line(message));
+  };
+
+  const markRead = (message) => {
+    const room = state.rooms.items.get(roomId);
+    if (room) { room.unread = 0; renderUnreadTotal(); renderRooms(); }
+    if (message) api("POST", `/rooms/${roomId}/read`, { body: { message_id: message.id } }).catch(() => {});
+  };
+
+  const renderTyping = () => {
+    const now = Date.now();
+    const typing = [...chat.typing.values()].filter((t) => t.room === roomId && t.until > now).map((t) => t.user.name);
+    $("[data-typing]", main).textContent = typing.length ? `${typing.join(", ")} ${typing.length > 1 ? "are" : "is"} typing…` : "";
+  };
+
+  async function loadOlder() {
+    const { data } = await api("GET", `/rooms/${roomId}/messages?limit=50${older ? `&after=${encodeURIComponent(older)}` : ""}`);
+    for (const message of data.items) show(message, "start");
+    older = data.next;
+    $("[data-older]", main).hidden = !older;
+    return data.items[0];
+  }
+
+  if (roomId) {
+    $("[data-form=say]", main).hidden = false;
+    $("[data-form=invite]", main).hidden = false;
+    loadOlder().then((newest) => { markRead(newest); messages.lastElementChild?.scrollIntoView({ block: "end" }); })
+      .catch((error) => { $("[data-chat-error]", main).textContent = explain(error); });
+    $("[data-older]", main).addEventListener("click", loadOlder);
+    const say = $("[data-form=say]", main);
+    say.addEventListener("submit", (submitted) => {
+      submitted.preventDefault();
+      const text = say.text.value;
+      if (!text.trim()) return;
+      const clientId = uid();
+      messages.append(line({ client_id: clientId, author: state.me, text }, true));
+      say.reset();
+      state.feed.chat(roomId, text, clientId).then(show).catch((refused) => {
+        messages.querySelector(`li.pending[data-client-id="${CSS.escape(clientId)}"]`)?.remove();
+        $("[data-chat-error]", main).textContent = refused.message || "The message was refused.";
+      });
+    });
+    say.text.addEventListener("input", () => {
+      if (Date.now() - lastTyping > TYPING_EVERY_MS) { lastTyping = Date.now(); state.feed.typing(roomId); }
+    });
+    $("[data-form=invite]", main).addEventListener("submit", async (submitted) => {
+      submitted.preventDefault();
+      const invite = submitted.target;
+      try {
+        const { data } = await api("POST", `/rooms/${roomId}/members`, { body: { email: invite.email.value.trim() } });
+        state.rooms.items.set(roomId, { ...state.rooms.items.get(roomId), ...data });
+        invite.reset();
+        renderRooms();
+      } catch (error) {
+        $("[data-chat-error]", main).textContent = explain(error);
+      }
+    });
+  }
+
+  $("[data-form=room]", main).addEventListener("submit", async (submitted) => {
+    submitted.preventDefault();
+    const form = submitted.target;
+    const members = form.members.value.split(",").map((email) => email.trim()).filter(Boolean);
+    try {
+      const { data } = await api("POST", "/rooms", { body: { name: form.name.value.trim(), members } });
+      state.rooms.items.set(data.id, { unread: 0, last_message: null, ...data });
+      form.reset();
+      location.hash = `#/rooms/${data.id}`;
+    } catch (error) {
+      $("[data-error]", main).textContent = explain(error);
+    }
+  });
+
+  renderRooms();
+  return {
+    leave: () => { chat.open = null; },
+    refresh: (kind) => { if (kind === "typing") renderTyping(); else if (kind === "rooms") renderRooms(); },
+    message: (message) => {
+      if (message.room !== roomId) return;
+      show(message);
+      renderTyping();
+      messages.lastElementChild?.scrollIntoView({ block: "end" });
+      markRead(message);
+    },
+  };
+}
+
+function uid() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// --- orders --------------------------------------------------------------------------------------
+
+function ordersView(main) {
+  mount(main, "orders-view");
+  const form = $("[data-form=order]", main);
+  const error = $("[data-error]", main);
+  let key = null; // one Idempotency-Key per order: a retry after a network error reuses it
+
+  const renderOrders = () => {
+    const orders = [...state.orders.items.values()].sort((a, b) => b.created_at.localeCompare(a.created_at));
+    $("[data-orders]", main).replaceChildren(...orders.map((order) => el("li", { "data-order": order.id },
+      el("span", { class: `status ${order.status}`, "data-status": order.status }, order.status), " ",
+      `${order.amount} ${order.currency} · ${order.items.map((item) => `${item.quantity} × ${item.name || item.sku}`).join(", ")}`,
+      order.errors?.length ? el("span", { class: "muted" }, ` · ${order.errors.map((e) => e.message).join("; ")}`) : null,
+      el("span", { class: "muted" }, ` · ${new Date(order.created_at).toLocaleString()}`),
+    )));
+    if (!orders.length) $("[data-orders]", main).append(el("li", { class: "muted" }, "No orders yet."));
+  };
+
+  Promise.all([api("GET", "/catalog"), api("GET", "/payments/client-token")]).then(([catalog, token]) => {
+    $("[data-catalog]", main).replaceChildren(...catalog.data.items.map((item) => el("label", { class: "row" },
+      el("span", { class: "grow" }, `${item.name} (${item.price} ${item.currency})`),
+      el("input", { type: "number", name: `qty-${item.sku}`, "data-sku": item.sku, min: "0", max: "10", value: "0", "aria-label": `Quantity of ${item.name}` }))));
+    const payment = $("[data-payment]", main);
+    if (token.data.environment === "local") {
+      payment.replaceChildren(el("fieldset", {}, el("legend", {}, "Test card (local Braintree emulator)"),
+        ...NONCES.map(([nonce, label], index) => el("label", { class: "row" },
+          el("input", { type: "radio", name: "nonce", value: nonce, checked: index === 0 }), label))));
+    } else {
+      payment.replaceChildren(el("p", { class: "muted" }, "Braintree Drop-in loads from Braintree's CDN, which this page does not use. " +
+        "Paste a payment method nonce from your Braintree client:"),
+      el("label", {}, "Payment method nonce ", el("input", { name: "nonce", required: true })));
+    }
+  }).catch((failure) => { error.textContent = explain(failure); form.querySelector("button[type=submit]").disabled = true; });
+
+  form.addEventListener("input", () => { key = null; });
+  form.addEventListener("submit", async (submitted) => {
+    submitted.preventDefault();
+    error.textContent = "";
+    const items = [...form.querySelectorAll("[data-sku]")].map((input) => ({ sku: input.dataset.sku, quantity: Number(input.value) }))
+      .filter((item) => item.quantity > 0);
+    if (!items.length) { error.textContent = "Choose at least one item."; return; }
+    key = key || uid();
+    try {
+      const nonce = form.querySelector("[name=nonce]:checked, input[name=nonce]:not([type=radio])")?.value;
+      const { data } = await api("POST", "/orders", { body: { items, payment_method_nonce: nonce }, headers: { "Idempotency-Key": key } });
+      if (!state.orders.items.has(data.id) || state.orders.items.get(data.id).status === "pending") state.orders.items.set(data.id, data);
+      key = null;
+      for (const input of form.querySelectorAll("[data-sku]")) input.value = "0";
+      renderOrders();
+    } catch (failure) {
+      error.textContent = explain(failure);
+    }
+  });
+  renderOrders();
+  return { refresh: (kind) => { if (kind === "orders") renderOrders(); } };
+}
+
+boot();

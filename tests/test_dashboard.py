@@ -1,0 +1,279 @@
+"""The dashboard at `/`, driven in headless Chromium like two people in two browser windows.
+
+Screenshots of the main views are saved in var/test-artifacts/dashboard/.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+
+from deploy.local import debian
+from deploy.local.gateway import GatewayServer
+
+from .harness import ROOT, Account, Server, payments_env, unique_email, wait_for
+
+ARTIFACTS = ROOT / "var" / "test-artifacts" / "dashboard"
+# Without the background-networking flags Chromium keeps trying Google's hosts, which this network refuses.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]  # fmt: skip
+# Records the notifications the page raises, so a test can see them (headless Chromium shows none).
+NOTIFICATION_SPY = """
+window.__notifications = [];
+const Real = window.Notification;
+window.Notification = class extends Real {
+  constructor(title, options) {
+    super(title, options);
+    window.__notifications.push({title, body: options && options.body});
+  }
+};
+"""
+
+expect.set_options(timeout=20_000)
+
+
+@pytest.fixture(scope="module")
+def server_env(gateway: GatewayServer) -> dict[str, str]:
+    return payments_env(gateway)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    launched = playwright.chromium.launch(executable_path=debian.ensure("chromium"), args=FLAGS)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture
+def window(browser: Browser, server: Server) -> Iterator[Callable[[Account], Page]]:
+    """`window(ann)`: a new browser window (its own context) where ann has signed in through the form."""
+    contexts: list[BrowserContext] = []
+
+    def open_as(account: Account) -> Page:
+        context = browser.new_context(base_url=server.url, viewport={"width": 1200, "height": 900})
+        context.grant_permissions(["notifications"], origin=server.url)
+        context.add_init_script(NOTIFICATION_SPY)
+        contexts.append(context)
+        page = context.new_page()
+        page.goto("/")
+        page.get_by_label("Email").fill(account.email)
+        page.get_by_label("Password").fill(account.password)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#status")).to_have_text("live")
+        expect(page.locator("#me")).to_have_text(account.user["name"])
+        return page
+
+    yield open_as
+    for context in contexts:
+        context.close()
+
+
+def snap(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def shared(owner: Account, other: Account, title: str, role: str = "editor") -> dict:
+    doc = owner.post("/documents", json={"title": title}).json()
+    answer = owner.post(f"/documents/{doc['id']}/collaborators", json={"email": other.email, "role": role})
+    assert answer.status_code == 200, answer.text
+    return doc
+
+
+def test_a_newcomer_signs_up_and_lands_on_an_empty_dashboard(browser: Browser, server: Server) -> None:
+    context = browser.new_context(base_url=server.url)
+    try:
+        page = context.new_page()
+        page.goto("/")
+        page.get_by_role("button", name="Create an account instead").click()
+        page.get_by_label("Email").fill("not an email")
+        page.get_by_label("Password").fill("long enough password")
+        page.get_by_label("Your name").fill("Nia")
+        page.get_by_role("button", name="Create account").click()
+        expect(page.locator("#signin-error")).to_contain_text("email")  # the API's error, for people
+        page.get_by_label("Email").fill(unique_email("nia"))
+        page.get_by_role("button", name="Create account").click()
+        expect(page.locator("#status")).to_have_text("live")
+        expect(page.get_by_role("heading", name="Documents")).to_be_visible()
+        expect(page.locator("[data-list]")).to_contain_text("No documents yet.")
+        expect(page.locator("#online")).to_have_text(re.compile(r"online: [1-9]\d*"))
+        snap(page, "signed-up")
+        page.reload()  # the token is kept: still signed in
+        expect(page.locator("#status")).to_have_text("live")
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    finally:
+        context.close()
+
+
+def test_two_people_see_each_others_presence_and_saves_live(signup, window) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    a, b = window(ann), window(bob)
+
+    a.get_by_label("New document title").fill("Launch plan")
+    a.get_by_role("button", name="Create", exact=True).click()
+    expect(a.get_by_role("heading", name="Launch plan")).to_be_visible()
+    a.get_by_label("Share with (email)").fill(bob.email)
+    a.get_by_role("button", name="Share").click()
+    expect(a.locator("[data-people]")).to_contain_text("Bob (editor)")
+
+    # Bob's list gains the document, with Ann shown viewing it, without a reload.
+    row = b.locator("[data-list] li", has_text="Launch plan")
+    expect(row.locator(".badge.viewing")).to_have_text("viewing: Ann")
+    expect(b.locator(".toast", has_text="Ann shared “Launch plan” with you")).to_be_visible()
+    a.get_by_label("Body").click()
+    expect(row.locator(".badge.editing")).to_have_text("editing: Ann")
+    snap(b, "documents-with-presence")
+
+    row.get_by_role("link", name="Launch plan").click()
+    expect(a.locator("[data-presence] .badge.viewing")).to_contain_text("Bob")
+    a.get_by_label("Body").fill("Ship it on Monday.")
+    a.get_by_role("button", name="Save", exact=True).click()
+    expect(a.locator("[data-saved]")).to_have_text("Saved version 2.")
+    expect(b.get_by_label("Body")).to_have_value("Ship it on Monday.")  # Bob had no edits: updated live
+    expect(b.locator("[data-version]")).to_have_text("version 2")
+    snap(b, "document-live")
+
+    # A save by someone else is a notification (and a toast) that opens the document.
+    b.get_by_role("link", name="Documents", exact=True).click()
+    a.get_by_label("Body").fill("Ship it on Tuesday.")
+    a.get_by_role("button", name="Save", exact=True).click()
+    toast = b.locator(".toast", has_text="Ann saved “Launch plan”").last
+    expect(toast).to_be_visible()
+    notifications = b.evaluate("window.__notifications")
+    assert any(n["title"] == "Ann saved “Launch plan”" for n in notifications), notifications
+    toast.click()
+    expect(b.get_by_label("Body")).to_have_value("Ship it on Tuesday.")
+
+
+def test_a_concurrent_edit_shows_the_conflict_and_loses_no_text(signup, window) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    doc = shared(ann, bob, "Budget")
+    a, b = window(ann), window(bob)
+    for page in (a, b):
+        page.goto(f"/#/documents/{doc['id']}")
+        expect(page.get_by_label("Title", exact=True)).to_have_value("Budget")
+
+    b.get_by_label("Body").fill("Bob: 40k for travel")
+    a.get_by_label("Body").fill("Ann: 30k for tooling")
+    a.get_by_role("button", name="Save", exact=True).click()
+    expect(b.locator("[data-newer]")).to_contain_text("Ann saved version 2")
+    expect(b.get_by_label("Body")).to_have_value("Bob: 40k for travel")  # his unsaved text is kept
+    b.get_by_role("button", name="Save", exact=True).click()
+
+    conflict = b.locator("[data-conflict]")
+    expect(conflict).to_be_visible()
+    expect(conflict.locator("[data-theirs]")).to_have_text("Ann: 30k for tooling")
+    expect(conflict.locator("[data-mine]")).to_have_text("Bob: 40k for travel")
+    snap(b, "conflict")
+    conflict.get_by_role("button", name="Edit a merge of both").click()
+    merged = "Ann: 30k for tooling\n\n--- my version ---\nBob: 40k for travel"
+    expect(b.get_by_label("Body")).to_have_value(merged)
+    b.get_by_role("button", name="Save", exact=True).click()
+    expect(b.locator("[data-saved]")).to_have_text("Saved version 3.")
+    expect(a.get_by_label("Body")).to_have_value(merged)
+
+    current = ann.get(f"/documents/{doc['id']}").json()
+    revisions = [r["body"] for r in ann.get(f"/documents/{doc['id']}/revisions").json()["items"]]
+    assert current["version"] == 3 and current["body"] == merged and revisions == ["Ann: 30k for tooling", ""]
+
+
+def test_chat_between_two_windows_with_unread_counts_and_typing(signup, window) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    a, b = window(ann), window(bob)
+    b.get_by_role("link", name="Chat").click()
+    a.get_by_role("link", name="Chat").click()
+    a.get_by_label("New room").fill("Standup")
+    a.get_by_label("Members (emails, comma separated)").fill(bob.email)
+    a.get_by_role("button", name="Create room").click()
+    expect(a.get_by_role("heading", name="Standup")).to_be_visible()
+
+    room = b.locator("[data-rooms] li", has_text="Standup")
+    expect(room).to_be_visible()  # the new room appears for Bob live
+    a.get_by_label("Message", exact=True).fill("Morning! Anything blocking?")
+    a.get_by_role("button", name="Send").click()
+    expect(room.locator(".badge")).to_have_text("1")
+    expect(b.locator("#unread-total")).to_have_text("1")
+
+    room.get_by_role("link", name="Standup").click()
+    expect(b.locator("[data-messages]")).to_contain_text("Morning! Anything blocking?")
+    expect(b.locator("#unread-total")).to_be_hidden()
+    b.get_by_label("Message", exact=True).press_sequentially("Not")
+    expect(a.locator("[data-typing]")).to_have_text("Bob is typing…")
+    b.get_by_label("Message", exact=True).fill("Nothing blocking here.")
+    b.get_by_role("button", name="Send").click()
+    expect(a.locator("[data-messages] li").last).to_contain_text("Nothing blocking here.")
+    expect(a.locator("[data-typing]")).to_have_text("")
+    snap(a, "chat")
+    texts = [m["text"] for m in ann.get(f"/rooms/{room_id(b)}/messages").json()["items"]]
+    assert texts == ["Nothing blocking here.", "Morning! Anything blocking?"]
+
+
+def room_id(page: Page) -> str:
+    return page.url.rsplit("/", 1)[-1]
+
+
+def test_an_order_placed_in_the_page_goes_to_paid_live(signup, window) -> None:
+    ann = signup("Ann")
+    a = window(ann)
+    a.get_by_role("link", name="Orders").click()
+    a.get_by_label("Quantity of T-shirt").fill("2")
+    a.get_by_label("Visa ending 1111: approved").check()
+    a.get_by_role("button", name="Place order").click()
+    expect(a.locator("[data-orders] li").first.locator("[data-status]")).to_have_text("paid")
+    a.get_by_label("Quantity of Mug").fill("1")
+    a.get_by_label("Visa: declined by the bank").check()
+    a.get_by_role("button", name="Place order").click()
+    expect(a.locator("[data-orders] li").first.locator("[data-status]")).to_have_text("declined")
+    snap(a, "orders")
+    statuses = sorted(o["status"] for o in ann.get("/orders").json()["items"])
+    assert statuses == ["declined", "paid"] and ann.get("/orders").json()["items"][1]["amount"] == "39.98"
+
+
+def test_after_a_restart_the_page_reconnects_with_nothing_missed_or_twice(server: Server, signup, window) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    room = ann.post("/rooms", json={"name": "Ops", "members": [bob.email]}).json()
+    ann.post(f"/rooms/{room['id']}/messages", json={"text": "before the restart"})
+    b = window(bob)
+    b.goto(f"/#/rooms/{room['id']}")
+    expect(b.locator("[data-messages]")).to_contain_text("before the restart")
+
+    server.stop()
+    expect(b.locator("#status")).to_have_attribute("data-state", re.compile("reconnecting|connecting"))
+    b.get_by_label("Message", exact=True).fill("sent while offline")
+    b.get_by_role("button", name="Send").click()  # kept and sent once the feed is back
+    snap(b, "reconnecting")
+    server.start()
+    for i in range(3):
+        ann.post(f"/rooms/{room['id']}/messages", json={"text": f"after the restart {i}"})
+    expect(b.locator("#status")).to_have_text("live", timeout=60_000)
+    lines = b.locator("[data-messages] li .text")
+    expected = ["before the restart", "sent while offline", "after the restart 0", "after the restart 1",
+                "after the restart 2"]  # fmt: skip
+    try:
+        wait_for(lambda: sorted(lines.all_inner_texts()) == sorted(expected), 30, "every message once")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; the page shows {lines.all_inner_texts()}") from None
+    stored = [m["text"] for m in ann.get(f"/rooms/{room['id']}/messages").json()["items"]]
+    assert sorted(stored) == sorted(expected)  # the offline message was stored once
+
+
+def test_the_page_is_served_without_outside_resources(anon: httpx.Client) -> None:
+    page = anon.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert not re.search(r"(src|href)=\"(https?:)?//", page.text)  # no CDN
+    script = anon.get("/app/feed.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    missing = anon.get("/app/../service/config.py")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
