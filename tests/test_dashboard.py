@@ -108,6 +108,14 @@ def test_a_newcomer_signs_up_and_lands_on_an_empty_dashboard(browser: Browser, s
         expect(page.locator("[data-list]")).to_contain_text("No documents yet.")
         expect(page.locator("#online")).to_have_text(re.compile(r"online: [1-9]\d*"))
         snap(page, "signed-up")
+        page.set_viewport_size({"width": 375, "height": 740})  # a phone: nothing wider than the screen
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        snap(page, "phone-width")
+        page.keyboard.press("Tab")  # the keyboard alone: the view has focus, its first field is next
+        expect(page.get_by_label("New document title")).to_be_focused()
+        page.keyboard.type("Typed, not clicked")
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="Typed, not clicked")).to_be_visible()
         page.reload()  # the token is kept: still signed in
         expect(page.locator("#status")).to_have_text("live")
         page.get_by_role("button", name="Sign out").click()
