@@ -102,16 +102,16 @@ def summarize(folded: str, name: str, top: int = 25) -> str:
             under[frame] += int(count)
     lines = [f"# py-spy profile of the worker: {name} ({total} samples at 200 Hz)", ""]
     for title, counter in (("Self", own), ("Inclusive", under)):
-        lines += [f"## {title}", "", "| % | function (file:line) |", "| ---: | --- |"]
+        lines += [f"## {title}", "", "| % | function (file) |", "| ---: | --- |"]
         lines += [f"| {100 * n / max(total, 1):.1f} | `{f}` |" for f, n in counter.most_common(top)]
         lines.append("")
     return "\n".join(lines)
 
 
 def short(frame: str) -> str:
-    """`function (path/to/file.py:12)` as `function (file.py:12)`."""
+    """`function (path/to/file.py:12)` as `function (file.py)`: a function's lines count together."""
     function, _, where = frame.partition(" (")
-    return f"{function} ({where.rsplit('/', 1)[-1]}" if where else function
+    return f"{function} ({where.rsplit('/', 1)[-1].split(':')[0].rstrip(')')})" if where else function
 
 
 def worker_pid(mongo_url: str) -> int:

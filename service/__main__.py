@@ -25,7 +25,9 @@ def main() -> int:
     loader = AppLoader(factory=create_app)
     app = loader.load()
     app.prepare(host=settings.host, port=settings.port, workers=settings.workers, access_log=False, motd=False)
-    print(f"murmuration listening on http://{settings.host}:{settings.port} ({settings.workers} worker(s))", flush=True)
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"murmuration listening on {url} ({settings.workers} worker(s)): the dashboard is {url}/, "
+          f"the API docs {url}/docs", flush=True)  # fmt: skip
     Sanic.serve(primary=app, app_loader=loader)
     return 0
 
