@@ -36,7 +36,12 @@ class Collection {
       else { apply(event); this.onChange(); }
     };
   }
-  reset() { this.items.clear(); this.loaded = false; this.early = []; }
+  reset() {
+    this.items.clear();
+    this.loaded = false;
+    this.early = [];
+    this.generation = (this.generation || 0) + 1; // a load started before a reset is dropped
+  }
 }
 
 const state = {
@@ -111,6 +116,7 @@ function start(user) {
     token: session.token,
     onStatus: showStatus,
     onUnauthorized: () => signedOut("Your session ended; sign in again."),
+    onReady: loadMissing, // after every (re)connect: a list whose first load failed is loaded again
   });
   state.feed = feed;
   feed.subscribe("online", "online", null, { event: (e) => { $("#online").textContent = `online: ${e.data.count}`; } });
@@ -131,15 +137,31 @@ function start(user) {
     expired: () => loadAll(state.orders, "/orders"),
   });
   feed.start();
-  loadAll(state.docs, "/documents");
-  loadAll(state.rooms, "/rooms");
-  loadAll(state.orders, "/orders").catch(() => state.orders.load([])); // 503 without payments
   window.addEventListener("hashchange", route);
   route();
 }
 
+function loadMissing() {
+  for (const [collection, path] of [[state.docs, "/documents"], [state.rooms, "/rooms"], [state.orders, "/orders"]]) {
+    if (collection.loaded || collection.loading) continue;
+    loadAll(collection, path).catch((error) => {
+      if (path === "/orders" && error.status === 503) collection.load([]); // payments are not configured
+    });
+  }
+}
+
 async function loadAll(collection, path) {
   collection.reset();
+  collection.loading = true;
+  try {
+    await loadPages(collection, path);
+  } finally {
+    collection.loading = false;
+  }
+}
+
+async function loadPages(collection, path) {
+  const generation = collection.generation;
   const items = [];
   let after = null;
   do {
@@ -147,7 +169,7 @@ async function loadAll(collection, path) {
     items.push(...data.items);
     after = data.next;
   } while (after && items.length < 500);
-  collection.load(items);
+  if (collection.generation === generation) collection.load(items);
 }
 
 async function signOut() {
