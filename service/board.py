@@ -83,7 +83,7 @@ class Board:
                 return Delta()
             had, self.access[change.id] = self.access[change.id], set(change.after.get("access", ()))
             gained = self.access[change.id] - had
-            if gained and any(self.summary(change.id)):  # who was just let in sees who is already there
+            if gained:  # `access` only holds documents with presence: who was let in sees who is there
                 return Delta(documents=[(change.id, gained)])
         return Delta()
 

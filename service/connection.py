@@ -145,8 +145,7 @@ class Connection:
                 await self.hub.disconnected(self.id)
 
     async def _write(self) -> None:
-        if self.wire is None:
-            return
+        assert self.wire is not None  # push() starts the writer only for a connection with a wire
         with contextlib.suppress(Exception):
             while True:
                 frame = await self.queue.get()

@@ -25,7 +25,7 @@ from .board import Board
 from .change import OPERATIONS, Change
 from .config import Settings
 from .database import Database, DatabaseError, Document, OperationFailure, Stream, history_lost, now
-from .errors import BadRequest, CursorExpired
+from .errors import BadRequest, CursorExpired, ServiceError
 from .metrics import EVENTS, STREAM_LAG
 from .routing import STREAMS, Router, Subscription, encode, state
 
@@ -311,7 +311,7 @@ class LiveConnection:
     counted: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def error_frame(error: Any, sub_id: str | None = None, **extra: Any) -> str:
+def error_frame(error: ServiceError, sub_id: str | None = None, **extra: Any) -> str:
     """The websocket form of a ServiceError (the same code and message as an HTTP answer)."""
     frame: dict[str, Any] = {"type": "error"}
     if sub_id is not None:

@@ -250,9 +250,15 @@ class Router:
         for stream in self.by_collection.get(change.coll, ()):
             for audience in stream.rule(change, board, delta):
                 tail = None
+                # Subscribers that chose the same id get the same str object, so its websocket bytes
+                # are built once (wire.py) and not once per socket.
+                frames: dict[str, str] = {}
                 for sub in self._audience(stream, audience):
-                    tail = tail or event_tail(stream.name, audience, change.token)
-                    out.append((sub, sub.prefix + tail))
+                    frame = frames.get(sub.prefix)
+                    if frame is None:
+                        tail = tail or event_tail(stream.name, audience, change.token)
+                        frame = frames[sub.prefix] = sub.prefix + tail
+                    out.append((sub, frame))
         return out
 
     def replay(self, sub: Subscription, change: Change) -> str | None:

@@ -3,7 +3,8 @@
 Sanic's `ws.send` builds the websocket frame again for every recipient and goes through a lock and
 two awaits; fanning one event out to 5,000 sockets paid that 5,000 times. A server frame is unmasked,
 so its bytes are the same for every recipient: `encode_text` builds them once per frame string (the
-hub hands one str object to a whole audience) and `Wire.write` is one `transport.write`.
+router hands one str object to all the subscribers of an event that chose the same subscription id,
+as clients of one app do) and `Wire.write` is one `transport.write`.
 """
 
 from __future__ import annotations
