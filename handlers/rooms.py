@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
@@ -44,10 +42,8 @@ async def create(request: Request) -> HTTPResponse:
 async def listing(request: Request) -> HTTPResponse:
     db, user = context(request).db, current_user(request)
     limit, after = page_args(request)
-    docs, next_cursor = await rooms.listing(db, user, limit, after)
-    summaries = await asyncio.gather(*(rooms.summary(db, user, doc) for doc in docs))
-    items = [room_listed(doc, unread, last) for doc, (unread, last) in zip(docs, summaries, strict=True)]
-    return json(page(items, next_cursor))
+    listed, next_cursor = await rooms.listing(db, user, limit, after)
+    return json(page([room_listed(doc, unread, last) for doc, unread, last in listed], next_cursor))
 
 
 @bp.post("/<room_id>/members")

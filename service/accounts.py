@@ -38,6 +38,10 @@ class User:
     def doc(self) -> Document:
         return {"_id": self.id, "email": self.email, "name": self.name, "created_at": self.created_at}
 
+    def ref(self) -> Document:
+        """How documents and rooms store who did something: `{"_id", "name"}`."""
+        return {"_id": self.id, "name": self.name}
+
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()

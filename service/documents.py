@@ -31,22 +31,18 @@ def readers(doc: Document | None) -> set[ObjectId]:
     return set(doc.get("access", ())) if doc else set()
 
 
-def _ref(user: User) -> Document:
-    return {"_id": user.id, "name": user.name}
-
-
 async def create(db: Database, user: User, data: DocumentIn) -> Document:
     stamp = now()
     doc: Document = {
         **data.model_dump(),
         "slug": slugify(data.title),
         "version": 1,
-        "owner": _ref(user),
+        "owner": user.ref(),
         "collaborators": [],
         "access": [user.id],
         "created_at": stamp,
         "updated_at": stamp,
-        "updated_by": _ref(user),
+        "updated_by": user.ref(),
     }
     doc["_id"] = (await db.documents.insert_one(doc)).inserted_id
     return doc
@@ -84,7 +80,7 @@ async def update(
             )
         updated = await db.documents.find_one_and_update(
             {"_id": current["_id"], "version": current["version"]},
-            {"$set": {**changes, "updated_at": now(), "updated_by": _ref(user)}, "$inc": {"version": 1}},
+            {"$set": {**changes, "updated_at": now(), "updated_by": user.ref()}, "$inc": {"version": 1}},
             return_document=ReturnDocument.AFTER,
             session=session,
         )

@@ -36,12 +36,12 @@ async def create(db: Database, user: User, data: RoomIn) -> Document:
         raise ValidationFailed(
             "some members have no account", details=[{"field": "members", "message": email} for email in unknown]
         )
-    members = [{"_id": user.id, "name": user.name}] + [_ref(found[email]) for email in emails]
+    members = [user.ref()] + [_ref(found[email]) for email in emails]
     doc: Document = {
         "name": data.name,
         "members": members,
         "access": [member["_id"] for member in members],
-        "created_by": {"_id": user.id, "name": user.name},
+        "created_by": user.ref(),
         "created_at": now(),
     }
     doc["_id"] = (await db.rooms.insert_one(doc)).inserted_id
@@ -53,16 +53,24 @@ async def joined(db: Database, user: User, room_id: str) -> Document:
     return await one(db.rooms, room_id, {"access": user.id}, "room")
 
 
-async def listing(db: Database, user: User, limit: int, after: str | None) -> tuple[list[Document], str | None]:
-    return await newest_first(db.rooms, {"access": user.id}, limit, after)
+async def listing(
+    db: Database, user: User, limit: int, after: str | None
+) -> tuple[list[tuple[Document, int, Document | None]], str | None]:
+    """A page of the caller's rooms, each with (room, unread, last message); read markers in one query."""
+    docs, next_cursor = await newest_first(db.rooms, {"access": user.id}, limit, after)
+    keys = [_marker(doc["_id"], user.id) for doc in docs]
+    markers = {m["_id"]: m["message"] async for m in db.reads.find({"_id": {"$in": keys}}, {"message": 1})}
+    summaries = await asyncio.gather(
+        *(_summary(db, user, doc, markers.get(key)) for doc, key in zip(docs, keys, strict=True))
+    )
+    return [(doc, unread, last) for doc, (unread, last) in zip(docs, summaries, strict=True)], next_cursor
 
 
-async def summary(db: Database, user: User, room: Document) -> tuple[int, Document | None]:
+async def _summary(db: Database, user: User, room: Document, marker: ObjectId | None) -> tuple[int, Document | None]:
     """(unread, last message) of a room for `user`: messages by others after the read marker."""
-    marker = await db.reads.find_one({"_id": f"{room['_id']}:{user.id}"})
     unread_query: Document = {"room": room["_id"], "author._id": {"$ne": user.id}}
     if marker is not None:
-        unread_query["_id"] = {"$gt": marker["message"]}
+        unread_query["_id"] = {"$gt": marker}
     unread, last = await asyncio.gather(
         db.messages.count_documents(unread_query),
         db.messages.find_one({"room": room["_id"]}, sort=[("_id", DESCENDING)]),
@@ -100,7 +108,7 @@ async def send(db: Database, user: User, room_id: str, data: MessageIn) -> tuple
     room = await joined(db, user, room_id)
     doc: Document = {
         "room": room["_id"],
-        "author": {"_id": user.id, "name": user.name},
+        "author": user.ref(),
         "text": data.text,
         "access": room["access"],
         "created_at": now(),
@@ -139,10 +147,14 @@ async def read(db: Database, user: User, room_id: str, message_id: str) -> None:
 async def _mark(db: Database, user_id: ObjectId, room_id: ObjectId, message_id: ObjectId) -> None:
     # $max: a marker only moves forward, whatever order two devices' calls arrive in.
     await db.reads.update_one(
-        {"_id": f"{room_id}:{user_id}"},
+        {"_id": _marker(room_id, user_id)},
         {"$max": {"message": message_id}, "$set": {"at": now()}},
         upsert=True,
     )
+
+
+def _marker(room_id: ObjectId, user_id: ObjectId) -> str:
+    return f"{room_id}:{user_id}"
 
 
 async def typing(db: Database, user: User, room_id: str) -> None:
