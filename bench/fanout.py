@@ -14,10 +14,7 @@ import contextlib
 import json
 import os
 import resource
-import signal
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -25,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import spy  # bench/, next to this script
 import uvloop
 
 
@@ -159,7 +157,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     await asyncio.sleep(2)  # let the server settle before measuring idle memory
     rss_idle = rss_kb(args.pid)
 
-    spy = profile(args.pid, args.profile) if args.profile else None
+    recording = spy.record(args.pid, args.profile) if args.profile else None
     cpu_start = cpu_seconds(args.pid)
     first_write = time.monotonic()
     async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=30) as http:
@@ -170,9 +168,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         await asyncio.wait_for(done.wait(), 60)
     elapsed = time.monotonic() - first_write
     cpu = cpu_seconds(args.pid) - cpu_start
-    if spy is not None:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(30)
+    if recording is not None:
+        spy.stop(recording)
     for client in clients:
         if client.transport is not None:
             client.transport.close()
@@ -192,15 +189,6 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         "server_rss_mb": rss_idle / 1024,
         "rss_per_idle_kb": (rss_idle - rss_before) / args.clients,
     }
-
-
-def profile(pid: int, output: str) -> subprocess.Popen[bytes]:
-    """py-spy sampling the worker during the writes only (not while the sockets connect)."""
-    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate", "200",
-                            "--format", "raw", "--output", output, "--nonblocking"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    time.sleep(1)  # attaching takes a moment
-    return spy
 
 
 def stamp(payload: bytes) -> float:

@@ -13,12 +13,10 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,8 @@ from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import spy  # noqa: E402  (bench/, next to this script)
 
 from deploy.local import debian  # noqa: E402
 from deploy.local.mongo import MongoNode, free_port, initiate, kill_group, port_is_open, terminate  # noqa: E402
@@ -57,61 +57,32 @@ def start(command: list[str], env: dict[str, str], port: int, log: Path) -> subp
     return process
 
 
-@contextlib.contextmanager
-def profiled(pid: int, name: str) -> Iterator[list[str]]:
-    """With BENCH_PROFILE=1, sample the worker with py-spy while the block runs; see summarize().
-
-    Yields the arguments that make bench/fanout.py take the profile itself, around its writes only.
-    """
-    if not PROFILE:
-        yield []
-        return
+def profile_path(name: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     raw = RESULTS / f"profile-{name}.folded"
     raw.unlink(missing_ok=True)
-    if name.startswith("fanout"):
-        yield ["--profile", str(raw)]
-    else:
-        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--rate",
-                                "200", "--format", "raw", "--output", str(raw), "--nonblocking"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(1)  # py-spy attaches
-        try:
-            yield []
-        finally:
-            spy.send_signal(signal.SIGINT)
-            spy.wait(30)
+    return raw
+
+
+def report_profile(name: str) -> None:
+    raw = RESULTS / f"profile-{name}.folded"
     if raw.exists():
-        (RESULTS / f"profile-{name}.md").write_text(summarize(raw.read_text(), name))
+        (RESULTS / f"profile-{name}.md").write_text(spy.summarize(raw.read_text(), name))
         say(f"profile of the worker: bench/results/profile-{name}.md")
 
 
-def summarize(folded: str, name: str, top: int = 25) -> str:
-    """The functions where the samples were (self) and under which they were (inclusive), as % of all."""
-    own: Counter[str] = Counter()
-    under: Counter[str] = Counter()
-    total = 0
-    for line in folded.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = [short(frame) for frame in stack.split(";")]
-        total += int(count)
-        own[frames[-1]] += int(count)
-        for frame in set(frames):
-            under[frame] += int(count)
-    lines = [f"# py-spy profile of the worker: {name} ({total} samples at 200 Hz)", ""]
-    for title, counter in (("Self", own), ("Inclusive", under)):
-        lines += [f"## {title}", "", "| % | function (file) |", "| ---: | --- |"]
-        lines += [f"| {100 * n / max(total, 1):.1f} | `{f}` |" for f, n in counter.most_common(top)]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def short(frame: str) -> str:
-    """`function (path/to/file.py:12)` as `function (file.py)`: a function's lines count together."""
-    function, _, where = frame.partition(" (")
-    return f"{function} ({where.rsplit('/', 1)[-1].split(':')[0].rstrip(')')})" if where else function
+@contextlib.contextmanager
+def profiled(pid: int, name: str) -> Iterator[None]:
+    """With BENCH_PROFILE=1, sample the worker with py-spy while the block runs."""
+    if not PROFILE:
+        yield
+        return
+    recording = spy.record(pid, profile_path(name))
+    try:
+        yield
+    finally:
+        spy.stop(recording)
+    report_profile(name)
 
 
 def worker_pid(mongo_url: str) -> int:
@@ -176,17 +147,19 @@ def main() -> int:
             for clients in FANOUT:
                 doc = httpx.post(f"{url}/documents", json={"title": f"fan-out {clients}"}, headers=auth).json()
                 say(f"fan-out: {clients} websocket clients on one document")
-                with profiled(pid, f"fanout-{clients}") as extra:
-                    out = subprocess.run(
-                        [sys.executable, "bench/fanout.py", "--url", url, "--ws", f"ws://127.0.0.1:{ours_port}/ws",
-                         "--token", token, "--document", doc["id"], "--pid", str(pid), "--clients", str(clients),
-                         "--writes", "5" if clients > 1 else "50", "--rate", "2" if clients > 1 else "20", *extra],
-                        cwd=ROOT, capture_output=True, text=True, timeout=900,
-                    )  # fmt: skip
+                # The generator profiles the worker itself, around its writes only (not the connects).
+                extra = ["--profile", str(profile_path(f"fanout-{clients}"))] if PROFILE else []
+                out = subprocess.run(
+                    [sys.executable, "bench/fanout.py", "--url", url, "--ws", f"ws://127.0.0.1:{ours_port}/ws",
+                     "--token", token, "--document", doc["id"], "--pid", str(pid), "--clients", str(clients),
+                     "--writes", "5" if clients > 1 else "50", "--rate", "2" if clients > 1 else "20", *extra],
+                    cwd=ROOT, capture_output=True, text=True, timeout=900,
+                )  # fmt: skip
                 if out.returncode != 0:
                     log = (tmp / "ours.log").read_text(errors="replace")[-1500:]
                     say(f"fan-out {clients} failed: {out.stderr[-800:]}\nthe service's log ends with:\n{log}")
                     continue
+                report_profile(f"fanout-{clients}")
                 results["fanout"].append(json.loads(out.stdout.strip().splitlines()[-1]))
         if "resume" in STAGES:
             say("resume: replay of 1,000 missed events")

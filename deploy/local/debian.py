@@ -19,9 +19,7 @@ class PackageError(RuntimeError):
 def ensure(command: str, package: str | None = None) -> str:
     """The path of `command`, installing Debian's `package` (default: the command's name) if missing."""
     package = package or command
-    found = shutil.which(command) or next(
-        (str(path) for d in ("/usr/sbin", "/usr/bin") if (path := Path(d) / command).exists()), None
-    )
+    found = _find(command)
     if found:
         return found
     print(f"[setup] installing {package} from Debian's packages (once; this can take a minute)", file=sys.stderr,
@@ -34,7 +32,14 @@ def ensure(command: str, package: str | None = None) -> str:
             raise PackageError(f"{command} is missing and apt-get is not available: install {package}") from None
         if result.returncode != 0:
             raise PackageError(f"{' '.join(step)} failed: {result.stderr[-500:]}\nInstall {package}, then run again.")
-    found = shutil.which(command)
+    found = _find(command)
     if found is None:
-        raise PackageError(f"{package} was installed but {command} is not on PATH")
+        raise PackageError(f"{package} was installed but {command} is in neither PATH, /usr/sbin nor /usr/bin")
     return found
+
+
+def _find(command: str) -> str | None:
+    """On PATH, or in the sbin/bin folders a non-login root shell may leave off it (nginx is in /usr/sbin)."""
+    return shutil.which(command) or next(
+        (str(path) for folder in ("/usr/sbin", "/usr/bin") if (path := Path(folder) / command).exists()), None
+    )
