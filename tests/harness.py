@@ -25,15 +25,19 @@ T = TypeVar("T")
 _serial = itertools.count()
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds."""
+def wait_for(
+    condition: Callable[[], T], timeout: float = 20.0, what: str = "condition", seen: Callable[[], str] | None = None
+) -> T:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` seconds,
+    and with what `seen()` says was there instead."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            instead = f"; {seen()}" if seen is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{instead}")
         time.sleep(0.02)
 
 

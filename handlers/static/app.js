@@ -40,6 +40,7 @@ class Collection {
     this.items.clear();
     this.loaded = false;
     this.early = [];
+    this.loading = false;
     this.generation = (this.generation || 0) + 1; // a load started before a reset is dropped
   }
 }
@@ -122,7 +123,7 @@ function start(user) {
   feed.subscribe("online", "online", null, { event: (e) => { $("#online").textContent = `online: ${e.data.count}`; } });
   feed.subscribe("docs", "documents", null, {
     event: state.docs.on(documentEvent),
-    expired: () => loadAll(state.docs, "/documents"),
+    expired: () => reload(state.docs),
   });
   feed.subscribe("presence", "presence", null, {
     event: (e) => { state.presence.set(e.id, e.data); view.refresh?.("presence"); },
@@ -130,15 +131,21 @@ function start(user) {
   });
   feed.subscribe("rooms", "room", null, {
     event: state.rooms.on(roomEvent),
-    expired: () => loadAll(state.rooms, "/rooms"),
+    expired: () => reload(state.rooms),
   });
   feed.subscribe("orders", "orders", null, {
     event: state.orders.on((e) => { if (e.data) state.orders.items.set(e.id, e.data); }),
-    expired: () => loadAll(state.orders, "/orders"),
+    expired: () => reload(state.orders),
   });
   feed.start();
   window.addEventListener("hashchange", route);
   route();
+}
+
+// Too much was missed to replay: the list is loaded again over REST.
+function reload(collection) {
+  collection.reset();
+  loadMissing();
 }
 
 function loadMissing() {
