@@ -134,6 +134,17 @@ def test_unread_counts_follow_read_markers_per_user(signup) -> None:
     assert listed(bob)["unread"] == 0
 
 
+def test_each_listed_room_counts_unread_against_its_own_read_marker(signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    rooms = [room_of(ann, bob, name=f"room {i}") for i in range(3)]
+    sent = {room["id"]: [say(ann, room, f"{room['name']} #{n}") for n in range(3)] for room in rooms}
+    for read_up_to, room in enumerate(rooms):  # room 0: read the first; room 1: the second; room 2: all
+        bob.post(f"/rooms/{room['id']}/read", json={"message_id": sent[room["id"]][read_up_to]["id"]})
+    listed = {r["id"]: r for r in bob.get("/rooms").json()["items"]}
+    assert [listed[room["id"]]["unread"] for room in rooms] == [2, 1, 0]
+    assert [listed[room["id"]]["last_message"]["text"] for room in rooms] == ["room 0 #2", "room 1 #2", "room 2 #2"]
+
+
 def test_history_pages_newest_first_with_no_duplicates_or_holes(signup) -> None:
     ann = signup("Ann")
     room = room_of(ann)
