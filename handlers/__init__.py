@@ -1,11 +1,15 @@
-"""HTTP and websocket handlers: one thin blueprint per resource."""
+"""HTTP and websocket handlers: one thin blueprint per resource.
+
+Handlers parse a request, call `service/`, and shape the answer with `models/`; they reach the
+running service through `service.context`, never `service.app` (which imports them).
+"""
 
 from __future__ import annotations
 
 from sanic import Blueprint
 
+from . import auth, contacts, dashboard, documents, operations, payments, realtime, rooms
+
 
 def blueprints() -> list[Blueprint]:
-    from . import auth, contacts, dashboard, documents, operations, payments, realtime, rooms
-
     return [auth.bp, contacts.bp, documents.bp, rooms.bp, payments.bp, operations.bp, realtime.bp, dashboard.bp]

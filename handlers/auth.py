@@ -6,7 +6,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
 from models.users import AuthOut, LoginIn, MeOut, RegisterIn, user_out
-from service.app import context, current_user
+from service.context import context, current_user
 
 from .inputs import body
 from .openapi import describe

@@ -8,7 +8,7 @@ from sanic.response import HTTPResponse, empty, json
 from models.common import page
 from models.contacts import ContactIn, ContactOut, ContactPage, ContactPatch, contact_out
 from service import contacts
-from service.app import context, current_user
+from service.context import context, current_user
 
 from .inputs import PAGING, body, page_args, text_arg
 from .openapi import describe
@@ -19,7 +19,7 @@ bp = Blueprint("contacts", url_prefix="/contacts")
 @bp.post("/")
 @describe("Add a contact", "contacts", body=ContactIn, response=ContactOut, status=201)
 async def create(request: Request) -> HTTPResponse:
-    doc = await contacts.create(context(request).db, current_user(request).id, body(request, ContactIn))
+    doc = await contacts.create(context(request).db, current_user(request), body(request, ContactIn))
     return json(contact_out(doc), status=201)
 
 
@@ -29,7 +29,7 @@ async def create(request: Request) -> HTTPResponse:
 async def search(request: Request) -> HTTPResponse:
     limit, after = page_args(request)
     docs, next_cursor = await contacts.search(
-        context(request).db, current_user(request).id, text_arg(request, "q"), limit, after
+        context(request).db, current_user(request), text_arg(request, "q"), limit, after
     )
     return json(page([contact_out(doc) for doc in docs], next_cursor))
 
@@ -37,7 +37,7 @@ async def search(request: Request) -> HTTPResponse:
 @bp.get("/<contact_id>")
 @describe("One contact", "contacts", response=ContactOut)
 async def get(request: Request, contact_id: str) -> HTTPResponse:
-    return json(contact_out(await contacts.get(context(request).db, current_user(request).id, contact_id)))
+    return json(contact_out(await contacts.get(context(request).db, current_user(request), contact_id)))
 
 
 @bp.patch("/<contact_id>")
@@ -45,12 +45,12 @@ async def get(request: Request, contact_id: str) -> HTTPResponse:
           response=ContactOut)  # fmt: skip
 async def update(request: Request, contact_id: str) -> HTTPResponse:
     patch = body(request, ContactPatch)
-    doc = await contacts.update(context(request).db, current_user(request).id, contact_id, patch)
+    doc = await contacts.update(context(request).db, current_user(request), contact_id, patch)
     return json(contact_out(doc))
 
 
 @bp.delete("/<contact_id>")
 @describe("Delete a contact", "contacts", status=204)
 async def delete(request: Request, contact_id: str) -> HTTPResponse:
-    await contacts.delete(context(request).db, current_user(request).id, contact_id)
+    await contacts.delete(context(request).db, current_user(request), contact_id)
     return empty()

@@ -17,11 +17,12 @@ from models.documents import (
     PresenceOut,
     RevisionPage,
     document_out,
+    presence_entry,
+    presence_summary,
     revision_out,
 )
 from service import documents
-from service.app import context, current_user
-from service.board import presence_entry, summarize
+from service.context import context, current_user
 
 from .inputs import PAGING, body, page_args
 from .openapi import describe
@@ -114,5 +115,5 @@ async def revisions(request: Request, document_id: str) -> HTTPResponse:
 @describe("Who is viewing and who is editing the document now", "documents", response=PresenceOut)
 async def presence(request: Request, document_id: str) -> HTTPResponse:
     entries = await documents.presence(context(request).db, current_user(request), document_id)
-    viewing, editing = summarize(presence_entry(entry) for entry in entries)
+    viewing, editing = presence_summary(presence_entry(entry) for entry in entries)
     return json({"viewing": viewing, "editing": editing})

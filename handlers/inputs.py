@@ -7,9 +7,9 @@ from typing import TypeVar
 from pydantic import BaseModel
 from sanic import Request
 
-from models.common import decode_object, parse
 from service.errors import BadRequest
 from service.pages import DEFAULT_LIMIT, MAX_LIMIT
+from service.payloads import decode_object, parse
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -8,8 +8,8 @@ import swagger_ui_bundle
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, file, html, json, raw
 
-from models.common import Output
-from service.app import context
+from models.operations import HealthOut
+from service.context import context
 from service.errors import NotFound
 from service.metrics import CONTENT_TYPE, exposition
 
@@ -29,21 +29,13 @@ DOCS_PAGE = """<!doctype html>
 </body></html>"""
 
 
-class HealthOut(Output):
-    status: str
-    mongo: str
-    change_stream: str
-    instance: str
-
-
 @bp.get("/health", ctx_public=True, ctx_unmetered=True)
 @describe("Liveness and readiness: 200 ok, or 503 degraded", "operations", response=HealthOut, public=True,
           errors={"503": "degraded: MongoDB or the change stream is unhealthy"})  # fmt: skip
 async def health(request: Request) -> HTTPResponse:
     ctx = context(request)
     mongo_ok = await ctx.db.ping()
-    hub = getattr(ctx, "hub", None)
-    stream_ok = hub.healthy if hub is not None else True
+    stream_ok = ctx.hub.following
     status = "ok" if mongo_ok and stream_ok else "degraded"
     body = {
         "status": status,

@@ -1,18 +1,17 @@
-"""`GET /ws`: the one websocket; the protocol lives in service/connection.py."""
+"""`GET /ws`: the one websocket; the protocol lives in service/realtime/session.py."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sanic import Blueprint, Request
+from sanic.server.websockets.impl import WebsocketImplProtocol
 
-from service.app import bearer_token, context
-from service.connection import Connection
+from service.context import bearer_token, context
+from service.realtime.connection import Connection
 
 bp = Blueprint("realtime")
 
 
 @bp.websocket("/ws", ctx_public=True)  # type: ignore[untyped-decorator]
-async def feed(request: Request, ws: Any) -> None:
+async def feed(request: Request, ws: WebsocketImplProtocol) -> None:
     ctx = context(request)
-    await Connection(ws, ctx.hub, ctx.accounts, ctx.db, ctx.settings).serve(bearer_token(request))
+    await Connection(ws, ctx.hub, ctx.roster, ctx.accounts, ctx.db, ctx.settings).serve(bearer_token(request))

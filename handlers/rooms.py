@@ -20,7 +20,7 @@ from models.rooms import (
     room_out,
 )
 from service import rooms
-from service.app import context, current_user
+from service.context import context, current_user
 
 from .inputs import PAGING, body, page_args
 from .openapi import describe

@@ -1,16 +1,11 @@
-"""Shared pieces of every shape: strict input parsing, the operator guard, times and pages."""
+"""Shared pieces of every shape: strict inputs, outputs, times and pages. Imports nothing of the service."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-import ujson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from service.errors import BadRequest, ValidationFailed
-
-M = TypeVar("M", bound=BaseModel)
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Input(BaseModel):
@@ -21,46 +16,6 @@ class Input(BaseModel):
 
 class Output(BaseModel):
     """A response shape; used to document the API (answers are built by plain functions, for speed)."""
-
-
-def decode_object(raw: str | bytes, what: str) -> dict[str, Any]:
-    """One JSON object from `raw`, or a 400 saying `what` had to be one."""
-    try:
-        value = ujson.loads(raw)
-    except (ValueError, OverflowError):
-        raise BadRequest(f"{what} is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise BadRequest(f"{what} must be a JSON object")
-    return value
-
-
-def check_keys(value: Any, path: str = "") -> None:
-    """Refuse any key that MongoDB would read as an operator or a path: `$...`, dotted, or with NUL."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            if not isinstance(key, str) or key.startswith("$") or "." in key or "\x00" in key:
-                raise ValidationFailed(
-                    "field names may not start with '$' or contain '.'",
-                    details=[{"field": where, "message": "not an allowed field name"}],
-                )
-            check_keys(item, where)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            check_keys(item, f"{path}[{index}]")
-
-
-def parse(model: type[M], payload: Any) -> M:
-    """Validate a decoded JSON payload into `model`, or raise a 422 listing every bad field."""
-    check_keys(payload)
-    try:
-        return model.model_validate(payload)
-    except ValidationError as error:
-        details = [
-            {"field": ".".join(str(part) for part in item["loc"]) or "body", "message": item["msg"]}
-            for item in error.errors(include_url=False, include_context=False, include_input=False)
-        ]
-        raise ValidationFailed("the request body is invalid", details=details) from None
 
 
 def iso(moment: datetime) -> str:

@@ -11,8 +11,6 @@ from .common import Input, Output, iso
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
 Tags = Annotated[list[Tag], Field(max_length=50)]
 
-FIELDS = ("name", "email", "phone", "company", "notes", "tags")
-
 
 class ContactIn(Input):
     name: str = Field(min_length=1, max_length=200)

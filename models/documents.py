@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -83,12 +82,6 @@ class PresenceOut(Output):
     editing: list[UserRef]
 
 
-def slugify(title: str) -> str:
-    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
-    return slug[:80].rstrip("-") or "document"
-
-
 def ref_out(ref: dict[str, Any]) -> dict[str, Any]:
     return {"id": str(ref["_id"]), "name": ref["name"]}
 
@@ -124,5 +117,26 @@ def revision_out(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def presence_out(document_id: str, viewing: list[dict[str, Any]], editing: list[dict[str, Any]]) -> dict[str, Any]:
+UserRefOut = dict[str, Any]
+
+
+def presence_entry(record: dict[str, Any]) -> tuple[UserRefOut, str]:
+    """A stored presence record as (the user as shown, their state)."""
+    return {"id": str(record["user"]), "name": record["name"]}, str(record["state"])
+
+
+def presence_summary(entries: Iterable[tuple[UserRefOut, str]]) -> tuple[list[UserRefOut], list[UserRefOut]]:
+    """(viewing, editing) users by name; someone both viewing and editing (two tabs) counts as editing."""
+    states: dict[str, tuple[UserRefOut, str]] = {}
+    for user, state in entries:
+        known = states.get(user["id"])
+        if known is None or state == "editing":
+            states[user["id"]] = (user, state)
+    ordered = sorted(states.values(), key=lambda item: (item[0]["name"], item[0]["id"]))
+    viewing = [user for user, state in ordered if state == "viewing"]
+    editing = [user for user, state in ordered if state == "editing"]
+    return viewing, editing
+
+
+def presence_out(document_id: str, viewing: list[UserRefOut], editing: list[UserRefOut]) -> dict[str, Any]:
     return {"document": document_id, "viewing": viewing, "editing": editing}

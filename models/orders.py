@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Annotated, Any, Protocol
 
 from pydantic import Field, field_validator
 
@@ -90,4 +92,25 @@ def order_out(doc: dict[str, Any]) -> dict[str, Any]:
         "errors": doc.get("errors", []),
         "created_at": iso(doc["created_at"]),
         "updated_at": iso(doc["updated_at"]),
+    }
+
+
+class Priced(Protocol):
+    """A catalog item, as the catalog keeps it."""
+
+    @property
+    def sku(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def price(self) -> Decimal: ...
+
+
+def catalog_out(currency: str, items: Iterable[Priced]) -> dict[str, Any]:
+    return {
+        "items": [
+            {"sku": item.sku, "name": item.name, "price": str(item.price), "currency": currency} for item in items
+        ]
     }

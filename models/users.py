@@ -55,7 +55,3 @@ class MeOut(Output):
 
 def user_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {"id": str(doc["_id"]), "email": doc["email"], "name": doc["name"], "created_at": iso(doc["created_at"])}
-
-
-def user_ref(doc: dict[str, Any]) -> dict[str, Any]:
-    return {"id": str(doc["_id"]), "name": doc["name"]}

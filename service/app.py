@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any, cast
 
 from sanic import Request, Sanic
@@ -13,46 +12,21 @@ from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import BaseHTTPResponse, HTTPResponse, json
 
-from .accounts import Accounts, User
-from .catalog import Catalog
-from .change import Change
+from handlers import blueprints
+
 from .config import Settings
-from .database import Database, DatabaseError
-from .errors import BY_STATUS, RateLimited, ServiceError, Unauthorized, Unavailable
-from .gateway import Gateway
-from .hub import Hub
+from .context import AppState, bearer_token, context
+from .database import DatabaseError, unavailable
+from .errors import BY_STATUS, RateLimited, ServiceError, Unauthorized
+from .lifecycle import running
 from .metrics import LATENCY, REQUESTS
-from .payments import Payments
-from .ratelimit import RateLimiter
+from .payments.catalog import Catalog
 
 log = logging.getLogger("murmuration")
 
 MAX_BODY = 2 * 1024 * 1024
 
-
-class Context:
-    """What every handler reaches through `request.app.ctx`; clients are set at server start."""
-
-    settings: Settings
-    db: Database
-    accounts: Accounts
-    hub: Hub
-    catalog: Catalog
-    gateway: Gateway | None
-    payments: Payments | None
-    limiter: RateLimiter
-    anon_limiter: RateLimiter
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.catalog = Catalog.load(settings.catalog_path)
-        self.gateway = None
-        self.payments = None
-        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
-        self.anon_limiter = RateLimiter(settings.anon_rate_limit, max(10, settings.anon_rate_limit // 10))
-
-
-App = Sanic[Config, Context]
+App = Sanic[Config, AppState]
 
 
 def error_for(exception: BaseException) -> ServiceError:
@@ -70,8 +44,7 @@ def error_for(exception: BaseException) -> ServiceError:
             error.status = status  # type: ignore[misc]
             return error
     if isinstance(exception, DatabaseError):
-        log.error("database unavailable: %s", type(exception).__name__)
-        return Unavailable("the database is unavailable; try again shortly")
+        return unavailable(exception)
     log.exception("unhandled error", exc_info=exception)
     return ServiceError()
 
@@ -90,7 +63,8 @@ class JSONErrorHandler(ErrorHandler):
 def create_app(settings: Settings | None = None) -> App:
     settings = settings or Settings.from_env()
     _configure_logging(settings.log_level)
-    app: App = Sanic("murmuration", ctx=Context(settings), error_handler=JSONErrorHandler())
+    state = AppState(settings, Catalog.load(settings.catalog_path))
+    app: App = Sanic("murmuration", ctx=state, error_handler=JSONErrorHandler())
     app.config.REQUEST_MAX_SIZE = MAX_BODY
     # The contract's limit is enforced by the connection, after reading the frame, so the client gets
     # a clean 1009 close; the transport's own (abrupt) limit only stops what is far beyond it.
@@ -102,14 +76,11 @@ def create_app(settings: Settings | None = None) -> App:
     app.config.ACCESS_LOG = False
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = 10.0
 
-    from handlers import blueprints
-
     for blueprint in blueprints():
         app.blueprint(blueprint)
 
-    app.before_server_start(_open_clients)
-    app.before_server_stop(_stop_hub)
-    app.after_server_stop(_close_clients)
+    app.before_server_start(_start)
+    app.after_server_stop(_stop)
     app.register_middleware(_guard, "request")
     app.register_middleware(_measure, "response")
     return app
@@ -124,51 +95,16 @@ def _configure_logging(level: str) -> None:
     log.setLevel(level.upper())
 
 
-async def _open_clients(app: App) -> None:
-    ctx = app.ctx
-    ctx.db = Database(ctx.settings.mongo_url, ctx.settings.mongo_db, app_name=f"murmuration@{ctx.settings.instance}")
-    try:
-        await ctx.db.prepare()
-    except DatabaseError as error:
-        where = ctx.settings.mongo_url.rpartition("@")[2]  # never log credentials
-        log.error("cannot reach MongoDB at %s (%s): start one (`make run` does) or fix MONGO_URL", where, error)
-        raise
-    ctx.accounts = Accounts(ctx.db, ctx.settings, trusted=lambda: ctx.hub.healthy)
-    ctx.hub = Hub(ctx.db, ctx.settings, listeners={"sessions": _forget_session(ctx.accounts)})
-    ctx.hub.on_gap.append(ctx.accounts.forget_all)
-    await ctx.hub.start()
-    if ctx.settings.braintree is not None:
-        ctx.gateway = Gateway(ctx.settings.braintree, ctx.settings.braintree_timeout)
-        ctx.payments = Payments(ctx.db, ctx.gateway, ctx.settings, ctx.hub.instance_id)
-        ctx.payments.start()
-    else:
-        log.info("payments are off: set BRAINTREE_MERCHANT_ID, BRAINTREE_PUBLIC_KEY, BRAINTREE_PRIVATE_KEY")
+async def _start(app: App) -> None:
+    """Enter the life cycle (lifecycle.py); it stays open until the server has stopped."""
+    state = app.ctx
+    state.context = await state.stack.enter_async_context(
+        running(state.settings, state.catalog, app.config.GRACEFUL_SHUTDOWN_TIMEOUT)
+    )
 
 
-def _forget_session(accounts: Accounts) -> Callable[[Change], None]:
-    def listener(change: Change) -> None:
-        if change.op == "delete":
-            accounts.forget(str(change.id))
-
-    return listener
-
-
-async def _stop_hub(app: App) -> None:
-    if app.ctx.payments is not None:
-        await app.ctx.payments.stop(app.config.GRACEFUL_SHUTDOWN_TIMEOUT)
-    await app.ctx.hub.stop()
-
-
-async def _close_clients(app: App) -> None:
-    await app.ctx.db.close()
-
-
-def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+async def _stop(app: App) -> None:
+    await app.ctx.stack.aclose()
 
 
 async def _guard(request: Request) -> HTTPResponse | None:
@@ -198,20 +134,10 @@ async def _guard(request: Request) -> HTTPResponse | None:
 
 
 async def _measure(request: Request, response: BaseHTTPResponse) -> None:
-    response.headers["X-Instance"] = request.app.ctx.settings.instance
+    response.headers["X-Instance"] = cast(AppState, request.app.ctx).settings.instance
     started = getattr(request.ctx, "started", None)
     if started is None:
         return
     route = request.route.path if request.route is not None else "unmatched"
     REQUESTS.labels(request.method, route, str(response.status)).inc()
     LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
-
-
-def context(request: Request) -> Context:
-    """The typed `app.ctx` (Sanic types it as a plain namespace)."""
-    return cast(Context, request.app.ctx)
-
-
-def current_user(request: Request) -> User:
-    user: User = request.ctx.user
-    return user

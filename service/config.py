@@ -129,7 +129,7 @@ class Settings:
             payment_lease=_lease(env, timeout),
             payment_workers=env.integer("PAYMENT_WORKERS", 2, 0, 64),
             payment_poll=env.number("PAYMENT_POLL", 1.0, 0.05, 60.0),
-            catalog_path=Path(env.text("CATALOG_PATH", str(ROOT / "service" / "catalog.json"))),
+            catalog_path=Path(env.text("CATALOG_PATH", str(ROOT / "service" / "payments" / "catalog.json"))),
         )
 
 

@@ -21,7 +21,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
-from .errors import BadRequest
+from .errors import BadRequest, Unavailable
 
 __all__ = [
     "ASCENDING",
@@ -37,9 +37,9 @@ __all__ = [
     "Session",
     "Stream",
     "history_lost",
-    "is_id",
     "now",
     "parse_id",
+    "unavailable",
 ]
 
 log = logging.getLogger("murmuration.database")
@@ -107,8 +107,11 @@ def history_lost(error: PyMongoError) -> bool:
     return isinstance(error, OperationFailure) and error.code in HISTORY_LOST
 
 
-def is_id(value: object) -> bool:
-    return isinstance(value, str) and ObjectId.is_valid(value) and len(value) == 24
+def unavailable(error: PyMongoError) -> Unavailable:
+    """What a client is told when MongoDB fails under a request or a frame (logged by type only:
+    driver messages can carry hosts and query values)."""
+    log.warning("database unavailable: %s", type(error).__name__)
+    return Unavailable("the database is unavailable; try again shortly")
 
 
 def parse_id(value: str, what: str = "id") -> ObjectId:
@@ -130,9 +133,6 @@ class Database:
             url, tz_aware=True, w="majority", appname=app_name, serverSelectionTimeoutMS=10_000
         )
         self.db: AsyncDatabase[Document] = self.client[name]
-
-    def __getitem__(self, name: str) -> Collection:
-        return self.db[name]
 
     @property
     def users(self) -> Collection:

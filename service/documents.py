@@ -6,9 +6,11 @@ listing is one indexed query and a change event alone says who must hear of it.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Any
 
-from models.documents import CollaboratorIn, DocumentIn, DocumentPatch, slugify
+from models.documents import CollaboratorIn, DocumentIn, DocumentPatch
 
 from .accounts import User
 from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
@@ -27,8 +29,10 @@ def role_of(doc: Document, user_id: ObjectId) -> str | None:
     return None
 
 
-def readers(doc: Document | None) -> set[ObjectId]:
-    return set(doc.get("access", ())) if doc else set()
+def slugify(title: str) -> str:
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+    return slug[:80].rstrip("-") or "document"
 
 
 async def create(db: Database, user: User, data: DocumentIn) -> Document:

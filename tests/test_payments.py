@@ -238,11 +238,11 @@ def test_payment_routes_answer_503_without_braintree(mongo_url) -> None:
 
 
 def test_the_demo_catalog_loads(tmp_path: Path) -> None:
-    from service.catalog import Catalog
     from service.config import ROOT as SERVICE_ROOT
     from service.config import ConfigError
+    from service.payments.catalog import Catalog
 
-    demo = Catalog.load(SERVICE_ROOT / "service" / "catalog.json")
+    demo = Catalog.load(SERVICE_ROOT / "service" / "payments" / "catalog.json")
     assert demo.currency == "USD" and all(item.price > 0 for item in demo.items.values())
     broken = tmp_path / "catalog.json"
     broken.write_text('{"currency": "USD", "items": [{"sku": "x", "name": "x", "price": "1.001"}]}')

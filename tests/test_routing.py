@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from service import routing
-from service.board import Board
-from service.change import Change
 from service.errors import CursorExpired
-from service.routing import Router, Subscription
+from service.realtime import router as routing
+from service.realtime import streams
+from service.realtime.board import Board
+from service.realtime.change import Change
+from service.realtime.router import Router, Subscription
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -177,7 +178,7 @@ def test_presence_goes_to_readers_of_the_document_only() -> None:
 
 
 def test_someone_let_into_a_document_sees_who_is_already_on_it() -> None:
-    router, board = Router({"presence": routing.STREAMS["presence"]}), Board()
+    router, board = Router({"presence": streams.STREAMS["presence"]}), Board()
     cat = subscribe(router, CAT, "presence")
     entry = {"_id": "c1:d", "document": DOC, "user": BOB, "name": "Bob", "state": "viewing", "access": [ANN, BOB]}
     deliver(router, board, Change("t1", "presence", "insert", "c1:d", None, entry))
@@ -203,17 +204,29 @@ def test_state_on_subscribe_shows_only_documents_the_caller_can_read() -> None:
 
 def test_a_subscription_ended_by_the_server_frees_its_id_on_the_connection() -> None:
     from service.config import Settings
-    from service.connection import Connection
-    from service.hub import Hub
+    from service.realtime.hub import Hub
+    from service.realtime.session import Session
 
     settings = Settings.from_env({})
     hub = Hub(None, settings)  # type: ignore[arg-type]  # no I/O happens here
-    connection = Connection(None, hub, None, None, settings)  # type: ignore[arg-type]
+    out = Outbox()
+    connection = Session(out, hub, None, None, None, settings)  # type: ignore[arg-type]
     sub = Subscription("s", "contacts", ANN, None, connection)
     connection.subs["s"] = sub
     hub._register(sub)
     hub._expire_all()  # what the hub does when its own history is lost
     assert "s" not in connection.subs and not hub.subscriptions
-    assert json.loads(connection.queue.get_nowait()) == {
+    assert json.loads(out.frames[0]) == {
         "type": "error", "id": "s", "code": "cursor_expired", "message": CursorExpired.default_message,
     }  # fmt: skip
+
+
+class Outbox:
+    """Where a session's frames would go to its socket."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+
+    def push(self, frame: str) -> bool:
+        self.frames.append(frame)
+        return True

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
-from .config import Settings
-from .database import ASCENDING, Database, DatabaseError, Document, ReturnDocument, now
+from ..config import Settings
+from ..database import ASCENDING, Database, DatabaseError, Document, ReturnDocument, now
+from ..metrics import PAYMENTS
 from .gateway import Charge, Gateway, GatewayUnavailable, Refusal
-from .metrics import PAYMENTS
 
 log = logging.getLogger("murmuration.payments")
 
@@ -60,31 +60,26 @@ class Payments:
         self.loops = settings.payment_workers
         self.wake = asyncio.Event()
         self.stopping = False
-        self.tasks: list[asyncio.Task[None]] = []
-
-    def start(self) -> None:
-        self.tasks = [asyncio.create_task(self._loop(), name=f"payments-{i}") for i in range(self.loops)]
 
     def nudge(self) -> None:
         """A new order was stored: look for work now instead of at the next poll."""
         self.wake.set()
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Finish the orders in hand (bounded), then give back leases on orders not yet started."""
+    def finish_up(self) -> None:
+        """Stop claiming: each loop ends once the order in hand is done."""
         self.stopping = True
         self.wake.set()
-        if not self.tasks:
-            return
-        _, pending = await asyncio.wait(self.tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
+
+    async def release(self) -> None:
+        """Give back the leases of orders claimed but not yet sent to the gateway."""
         with contextlib.suppress(DatabaseError):
             await self.db.orders.update_many(
                 {"lease_owner": self.owner, "sale_attempted": False},
                 {"$set": {"lease_owner": None, "lease_until": None}},
             )
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
+        """One payment loop: claim, charge, record, until `finish_up`."""
         while not self.stopping:
             try:
                 order = await self.claim()

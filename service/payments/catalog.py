@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from .config import ConfigError
+from ..config import ConfigError
 
 CENT = Decimal("0.01")
 

@@ -12,26 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from models.documents import UserRefOut, presence_entry, presence_summary
+
 from .change import Change
-
-UserRef = dict[str, Any]
-
-
-def summarize(entries: Iterable[tuple[UserRef, str]]) -> tuple[list[UserRef], list[UserRef]]:
-    """(viewing, editing) users; someone both viewing and editing (two tabs) counts as editing."""
-    states: dict[str, tuple[UserRef, str]] = {}
-    for user, state in entries:
-        known = states.get(user["id"])
-        if known is None or state == "editing":
-            states[user["id"]] = (user, state)
-    ordered = sorted(states.values(), key=lambda item: (item[0]["name"], item[0]["id"]))
-    viewing = [user for user, state in ordered if state == "viewing"]
-    editing = [user for user, state in ordered if state == "editing"]
-    return viewing, editing
-
-
-def presence_entry(doc: dict[str, Any]) -> tuple[UserRef, str]:
-    return {"id": str(doc["user"]), "name": doc["name"]}, str(doc["state"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +29,7 @@ class Delta:
 class Board:
     connections: dict[str, Any] = field(default_factory=dict)  # connection id -> user id
     online: Counter[Any] = field(default_factory=Counter)  # user id -> open connections
-    entries: dict[str, tuple[Any, UserRef, str]] = field(default_factory=dict)  # presence id -> (doc, user, state)
+    entries: dict[str, tuple[Any, UserRefOut, str]] = field(default_factory=dict)  # presence id -> (doc, user, state)
     by_document: dict[Any, set[str]] = field(default_factory=dict)  # document id -> presence ids
     access: dict[Any, set[Any]] = field(default_factory=dict)  # document id -> reader ids (docs with presence)
 
@@ -54,8 +37,10 @@ class Board:
     def count(self) -> int:
         return len(self.online)
 
-    def summary(self, document: Any) -> tuple[list[UserRef], list[UserRef]]:
-        return summarize((self.entries[pid][1], self.entries[pid][2]) for pid in self.by_document.get(document, ()))
+    def summary(self, document: Any) -> tuple[list[UserRefOut], list[UserRefOut]]:
+        return presence_summary(
+            (self.entries[pid][1], self.entries[pid][2]) for pid in self.by_document.get(document, ())
+        )
 
     def readers(self, document: Any) -> set[Any]:
         return self.access.get(document, set())

@@ -20,7 +20,7 @@ from braintree.exceptions.braintree_error import BraintreeError
 from braintree.exceptions.invalid_signature_error import InvalidSignatureError
 from braintree.exceptions.not_found_error import NotFoundError
 
-from .config import Braintree
+from ..config import Braintree
 
 log = logging.getLogger("murmuration.gateway")
 
@@ -42,7 +42,6 @@ class Charge:
     id: str
     status: str  # Braintree's: authorized, submitted_for_settlement, settled, processor_declined, ...
     amount: Decimal
-    order_id: str | None
     code: str | None  # processor response code, or the gateway rejection reason
     text: str | None
 
@@ -81,11 +80,20 @@ def _charge(transaction: Any) -> Charge:
         id=str(transaction.id),
         status=str(transaction.status),
         amount=Decimal(str(transaction.amount)),
-        order_id=getattr(transaction, "order_id", None),
         code=getattr(transaction, "processor_response_code", None)
         or getattr(transaction, "gateway_rejection_reason", None),
         text=getattr(transaction, "processor_response_text", None),
     )
+
+
+def _refusal(result: Any) -> Refusal:
+    """The validation errors of a failed SDK result, as `{code, message}` entries."""
+    errors = [{"code": str(e.code), "message": str(e.message)} for e in result.errors.deep_errors]
+    return Refusal(errors or [{"code": "refused", "message": str(result.message)}])
+
+
+def _outcome(result: Any) -> Charge | Refusal:
+    return _charge(result.transaction) if result.is_success else _refusal(result)
 
 
 class Gateway:
@@ -124,8 +132,7 @@ class Gateway:
         result = await self._call("sale", self.sdk.transaction.sale, params)
         if result.is_success or result.transaction is not None:
             return _charge(result.transaction)
-        errors = [{"code": str(e.code), "message": str(e.message)} for e in result.errors.deep_errors]
-        return Refusal(errors or [{"code": "refused", "message": str(result.message)}])
+        return _refusal(result)
 
     async def find(self, transaction_id: str) -> Charge | None:
         try:
@@ -142,16 +149,10 @@ class Gateway:
         return [_charge(t) for t in await self._call("search", search)]
 
     async def void(self, transaction_id: str) -> Charge | Refusal:
-        result = await self._call("void", self.sdk.transaction.void, transaction_id)
-        if result.is_success:
-            return _charge(result.transaction)
-        return Refusal([{"code": str(e.code), "message": str(e.message)} for e in result.errors.deep_errors])
+        return _outcome(await self._call("void", self.sdk.transaction.void, transaction_id))
 
     async def refund(self, transaction_id: str) -> Charge | Refusal:
-        result = await self._call("refund", self.sdk.transaction.refund, transaction_id)
-        if result.is_success:
-            return _charge(result.transaction)
-        return Refusal([{"code": str(e.code), "message": str(e.message)} for e in result.errors.deep_errors])
+        return _outcome(await self._call("refund", self.sdk.transaction.refund, transaction_id))
 
     def parse_webhook(self, signature: str, payload: str) -> Webhook:
         try:

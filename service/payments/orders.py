@@ -8,11 +8,12 @@ from decimal import Decimal
 
 from models.orders import OrderIn
 
-from .accounts import User
+from ..accounts import User
+from ..database import Database, Document, DuplicateKeyError, now
+from ..errors import BadRequest, Conflict, ValidationFailed
+from ..pages import newest_first, one
 from .catalog import CENT, Catalog
-from .database import Database, Document, DuplicateKeyError, now
-from .errors import BadRequest, Conflict, ValidationFailed
-from .pages import newest_first, one
+from .gateway import Webhook
 
 MAX_KEY = 200
 
@@ -87,8 +88,23 @@ async def listing(db: Database, user: User, limit: int, after: str | None) -> tu
     return await newest_first(db.orders, {"owner": user.id}, limit, after)
 
 
-async def record_webhook(db: Database, transaction_id: str, status: str) -> bool:
+# What a webhook kind says about the transaction, when its payload does not say it itself.
+WEBHOOK_STATUS = {
+    "transaction_settled": "settled",
+    "transaction_settlement_declined": "settlement_declined",
+    "dispute_opened": "disputed",
+    "dispute_lost": "dispute_lost",
+    "dispute_won": "dispute_won",
+    "dispute_accepted": "dispute_accepted",
+}
+
+
+async def record_webhook(db: Database, event: Webhook) -> bool:
+    """Record what a verified webhook says of one of our transactions; whether it matched an order."""
+    status = WEBHOOK_STATUS.get(event.kind, event.transaction_status)
+    if event.transaction_id is None or not status:
+        return False
     result = await db.orders.update_one(
-        {"transaction.id": transaction_id}, {"$set": {"transaction.status": status, "updated_at": now()}}
+        {"transaction.id": event.transaction_id}, {"$set": {"transaction.status": status, "updated_at": now()}}
     )
     return result.matched_count > 0

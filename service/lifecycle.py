@@ -1,0 +1,145 @@
+"""The life cycle of a worker: one owner builds its parts in order and tears them down in reverse.
+
+    database -> hub (stream open, board loaded) -> accounts -> roster (first beat) -> payments
+    -> background tasks: the hub's follower, the roster's heartbeat, the payment loops
+
+Teardown runs the other way: payment loops finish the order in hand (bounded) and give back
+unstarted leases, the other tasks are cancelled, this instance's records go, the stream closes,
+the database client closes last. The hub is built before accounts because the token cache is
+trusted only while the hub follows its stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from .accounts import Accounts
+from .config import Settings
+from .context import Context
+from .database import Database, DatabaseError
+from .payments.catalog import Catalog
+from .payments.gateway import Gateway
+from .payments.worker import Payments
+from .ratelimit import RateLimiter
+from .realtime.change import Change
+from .realtime.hub import Hub, Observer
+from .realtime.roster import Roster
+from .realtime.wire import check_sanic
+
+log = logging.getLogger("murmuration")
+
+Work = Callable[[], Coroutine[Any, Any, None]]
+
+
+class Tasks:
+    """The worker's long-lived background tasks: started here and nowhere else, stopped in reverse."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, name: str, work: Work) -> None:
+        self.running[name] = asyncio.create_task(work(), name=name)
+
+    async def stop(self, names: list[str], grace: float = 0.0) -> None:
+        """Let the named tasks end by themselves for up to `grace` seconds, then cancel them."""
+        tasks = [self.running.pop(name) for name in names if name in self.running]
+        if not tasks:
+            return
+        if grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def instance_id(settings: Settings) -> str:
+    """This worker process's identity in MongoDB (heartbeats, connection records, payment leases)."""
+    return f"{settings.instance}/{os.getpid()}/{secrets.token_hex(3)}"
+
+
+@asynccontextmanager
+async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -> AsyncIterator[Context]:
+    """Every part of a worker, started; on exit, stopped in reverse."""
+    check_sanic()
+    async with AsyncExitStack() as stack:
+        tasks = Tasks()
+        db = await _database(settings, stack)
+        hub = Hub(db, settings)
+        accounts = Accounts(db, settings, trusted=hub.is_following)
+        roster = Roster(db, settings, instance_id(settings))
+        hub.observe("sessions", _forget_revoked(accounts))
+        hub.observe("connections", roster.observe)
+        await roster.beat()
+        stack.push_async_callback(roster.leave)
+        await hub.open()
+        stack.push_async_callback(hub.close)
+        tasks.start("hub-follow", hub.follow)
+        tasks.start("roster-heartbeat", roster.heartbeat)
+        stack.push_async_callback(tasks.stop, ["hub-follow", "roster-heartbeat"])
+        gateway, payments = _payments(settings, db, roster.instance_id)
+        if payments is not None:
+            loops = [f"payments-{i}" for i in range(payments.loops)]
+            for name in loops:
+                tasks.start(name, payments.run)
+            stack.push_async_callback(_stop_payments, payments, tasks, loops, shutdown_grace)
+        yield Context(
+            settings=settings,
+            db=db,
+            accounts=accounts,
+            hub=hub,
+            roster=roster,
+            catalog=catalog,
+            gateway=gateway,
+            payments=payments,
+            limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+            anon_limiter=RateLimiter(settings.anon_rate_limit, max(10, settings.anon_rate_limit // 10)),
+        )
+
+
+async def _database(settings: Settings, stack: AsyncExitStack) -> Database:
+    db = Database(settings.mongo_url, settings.mongo_db, app_name=f"murmuration@{settings.instance}")
+    stack.push_async_callback(db.close)
+    try:
+        await db.prepare()
+    except DatabaseError as error:
+        where = settings.mongo_url.rpartition("@")[2]  # never log credentials
+        log.error("cannot reach MongoDB at %s (%s): start one (`make run` does) or fix MONGO_URL", where, error)
+        raise
+    return db
+
+
+def _forget_revoked(accounts: Accounts) -> Observer:
+    """A deleted session (a logout on any instance, an expiry) leaves the token cache at once; a
+    broken stream may have hidden some, so the whole cache goes."""
+
+    def observe(change: Change | None) -> None:
+        if change is None:
+            accounts.forget_all()
+        elif change.op == "delete":
+            accounts.forget(str(change.id))
+
+    return observe
+
+
+def _payments(settings: Settings, db: Database, owner: str) -> tuple[Gateway | None, Payments | None]:
+    if settings.braintree is None:
+        log.info("payments are off: set BRAINTREE_MERCHANT_ID, BRAINTREE_PUBLIC_KEY, BRAINTREE_PRIVATE_KEY")
+        return None, None
+    gateway = Gateway(settings.braintree, settings.braintree_timeout)
+    return gateway, Payments(db, gateway, settings, owner)
+
+
+async def _stop_payments(payments: Payments, tasks: Tasks, loops: list[str], grace: float) -> None:
+    """Finish the orders in hand (bounded), then give back leases on orders not yet started."""
+    payments.finish_up()
+    await tasks.stop(loops, grace)
+    await payments.release()

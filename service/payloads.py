@@ -1,0 +1,53 @@
+"""Client payloads in, for HTTP bodies and websocket frames alike: one JSON object, no key MongoDB
+could read as an operator, and a model validated strictly, or the `ServiceError` that says why not."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import ujson
+from pydantic import BaseModel, ValidationError
+
+from .errors import BadRequest, ValidationFailed
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def decode_object(raw: str | bytes, what: str) -> dict[str, Any]:
+    """One JSON object from `raw`, or a 400 saying `what` had to be one."""
+    try:
+        value = ujson.loads(raw)
+    except (ValueError, OverflowError, RecursionError):
+        raise BadRequest(f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return value
+
+
+def check_keys(value: Any, path: str = "") -> None:
+    """Refuse any key that MongoDB would read as an operator or a path: `$...`, dotted, or with NUL."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if not isinstance(key, str) or key.startswith("$") or "." in key or "\x00" in key:
+                raise ValidationFailed(
+                    "field names may not start with '$' or contain '.'",
+                    details=[{"field": where, "message": "not an allowed field name"}],
+                )
+            check_keys(item, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_keys(item, f"{path}[{index}]")
+
+
+def parse(model: type[M], payload: Any) -> M:
+    """Validate a decoded JSON payload into `model`, or raise a 422 listing every bad field."""
+    check_keys(payload)
+    try:
+        return model.model_validate(payload)
+    except ValidationError as error:
+        details = [
+            {"field": ".".join(str(part) for part in item["loc"]) or "body", "message": item["msg"]}
+            for item in error.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        raise ValidationFailed("the request body is invalid", details=details) from None

@@ -1,0 +1,17 @@
+"""The realtime engine: committed changes out of MongoDB, onto the websockets entitled to them.
+
+    node (a Sanic worker) -> broker (MongoDB's change stream) -> hub -> router -> connection
+
+Pure, no I/O (testable with plain values): `change` (one committed change), `board` (who is online
+and on which document), `streams` (each stream's rule: who sees what of a change), `router`
+(subscriptions indexed by audience, a change in, frames out), `frames` (the protocol's JSON frames),
+`session` (one websocket's protocol state machine; its I/O is injected, it never touches a socket).
+
+I/O: `hub` (the process's one change stream: dispatch, replay, observers), `roster` (this
+instance's connections and presence in MongoDB, its heartbeat, reaping dead instances), `outbox`
+and `wire` (frames onto one socket, bounded), `connection` (reads a socket into its session).
+
+May import: `service`'s infrastructure (config, database, errors, metrics, ratelimit, payloads),
+the domains it authorizes against (accounts, documents, rooms), and `models`. Nothing outside the
+life cycle (`service.lifecycle`, `service.context`) imports it, and it never imports `payments`.
+"""

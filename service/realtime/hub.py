@@ -1,0 +1,209 @@
+"""The hub: one change stream per worker process, fanned out to this process's subscriptions.
+
+node (a worker) -> broker (MongoDB's change stream: every committed write, whoever made it)
+-> hub (this: folds each change into the board, asks the router where it goes, delivers it, and
+tells the observers of its collection) -> the subscriptions' sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from ..config import Settings
+from ..database import Database, DatabaseError, OperationFailure, Stream, history_lost, now
+from ..errors import BadRequest, CursorExpired
+from ..metrics import EVENTS, STREAM_LAG
+from .board import Board
+from .change import OPERATIONS, Change
+from .frames import error_frame, subscribed
+from .router import Router, Subscription, state
+from .streams import STREAMS
+
+log = logging.getLogger("murmuration.hub")
+
+CURSOR = re.compile(r"^[0-9A-Fa-f]{16,512}$")
+
+# Hears every change of one collection; None means the stream broke, so changes may have been
+# missed until it follows again (a cache fed by it must not be trusted meanwhile).
+Observer = Callable[[Change | None], None]
+
+
+def _position(stream: Stream) -> str | None:
+    token = stream.resume_token
+    return str(token["_data"]) if token else None
+
+
+async def _close(stream: Stream | None) -> None:
+    if stream is not None:
+        with contextlib.suppress(Exception):
+            await stream.close()
+
+
+class Hub:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.router = Router()
+        self.board = Board()
+        self.position = ""  # the last resume token this hub has routed up to
+        self.following = False
+        self.subscriptions: set[Subscription] = set()
+        self.observers: dict[str, list[Observer]] = {}
+        self.stream: Stream | None = None
+
+    def observe(self, collection: str, observer: Observer) -> None:
+        """Call `observer` with every change of `collection` (and None when the stream breaks).
+        Observers are registered before `open`, which decides what the stream watches."""
+        self.observers.setdefault(collection, []).append(observer)
+
+    def is_following(self) -> bool:
+        return self.following
+
+    @property
+    def pipeline(self) -> list[dict[str, Any]]:
+        watched = sorted({*self.router.collections, *self.observers})
+        return [{"$match": {"operationType": {"$in": list(OPERATIONS)}, "ns.coll": {"$in": watched}}}]
+
+    # --- the change stream ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the stream, then read the board's state: nothing falls between (folding a change
+        the state already holds is harmless, the board works by ids)."""
+        self.stream = await self.db.watch(self.pipeline, None)
+        self.position = _position(self.stream) or ""
+        self.board.load(await self.db.connections.find().to_list(), await self.db.presence.find().to_list())
+        self.following = True
+
+    async def close(self) -> None:
+        self.following = False
+        stream, self.stream = self.stream, None
+        await _close(stream)
+
+    async def follow(self) -> None:
+        """Route the stream until cancelled, reopening it from the last position with backoff."""
+        backoff = 0.1
+        while True:
+            try:
+                if self.stream is None:
+                    self.stream = await self.db.watch(self.pipeline, self.position or None)
+                    log.info("change stream resumed")
+                while True:
+                    event = await self.stream.try_next()
+                    self.following = True
+                    backoff = 0.1
+                    if event is None:
+                        self.position = _position(self.stream) or self.position
+                    else:
+                        self.dispatch(event)
+            except DatabaseError as error:
+                self._broken(error, backoff)
+                stream, self.stream = self.stream, None
+                await _close(stream)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _broken(self, error: DatabaseError, backoff: float) -> None:
+        self.following = False
+        for observers in self.observers.values():
+            for observer in observers:
+                observer(None)
+        if history_lost(error):
+            log.error("change stream history lost: subscribers must resubscribe")
+            self.position = ""
+            self._expire_all()
+        else:
+            log.warning("change stream interrupted (%s); resuming in %.1fs", type(error).__name__, backoff)
+
+    def dispatch(self, event: dict[str, Any]) -> None:
+        """Route one change-stream event to every entitled subscription of this process."""
+        change = Change.from_event(event)
+        self.position = event["_id"]["_data"]
+        if change is None:
+            return
+        deliveries = self.router.route(change, self.board)
+        for observer in self.observers.get(change.coll, ()):
+            observer(change)
+        if deliveries:
+            streams: Counter[str] = Counter()
+            for sub, frame in deliveries:
+                sub.deliver(change.token, frame)
+                streams[sub.stream] += 1
+            for name, count in streams.items():
+                EVENTS.labels(name).inc(count)
+        if change.wall is not None:
+            STREAM_LAG.set(max(0.0, (now() - change.wall).total_seconds()))
+
+    def _expire_all(self) -> None:
+        for sub in list(self.subscriptions):
+            self.unsubscribe(sub)
+            sub.sink.end(sub.id, error_frame(CursorExpired(), sub.id))
+
+    # --- subscriptions ----------------------------------------------------------------------
+
+    async def subscribe(self, sub: Subscription, since: str | None) -> None:
+        """Make `sub` live; with `since`, first replay its events after that cursor, gap-free."""
+        stream = STREAMS[sub.stream]
+        if since is None or not stream.replayable:
+            self._go_live(sub)
+            return
+        if not CURSOR.match(since):
+            raise BadRequest("since is not a cursor this service handed out")
+        # Live events are held back from now on; the replay covers everything up to `until`.
+        sub.buffer = []
+        sub.buffer_limit = self.settings.ws_send_queue
+        self._register(sub)
+        until = self.position
+        try:
+            last = await self._replay(sub, since, until)
+        except BaseException:
+            self.unsubscribe(sub)
+            raise
+        held, sub.buffer = sub.buffer or [], None
+        for token, frame in held:
+            if token > last:  # resume tokens order as strings: skip what the replay already sent
+                sub.sink.push(frame)
+        sub.sink.push(subscribed(sub.id, self.position))
+
+    async def _replay(self, sub: Subscription, since: str, until: str) -> str:
+        try:
+            replay = await self.db.watch(self.pipeline, since, max_await_ms=50)
+        except OperationFailure as error:
+            if history_lost(error):
+                raise CursorExpired() from None
+            raise BadRequest("since is not a cursor this service handed out") from None
+        last = since
+        async with replay:
+            while True:
+                event = await replay.try_next()
+                if event is None:
+                    if (_position(replay) or "") >= until:
+                        return last
+                    continue
+                token = event["_id"]["_data"]
+                if token > until:
+                    return last
+                change = Change.from_event(event)
+                frame = self.router.replay(sub, change) if change is not None else None
+                if frame is not None:
+                    await sub.sink.push_wait(frame)
+                last = token
+
+    def _go_live(self, sub: Subscription) -> None:
+        self._register(sub)
+        sub.sink.push(subscribed(sub.id, self.position))
+        for frame in state(sub, self.board, self.position):
+            sub.sink.push(frame)
+
+    def _register(self, sub: Subscription) -> None:
+        self.router.add(sub)
+        self.subscriptions.add(sub)
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self.router.remove(sub)
+        self.subscriptions.discard(sub)

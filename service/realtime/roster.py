@@ -1,0 +1,130 @@
+"""The roster: who is connected and present through this instance, kept in MongoDB for every hub.
+
+Each authenticated connection is a record in `connections`, each presence one in `presence`, both
+tagged with this process's instance id; every hub folds their changes into its board. The instance
+beats in `instances` every `PRESENCE_TTL/3` seconds and removes the records of instances silent for
+`PRESENCE_TTL`, so a crashed instance's users vanish within seconds. An instance that others took
+for dead (a MongoDB outage longer than the TTL) puts its live records back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..config import Settings
+from ..database import Database, DatabaseError, Document, now
+from .change import Change
+
+log = logging.getLogger("murmuration.roster")
+
+
+@dataclass
+class LiveConnection:
+    record: Document
+    presence: dict[str, Document] = field(default_factory=dict)
+    counted: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Roster:
+    def __init__(self, db: Database, settings: Settings, instance_id: str) -> None:
+        self.db = db
+        self.settings = settings
+        self.instance_id = instance_id
+        self.live: dict[str, LiveConnection] = {}  # this process's connections, to restore if reaped
+        self.beating_since: datetime | None = None
+        self.started = False
+
+    def observe(self, change: Change | None) -> None:
+        """The hub's observer of `connections`: one of ours came back on the stream, so it is counted."""
+        if change is not None and change.op == "insert" and change.id in self.live:
+            self.live[change.id].counted.set()
+
+    async def connected(self, conn_id: str, user: Any) -> None:
+        """Record the connection, and return once the hub has seen it come back on the stream, so a
+        client told `ready` is already counted in what `online` and `presence` show."""
+        record = {"_id": conn_id, "user": user, "instance": self.instance_id, "at": now()}
+        live = self.live[conn_id] = LiveConnection(record)
+        await self.db.connections.insert_one(record)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.counted.wait(), 5.0)
+
+    async def disconnected(self, conn_id: str) -> None:
+        self.live.pop(conn_id, None)
+        await self.db.presence.delete_many({"conn": conn_id})
+        await self.db.connections.delete_one({"_id": conn_id})
+
+    async def present(self, conn_id: str, key: str, record: Document | None) -> None:
+        """Set (or, with None, clear) one presence of a connection of this process."""
+        live = self.live.get(conn_id)
+        if record is None:
+            if live is not None:
+                live.presence.pop(key, None)
+            await self.db.presence.delete_one({"_id": key})
+            return
+        record = {**record, "conn": conn_id, "instance": self.instance_id}
+        if live is not None:
+            live.presence[key] = record
+        await self.db.presence.replace_one({"_id": key}, record, upsert=True)
+
+    # --- heartbeat and reaping --------------------------------------------------------------
+
+    async def heartbeat(self) -> None:
+        """Beat and reap until cancelled."""
+        interval = self.settings.presence_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.beat()
+                await self._reap()
+            except DatabaseError as error:
+                self.beating_since = None
+                log.warning("heartbeat failed: %s", type(error).__name__)
+
+    async def beat(self) -> None:
+        result = await self.db.instances.update_one(
+            {"_id": self.instance_id},
+            {"$set": {"heartbeat_at": now(), "name": self.settings.instance, "pid": os.getpid()}},
+            upsert=True,
+        )
+        if self.beating_since is None:
+            self.beating_since = now()
+        if result.upserted_id is not None and self.started:
+            # Another instance took this one for dead (say, after a MongoDB outage longer than the
+            # TTL) and removed its records while its clients were still connected: put them back.
+            log.warning("this instance was presumed dead; restoring %d connection(s)", len(self.live))
+            await self._restore()
+        self.started = True
+
+    async def _restore(self) -> None:
+        for live in list(self.live.values()):
+            await self.db.connections.replace_one({"_id": live.record["_id"]}, live.record, upsert=True)
+            for key, record in list(live.presence.items()):
+                await self.db.presence.replace_one({"_id": key}, record, upsert=True)
+
+    async def _reap(self) -> None:
+        # After an outage every instance beats again within one interval; until this one has been
+        # beating for a whole TTL, a silent peer may just not have had its turn yet.
+        ttl = timedelta(seconds=self.settings.presence_ttl)
+        if self.beating_since is None or now() - self.beating_since < ttl:
+            return
+        cutoff = now() - ttl
+        dead = [doc["_id"] async for doc in self.db.instances.find({"heartbeat_at": {"$lt": cutoff}}, {"_id": 1})]
+        if dead:
+            log.info("removing %d silent instance(s): %s", len(dead), ", ".join(dead))
+            await self._forget(dead)
+
+    async def leave(self) -> None:
+        """This instance stops: its connections, presence and heartbeat go at once, not after a TTL."""
+        with contextlib.suppress(DatabaseError):
+            await self._forget([self.instance_id])
+
+    async def _forget(self, instances: list[str]) -> None:
+        await self.db.presence.delete_many({"instance": {"$in": instances}})
+        await self.db.connections.delete_many({"instance": {"$in": instances}})
+        await self.db.instances.delete_many({"_id": {"$in": instances}})

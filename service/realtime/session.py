@@ -1,0 +1,330 @@
+"""One websocket's protocol, free of the socket: client frames in, server frames out.
+
+A session is a small state machine:
+
+    AUTHENTICATING --auth ok--> OPEN --too big / too slow / socket gone--> CLOSING | CLOSED
+          └--bad header token, no auth in time, too big--> CLOSING
+
+Frames in arrive through `receive`; frames out leave through its `Out` (the socket's outbox, or a
+list in a test); when the connection must end, `closing` says with which code and the driver
+(`connection.py`) closes the socket. Frame handlers run only in OPEN and receive the user, never
+None. The session is also the `Sink` its subscriptions deliver to: it owns their ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from models.rooms import MessageIn, message_out
+from models.users import user_out
+
+from .. import documents, rooms
+from ..accounts import Accounts, User
+from ..config import Settings
+from ..database import Database, DatabaseError, ObjectId, now, unavailable
+from ..errors import BadRequest, Conflict, Forbidden, RateLimited, ServiceError, Unauthorized
+from ..metrics import SLOW_CLIENTS
+from ..payloads import decode_object, parse
+from ..ratelimit import RateLimiter
+from .frames import PONG, encode, error_frame
+from .hub import Hub
+from .roster import Roster
+from .router import Subscription
+from .streams import STREAMS
+
+CLOSE_TOO_BIG = 1009
+CLOSE_UNAUTHENTICATED = 4001
+CLOSE_TOO_SLOW = 4008
+MAX_SUBSCRIPTIONS = 100
+PRESENCE_STATES = ("viewing", "editing", None)
+
+
+class State(enum.Enum):
+    AUTHENTICATING = "authenticating"
+    OPEN = "open"
+    CLOSING = "closing"  # the session has said how the connection ends; the driver closes the socket
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int
+    reason: str
+
+
+class Out(Protocol):
+    """Where a session's frames go."""
+
+    def push(self, frame: str) -> bool:
+        """Send or queue `frame`; False when there is no room (the client is too slow)."""
+
+    async def push_wait(self, frame: str) -> None:
+        """Send or queue `frame`, waiting for room."""
+
+    def abort(self, code: int, reason: str) -> None:
+        """Close the connection at once."""
+
+
+class Session:
+    def __init__(
+        self, out: Out, hub: Hub, roster: Roster, accounts: Accounts, db: Database, settings: Settings
+    ) -> None:
+        self.out = out
+        self.hub = hub
+        self.roster = roster
+        self.accounts = accounts
+        self.db = db
+        self.settings = settings
+        self.id = secrets.token_hex(12)
+        self.state = State.AUTHENTICATING
+        self.user: User | None = None
+        self.closing: Close | None = None
+        self.subs: dict[str, Subscription] = {}
+        self.limiter = RateLimiter(settings.ws_frame_rate * 60, settings.ws_frame_rate * 2)
+
+    # --- the sink the hub delivers to -------------------------------------------------------
+
+    def push(self, frame: str) -> None:
+        if self.state in (State.CLOSING, State.CLOSED):
+            return
+        if not self.out.push(frame):
+            self.overflow()
+
+    async def push_wait(self, frame: str) -> None:
+        if self.state not in (State.CLOSING, State.CLOSED):
+            await self.out.push_wait(frame)
+
+    def end(self, sub_id: str, frame: str) -> None:
+        self.subs.pop(sub_id, None)
+        self.push(frame)
+
+    def overflow(self) -> None:
+        if self.state is State.CLOSED:
+            return
+        SLOW_CLIENTS.inc()
+        self.shut()
+        self.out.abort(CLOSE_TOO_SLOW, "too slow: reconnect and resubscribe with since")
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    async def authenticate(self, token: str) -> None:
+        """The token of the upgrade request's header: a bad one ends the connection (4001)."""
+        try:
+            user = await self.accounts.authenticate(token)
+        except Unauthorized as error:
+            self._close(CLOSE_UNAUTHENTICATED, error.message)
+            return
+        await self._open(user)
+
+    def timed_out(self) -> None:
+        """The time to authenticate is over."""
+        if self.state is State.AUTHENTICATING:
+            self._close(CLOSE_UNAUTHENTICATED, "no authentication within the time allowed")
+
+    def shut(self) -> None:
+        """The connection is gone (or going): the hub stops delivering to it."""
+        for sub in self.subs.values():
+            self.hub.unsubscribe(sub)
+        self.subs.clear()
+        self.state = State.CLOSED
+
+    async def forget(self) -> None:
+        """Remove the connection's records (it no longer counts as online, its presence goes)."""
+        if self.user is not None:
+            with contextlib.suppress(DatabaseError):
+                await self.roster.disconnected(self.id)
+
+    async def _open(self, user: User) -> None:
+        self.user = user
+        await self.roster.connected(self.id, user.id)
+        self.state = State.OPEN
+        self.push(encode({"type": "ready", "user": user_out(user.doc())}))
+
+    def _close(self, code: int, reason: str) -> None:
+        self.closing = Close(code, reason)
+        self.state = State.CLOSING
+
+    # --- frames in --------------------------------------------------------------------------
+
+    async def receive(self, raw: str | bytes) -> None:
+        if self.state in (State.CLOSING, State.CLOSED):
+            return
+        if self._too_big(raw):
+            self._close(CLOSE_TOO_BIG, f"frames are limited to {self.settings.ws_max_frame} bytes")
+        elif self.state is State.AUTHENTICATING:
+            await self._receive_auth(raw)
+        elif self.user is not None:
+            await self._receive_open(raw, self.user)
+
+    def _too_big(self, raw: str | bytes) -> bool:
+        limit = self.settings.ws_max_frame
+        if isinstance(raw, bytes) or len(raw) * 4 <= limit:  # UTF-8 is at most 4 bytes a character
+            return len(raw) > limit
+        return len(raw.encode()) > limit
+
+    def _parse(self, raw: str | bytes) -> dict[str, Any]:
+        wait = self.limiter.hit("frames")
+        if wait:
+            raise RateLimited(wait, "too many frames; slow down")
+        return decode_object(raw, "a frame")
+
+    async def _receive_auth(self, raw: str | bytes) -> None:
+        """Before `ready`, only `{"type": "auth", "token": ...}`; a refusal is an error frame, and the
+        client may try again until the time allowed is over."""
+        try:
+            frame = self._parse(raw)
+            if frame.get("type") != "auth":
+                raise Unauthorized('authenticate first: {"type": "auth", "token": "..."}')
+            token = frame.get("token")
+            if not isinstance(token, str) or not token:
+                raise Unauthorized("the auth frame needs a token")
+            user = await self.accounts.authenticate(token)
+        except ServiceError as error:
+            self.push(error_frame(error))
+            return
+        await self._open(user)
+
+    async def _receive_open(self, raw: str | bytes, user: User) -> None:
+        frame_id: str | None = None
+        extra: dict[str, Any] = {}
+        try:
+            frame = self._parse(raw)
+            frame_id = frame["id"] if isinstance(frame.get("id"), str) else None
+            if isinstance(frame.get("client_id"), str):
+                extra["client_id"] = frame["client_id"]
+            kind = frame.get("type")
+            handler = HANDLERS.get(kind) if isinstance(kind, str) else None
+            if handler is None:
+                raise BadRequest(f"unknown frame type {str(kind)[:40]!r}")
+            await handler(self, user, frame)
+        except ServiceError as error:
+            self.push(error_frame(error, frame_id, **extra))
+        except DatabaseError as error:
+            self.push(error_frame(unavailable(error), frame_id, **extra))
+
+    # --- frame handlers: OPEN only, with the session's user ---------------------------------
+
+    async def on_auth_again(self, user: User, frame: dict[str, Any]) -> None:
+        raise Conflict("this connection is already authenticated")
+
+    async def on_ping(self, user: User, frame: dict[str, Any]) -> None:
+        self.push(PONG)
+
+    async def on_subscribe(self, user: User, frame: dict[str, Any]) -> None:
+        sub_id = frame.get("id")
+        if not isinstance(sub_id, str) or not 1 <= len(sub_id) <= 64:
+            raise BadRequest("subscribe needs an id: a string of 1 to 64 characters")
+        if sub_id in self.subs:
+            raise Conflict(f"subscription {sub_id!r} already exists")
+        if len(self.subs) >= MAX_SUBSCRIPTIONS:
+            raise BadRequest(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection")
+        stream = frame.get("stream")
+        if not isinstance(stream, str) or stream not in STREAMS:
+            raise BadRequest(f"unknown stream; one of {', '.join(STREAMS)}")
+        params = frame.get("params") or {}
+        since = frame.get("since")
+        if not isinstance(params, dict):
+            raise BadRequest("params must be an object")
+        if since is not None and not isinstance(since, str):
+            raise BadRequest("since must be a cursor string")
+        target = await self._authorize(user, stream, params)
+        sub = Subscription(sub_id, stream, user.id, target, self)
+        self.subs[sub_id] = sub
+        try:
+            await self.hub.subscribe(sub, since)
+        except BaseException:
+            self.subs.pop(sub_id, None)
+            raise
+
+    async def _authorize(self, user: User, stream: str, params: dict[str, Any]) -> ObjectId | None:
+        """The subscription's target, after checking the caller may see it (404 if not)."""
+        target = TARGETS.get(stream)
+        allowed = {target.param} if target else set()
+        unknown = set(params) - allowed
+        if unknown:
+            raise BadRequest(f"unknown params for {stream}: {', '.join(sorted(map(str, unknown)))}")
+        if target is None or target.param not in params:
+            return None
+        value = params[target.param]
+        if not isinstance(value, str):
+            raise BadRequest(f"params.{target.param} must be an id string")
+        doc = await target.check(self.db, user, value)
+        found: ObjectId = doc["_id"]
+        return found
+
+    async def on_unsubscribe(self, user: User, frame: dict[str, Any]) -> None:
+        sub_id = frame.get("id")
+        sub = self.subs.pop(sub_id, None) if isinstance(sub_id, str) else None
+        if sub is None:
+            raise BadRequest("no subscription with this id")
+        self.hub.unsubscribe(sub)
+        self.push(encode({"type": "unsubscribed", "id": sub.id}))
+
+    async def on_chat_send(self, user: User, frame: dict[str, Any]) -> None:
+        room = id_field(frame, "room")
+        data = parse(MessageIn, {k: v for k, v in frame.items() if k in ("text", "client_id")})
+        message, _ = await rooms.send(self.db, user, room, data)
+        self.push(encode({"type": "ack", "client_id": message.get("client_id"), "message": message_out(message)}))
+
+    async def on_chat_typing(self, user: User, frame: dict[str, Any]) -> None:
+        await rooms.typing(self.db, user, id_field(frame, "room"))
+
+    async def on_presence(self, user: User, frame: dict[str, Any]) -> None:
+        document_id, state = id_field(frame, "document"), frame.get("state")
+        if state not in PRESENCE_STATES:
+            raise BadRequest('state must be "viewing", "editing" or null')
+        doc = await documents.visible(self.db, user, document_id)
+        key = f"{self.id}:{doc['_id']}"
+        if state is None:
+            await self.roster.present(self.id, key, None)
+            return
+        if state == "editing" and not documents.can_edit(doc, user.id):
+            raise Forbidden("viewers cannot edit this document")
+        record = {
+            "document": doc["_id"],
+            "user": user.id,
+            "name": user.name,
+            "state": state,
+            "access": doc.get("access", []),
+            "at": now(),
+        }
+        await self.roster.present(self.id, key, record)
+
+
+def id_field(frame: dict[str, Any], name: str) -> str:
+    value = frame.get(name)
+    if not isinstance(value, str):
+        raise BadRequest(f"a {frame.get('type')} frame needs {name}: an id string")
+    return value
+
+
+@dataclass(frozen=True)
+class Target:
+    """A stream that may target one resource: its params key and who may see it."""
+
+    param: str
+    check: Callable[[Database, User, str], Awaitable[dict[str, Any]]]
+
+
+# Frame type -> handler, shared by every session (a per-session dict of bound methods cost about a
+# kilobyte a socket).
+HANDLERS: dict[str, Callable[[Session, User, dict[str, Any]], Awaitable[None]]] = {
+    "subscribe": Session.on_subscribe,
+    "unsubscribe": Session.on_unsubscribe,
+    "presence": Session.on_presence,
+    "ping": Session.on_ping,
+    "chat.send": Session.on_chat_send,
+    "chat.typing": Session.on_chat_typing,
+    "auth": Session.on_auth_again,
+}
+
+TARGETS: dict[str, Target] = {
+    "documents": Target("id", documents.visible),
+    "presence": Target("document", documents.visible),
+    "room": Target("room", rooms.joined),  # without params: every room the caller is in
+}

@@ -1,0 +1,144 @@
+"""The streams a client can subscribe to, and for each the rule that says who sees what of a change.
+
+A rule reads only the change (its pre- and post-image) and the board: authorization per event
+without a query per event. No I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from models.contacts import contact_out
+from models.documents import document_out, presence_out
+from models.orders import order_out
+from models.rooms import message_out, room_out, typing_out
+
+from .board import Board, Delta
+from .change import Change
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """One event as some readers see it: `users` None means every subscriber of the stream.
+
+    `target` is what targeted subscriptions are indexed by (a document, a room); the event's `id` is
+    `event_id` when given (a message in a room), else the target.
+    """
+
+    op: str
+    target: Any | None
+    data: Any
+    users: set[Any] | None
+    event_id: Any | None = None
+
+
+Rule = Callable[[Change, Board, Delta], list[Audience]]
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    collections: frozenset[str]
+    rule: Rule
+    per_user: bool = True  # untargeted subscriptions are indexed per user (False: one shared key)
+    replayable: bool = True  # events can be replayed from a cursor (state streams only send state)
+    ephemeral: frozenset[str] = frozenset()  # collections whose changes are live-only signals
+
+
+def transitions(op: str, before: set[Any], after: set[Any]) -> dict[str, set[Any]]:
+    """Which readers see which op: a reader who gains access gets `enter`, one who loses it `leave`."""
+    if op == "insert":
+        return {"insert": after}
+    if op == "delete":
+        return {"delete": before}
+    return {"update": before & after, "enter": after - before, "leave": before - after}
+
+
+def readers_rule(readers: Callable[[dict[str, Any] | None], set[Any]], shape: Callable[[Any], Any]) -> Rule:
+    """A rule for a collection whose documents say who may read them."""
+
+    def rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
+        groups = transitions(change.op, readers(change.before), readers(change.after))
+        return [
+            Audience(op, change.id, shape(change.after) if op in ("insert", "update", "enter") else None, users)
+            for op, users in groups.items()
+            if users
+        ]
+
+    return rule
+
+
+def owner(doc: dict[str, Any] | None) -> set[Any]:
+    return {doc["owner"]} if doc and "owner" in doc else set()
+
+
+def access(doc: dict[str, Any] | None) -> set[Any]:
+    return set(doc.get("access", ())) if doc else set()
+
+
+def presence_audience(board: Board, document: Any, readers: set[Any]) -> Audience:
+    viewing, editing = board.summary(document)
+    return Audience("update", document, presence_out(str(document), viewing, editing), readers)
+
+
+def presence_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
+    return [presence_audience(board, document, readers) for document, readers in delta.documents]
+
+
+def room_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
+    """New messages to the members they were sent to; `enter`/`leave` as membership changes (a new
+    room is entered by its members); typing."""
+    doc = change.after
+    if change.coll == "messages":
+        if change.op != "insert" or doc is None:
+            return []
+        return [Audience("insert", doc["room"], message_out(doc), access(doc), event_id=change.id)]
+    if change.coll == "signals":
+        if doc is None or change.op == "delete":
+            return []
+        return [Audience("typing", doc["room"], typing_out(doc), access(doc) - {doc["user"]}, event_id=doc["user"])]
+    groups = transitions(change.op, access(change.before), access(change.after))
+    if change.op == "insert":  # a new room: its members enter it
+        groups = {"enter": groups["insert"]}
+    return [
+        Audience(op, change.id, room_out(doc) if op == "enter" and doc else None, users)
+        for op in ("enter", "leave")
+        if (users := groups.get(op))
+    ]
+
+
+_order_readers = readers_rule(owner, order_out)
+
+
+def orders_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
+    """Status changes of the caller's orders (lease bookkeeping changes nothing they can see)."""
+    if change.op == "update" and _order_state(change.before) == _order_state(change.after):
+        return []
+    return _order_readers(change, board, delta)
+
+
+def _order_state(doc: dict[str, Any] | None) -> tuple[Any, Any] | None:
+    return (doc.get("status"), doc.get("transaction")) if doc else None
+
+
+def online_audience(board: Board) -> Audience:
+    return Audience("update", None, {"count": board.count}, None)
+
+
+def online_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
+    return [online_audience(board)] if delta.online else []
+
+
+STREAMS: dict[str, Stream] = {
+    stream.name: stream
+    for stream in (
+        Stream("contacts", frozenset({"contacts"}), readers_rule(owner, contact_out)),
+        Stream("documents", frozenset({"documents"}), readers_rule(access, document_out)),
+        Stream("presence", frozenset({"presence", "documents"}), presence_rule, replayable=False),
+        Stream("online", frozenset({"connections"}), online_rule, per_user=False, replayable=False),
+        Stream("room", frozenset({"messages", "rooms", "signals"}), room_rule, ephemeral=frozenset({"signals"})),
+        Stream("orders", frozenset({"orders"}), orders_rule),
+    )
+}

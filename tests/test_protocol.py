@@ -1,0 +1,236 @@
+"""A websocket session's protocol, driven with frames and no socket (the websockets library's sans-I/O
+idea): the real service parts behind it (the life cycle against the test replica set), and in front
+of it an outbox that keeps what it was sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from models.contacts import ContactIn
+from models.users import RegisterIn
+from service import contacts
+from service.accounts import User
+from service.config import Settings
+from service.context import Context
+from service.lifecycle import running
+from service.payments.catalog import Catalog
+from service.realtime.session import CLOSE_TOO_BIG, CLOSE_TOO_SLOW, CLOSE_UNAUTHENTICATED, Session, State
+
+from .harness import unique_email
+
+
+class Outbox:
+    """What a session sent, and how it asked to be cut off; `room` frames fit before it is "full"."""
+
+    def __init__(self, room: int = 1000) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.room = room
+        self.aborted: tuple[int, str] | None = None
+
+    def push(self, frame: str) -> bool:
+        if len(self.frames) >= self.room:
+            return False
+        self.frames.append(json.loads(frame))
+        return True
+
+    async def push_wait(self, frame: str) -> None:
+        self.frames.append(json.loads(frame))
+
+    def abort(self, code: int, reason: str) -> None:
+        self.aborted = (code, reason)
+
+    def types(self) -> list[str]:
+        return [frame["type"] for frame in self.frames]
+
+
+Scenario = Callable[[Context], Awaitable[None]]
+
+
+@pytest.fixture
+def run(mongo_url: str, mongo: MongoClient[dict[str, object]]) -> Callable[..., None]:
+    """`run(scenario, **env)`: the scenario against a running service (no HTTP server), then torn down."""
+    names: list[str] = []
+
+    def go(scenario: Scenario, **env: str) -> None:
+        names.append(f"t_protocol_{uuid.uuid4().hex[:8]}")
+        settings = Settings.from_env({"MONGO_URL": mongo_url, "MONGO_DB": names[-1], **env})
+
+        async def main() -> None:
+            async with running(settings, Catalog.load(settings.catalog_path), 1.0) as context:
+                await scenario(context)
+
+        asyncio.run(main())
+
+    yield go
+    for name in names:
+        mongo.drop_database(name)
+
+
+@asynccontextmanager
+async def session(context: Context, out: Outbox | None = None) -> AsyncIterator[Session]:
+    opened = Session(out or Outbox(), context.hub, context.roster, context.accounts, context.db, context.settings)
+    try:
+        yield opened
+    finally:
+        opened.shut()
+        await opened.forget()
+
+
+async def account(context: Context, name: str = "Ann") -> tuple[User, str]:
+    data = RegisterIn(email=unique_email(name), password="correct horse", name=name)
+    return await context.accounts.register(data)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def send(frame: dict[str, Any]) -> str:
+    return json.dumps(frame)
+
+
+def test_a_new_session_accepts_only_an_auth_frame(run: Callable[..., None]) -> None:
+    async def scenario(context: Context) -> None:
+        out = Outbox()
+        async with session(context, out) as s:
+            await s.receive(send({"type": "subscribe", "id": "s1", "stream": "contacts"}))
+            await s.receive(send({"type": "auth"}))
+            await s.receive("not json")
+            assert s.state is State.AUTHENTICATING and s.subs == {}
+            assert [(f["type"], f["code"]) for f in out.frames] == [
+                ("error", "unauthorized"), ("error", "unauthorized"), ("error", "bad_request"),
+            ]  # fmt: skip
+
+    run(scenario)
+
+
+def test_an_auth_frame_with_a_good_token_opens_the_session_counted_online(run: Callable[..., None]) -> None:
+    async def scenario(context: Context) -> None:
+        user, token = await account(context)
+        out = Outbox()
+        async with session(context, out) as s:
+            await s.receive(send({"type": "auth", "token": "mm_wrong"}))
+            assert s.state is State.AUTHENTICATING and out.types() == ["error"]
+            await s.receive(send({"type": "auth", "token": token}))
+            assert s.state is State.OPEN and s.user == user
+            assert out.frames[-1] == {"type": "ready", "user": {**out.frames[-1]["user"], "id": str(user.id)}}
+            assert await context.db.connections.count_documents({"_id": s.id, "user": user.id}) == 1
+            assert context.hub.board.count == 1  # `ready` comes once this process counts it
+        assert await context.db.connections.count_documents({"_id": s.id}) == 0
+
+    run(scenario)
+
+
+def test_a_bad_header_token_ends_the_session_with_4001(run: Callable[..., None]) -> None:
+    async def scenario(context: Context) -> None:
+        async with session(context) as s:
+            await s.authenticate("mm_not-a-token")
+            assert s.state is State.CLOSING and s.closing is not None
+            assert s.closing.code == CLOSE_UNAUTHENTICATED
+
+    run(scenario)
+
+
+def test_no_auth_in_time_ends_the_session_with_4001_but_an_open_one_is_left_alone(run: Callable[..., None]) -> None:
+    async def scenario(context: Context) -> None:
+        async with session(context) as waiting:
+            waiting.timed_out()
+            assert waiting.state is State.CLOSING and waiting.closing is not None
+            assert (waiting.closing.code, waiting.closing.reason) == (
+                CLOSE_UNAUTHENTICATED, "no authentication within the time allowed",
+            )  # fmt: skip
+        _, token = await account(context)
+        async with session(context) as opened:
+            await opened.authenticate(token)
+            opened.timed_out()
+            assert opened.state is State.OPEN and opened.closing is None
+
+    run(scenario)
+
+
+def test_a_frame_over_the_size_limit_ends_the_session_with_1009_and_later_frames_are_ignored(
+    run: Callable[..., None],
+) -> None:
+    async def scenario(context: Context) -> None:
+        _, token = await account(context)
+        out = Outbox()
+        async with session(context, out) as s:
+            await s.authenticate(token)
+            await s.receive("x" * 1025)
+            assert s.state is State.CLOSING and s.closing is not None and s.closing.code == CLOSE_TOO_BIG
+            await s.receive(send({"type": "ping"}))
+            assert out.types() == ["ready"]
+
+    run(scenario, WS_MAX_FRAME="1024")
+
+
+def test_an_open_session_answers_ping_and_refuses_unknown_or_malformed_frames(run: Callable[..., None]) -> None:
+    async def scenario(context: Context) -> None:
+        _, token = await account(context)
+        out = Outbox()
+        async with session(context, out) as s:
+            await s.authenticate(token)
+            for frame in ({"type": "ping"}, {"type": "nope", "id": "x"}, {"type": []}, {"type": {"a": 1}},
+                          {"type": "auth", "token": token}, [1, 2]):  # fmt: skip
+                await s.receive(send(frame))  # type: ignore[arg-type]
+            assert s.state is State.OPEN
+            assert [(f["type"], f.get("code"), f.get("id")) for f in out.frames[1:]] == [
+                ("pong", None, None),
+                ("error", "bad_request", "x"),
+                ("error", "bad_request", None),
+                ("error", "bad_request", None),
+                ("error", "conflict", None),
+                ("error", "bad_request", None),
+            ]
+
+    run(scenario)
+
+
+def test_a_subscription_id_is_taken_until_unsubscribed_and_events_reach_it(run: Callable[..., None]) -> None:
+    async def scenario(context: Context) -> None:
+        user, token = await account(context)
+        out = Outbox()
+        async with session(context, out) as s:
+            await s.authenticate(token)
+            await s.receive(send({"type": "subscribe", "id": "c", "stream": "contacts"}))
+            await s.receive(send({"type": "subscribe", "id": "c", "stream": "contacts"}))
+            assert [(f["type"], f.get("code")) for f in out.frames[1:]] == [("subscribed", None), ("error", "conflict")]
+            created = await contacts.create(context.db, user, ContactIn(name="Bob"))
+            await until(lambda: out.types()[-1] == "event")
+            assert out.frames[-1]["sub"] == "c" and out.frames[-1]["id"] == str(created["_id"])
+            await s.receive(send({"type": "unsubscribe", "id": "c"}))
+            await s.receive(send({"type": "unsubscribe", "id": "c"}))
+            assert [(f["type"], f.get("code")) for f in out.frames[-2:]] == [
+                ("unsubscribed", None),
+                ("error", "bad_request"),
+            ]
+            assert s.subs == {} and not context.hub.subscriptions
+
+    run(scenario)
+
+
+def test_a_session_that_cannot_keep_up_is_cut_off_with_4008_and_dropped_by_the_hub(run: Callable[..., None]) -> None:
+    async def scenario(context: Context) -> None:
+        user, token = await account(context)
+        out = Outbox(room=2)  # ready, subscribed: then full
+        async with session(context, out) as s:
+            await s.authenticate(token)
+            await s.receive(send({"type": "subscribe", "id": "c", "stream": "contacts"}))
+            assert context.hub.subscriptions
+            await contacts.create(context.db, user, ContactIn(name="Bob"))
+            await until(lambda: s.state is State.CLOSED)
+            assert out.aborted is not None and out.aborted[0] == CLOSE_TOO_SLOW
+            assert s.subs == {} and not context.hub.subscriptions
+
+    run(scenario)
