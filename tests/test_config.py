@@ -36,3 +36,19 @@ def test_braintree_keys_never_show_in_a_repr() -> None:
         {"BRAINTREE_MERCHANT_ID": "m", "BRAINTREE_PUBLIC_KEY": "pub-key", "BRAINTREE_PRIVATE_KEY": "priv-key"}
     )
     assert "priv-key" not in repr(settings) and "pub-key" not in repr(settings)
+
+
+def test_the_service_refuses_to_start_with_a_broken_catalog_and_names_it(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from .harness import ROOT
+
+    broken = tmp_path / "catalog.json"
+    broken.write_text("{not json")
+    env = {**os.environ, "CATALOG_PATH": str(broken), "PORT": "1"}
+    done = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, env=env, capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert f"configuration error: CATALOG_PATH={broken}" in done.stderr.decode()
+    assert b"Traceback" not in done.stderr

@@ -23,8 +23,9 @@ from service.context import Context
 from service.lifecycle import running
 from service.payments.catalog import Catalog
 from service.realtime.session import CLOSE_TOO_BIG, CLOSE_TOO_SLOW, CLOSE_UNAUTHENTICATED, Session, State
+from service.realtime.wire import SANIC_PINNED, check_sanic
 
-from .harness import unique_email
+from .harness import ROOT, unique_email
 
 
 class Outbox:
@@ -234,3 +235,14 @@ def test_a_session_that_cannot_keep_up_is_cut_off_with_4008_and_dropped_by_the_h
             assert s.subs == {} and not context.hub.subscriptions
 
     run(scenario)
+
+
+def test_the_sanic_internals_the_wire_reads_are_checked_at_start() -> None:
+    check_sanic()  # the pinned Sanic has them
+    assert f"sanic=={SANIC_PINNED}\n" in (ROOT / "requirements.txt").read_text()
+
+    class Changed:
+        __slots__ = ("transport",)  # a Sanic without `_can_write`
+
+    with pytest.raises(RuntimeError, match=f"install the pinned Sanic {SANIC_PINNED}"):
+        check_sanic(protocol=Changed)

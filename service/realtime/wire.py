@@ -24,10 +24,10 @@ TEXT = 0x81  # FIN + text opcode
 SANIC_PINNED = "25.12.1"  # requirements.txt: the version this module was written and tested against
 
 
-def check_sanic() -> None:
+def check_sanic(protocol: type = SanicProtocol, websocket: type = WebsocketImplProtocol) -> None:
     """Refuse to start on a Sanic whose websocket internals are not the ones this module reads."""
-    slots = getattr(SanicProtocol, "__slots__", ())
-    fields = getattr(WebsocketImplProtocol, "__annotations__", {})
+    slots = getattr(protocol, "__slots__", ())
+    fields = getattr(websocket, "__annotations__", {})
     if "_can_write" not in slots or "transport" not in slots or not {"io_proto", "ws_proto"} <= set(fields):
         raise RuntimeError(
             f"Sanic {sanic.__version__} changed the websocket internals service/realtime/wire.py reads "
