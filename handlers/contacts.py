@@ -9,6 +9,7 @@ from models.common import page
 from models.contacts import ContactIn, ContactOut, ContactPage, ContactPatch, contact_out
 from service import contacts
 from service.context import context, current_user
+from service.stored import one, shown
 
 from .inputs import PAGING, body, page_args, text_arg
 from .openapi import describe
@@ -31,13 +32,14 @@ async def search(request: Request) -> HTTPResponse:
     docs, next_cursor = await contacts.search(
         context(request).db, current_user(request), text_arg(request, "q"), limit, after
     )
-    return json(page([contact_out(doc) for doc in docs], next_cursor))
+    return json(page(shown("contacts", docs, contact_out), next_cursor))
 
 
 @bp.get("/<contact_id>")
 @describe("One contact", "contacts", response=ContactOut)
 async def get(request: Request, contact_id: str) -> HTTPResponse:
-    return json(contact_out(await contacts.get(context(request).db, current_user(request), contact_id)))
+    doc = await contacts.get(context(request).db, current_user(request), contact_id)
+    return json(one("contacts", doc, contact_out))
 
 
 @bp.patch("/<contact_id>")
@@ -46,7 +48,7 @@ async def get(request: Request, contact_id: str) -> HTTPResponse:
 async def update(request: Request, contact_id: str) -> HTTPResponse:
     patch = body(request, ContactPatch)
     doc = await contacts.update(context(request).db, current_user(request), contact_id, patch)
-    return json(contact_out(doc))
+    return json(one("contacts", doc, contact_out))
 
 
 @bp.delete("/<contact_id>")

@@ -23,6 +23,7 @@ from models.documents import (
 )
 from service import documents
 from service.context import context, current_user
+from service.stored import one, shown
 
 from .inputs import PAGING, body, page_args
 from .openapi import describe
@@ -33,7 +34,8 @@ MISSING_OR_HIDDEN = {"403": "forbidden: you may see it but not do this", "404": 
 
 
 def answer(doc: dict[str, Any], status: int = 200) -> HTTPResponse:
-    return json(document_out(doc), status=status, headers={"ETag": f'"{doc["version"]}"'})
+    out = one("documents", doc, document_out)
+    return json(out, status=status, headers={"ETag": f'"{out["version"]}"'})
 
 
 def if_match(request: Request) -> set[int] | None:
@@ -61,7 +63,7 @@ async def create(request: Request) -> HTTPResponse:
 async def listing(request: Request) -> HTTPResponse:
     limit, after = page_args(request)
     docs, next_cursor = await documents.listing(context(request).db, current_user(request), limit, after)
-    return json(page([document_out(doc) for doc in docs], next_cursor))
+    return json(page(shown("documents", docs, document_out), next_cursor))
 
 
 @bp.get("/<document_id>")
@@ -108,12 +110,12 @@ async def unshare(request: Request, document_id: str, user_id: str) -> HTTPRespo
 async def revisions(request: Request, document_id: str) -> HTTPResponse:
     limit, after = page_args(request)
     docs, next_cursor = await documents.revisions(context(request).db, current_user(request), document_id, limit, after)
-    return json(page([revision_out(doc) for doc in docs], next_cursor))
+    return json(page(shown("revisions", docs, revision_out), next_cursor))
 
 
 @bp.get("/<document_id>/presence")
 @describe("Who is viewing and who is editing the document now", "documents", response=PresenceOut)
 async def presence(request: Request, document_id: str) -> HTTPResponse:
     entries = await documents.presence(context(request).db, current_user(request), document_id)
-    viewing, editing = presence_summary(presence_entry(entry) for entry in entries)
+    viewing, editing = presence_summary(shown("presence", entries, presence_entry))
     return json({"viewing": viewing, "editing": editing})

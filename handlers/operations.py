@@ -31,16 +31,18 @@ DOCS_PAGE = """<!doctype html>
 
 @bp.get("/health", ctx_public=True, ctx_unmetered=True)
 @describe("Liveness and readiness: 200 ok, or 503 degraded", "operations", response=HealthOut, public=True,
-          errors={"503": "degraded: MongoDB or the change stream is unhealthy"})  # fmt: skip
+          errors={"503": "degraded: MongoDB, the change stream or a background task is unhealthy"})  # fmt: skip
 async def health(request: Request) -> HTTPResponse:
     ctx = context(request)
     mongo_ok = await ctx.db.ping()
     stream_ok = ctx.hub.following
-    status = "ok" if mongo_ok and stream_ok else "degraded"
+    tasks_ok = ctx.supervisor.healthy()
+    status = "ok" if mongo_ok and stream_ok and tasks_ok else "degraded"
     body = {
         "status": status,
         "mongo": "ok" if mongo_ok else "unreachable",
         "change_stream": "ok" if stream_ok else "reconnecting",
+        "tasks": ctx.supervisor.report(),
         "instance": ctx.settings.instance,
     }
     return json(body, status=200 if status == "ok" else 503)

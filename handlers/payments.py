@@ -11,6 +11,7 @@ from service.context import context, current_user
 from service.errors import BadRequest, PaymentsUnavailable
 from service.payments import orders
 from service.payments.gateway import BadWebhook, Gateway
+from service.stored import one, shown
 
 from .inputs import PAGING, body, page_args
 from .openapi import describe
@@ -62,7 +63,7 @@ async def place(request: Request) -> HTTPResponse:
     if created and ctx.payments is not None:
         ctx.payments.nudge()
     headers = {} if created else {"Idempotent-Replayed": "true"}
-    return json(order_out(doc), status=202, headers=headers)
+    return json(one("orders", doc, order_out), status=202, headers=headers)
 
 
 @bp.get("/orders")
@@ -70,13 +71,13 @@ async def place(request: Request) -> HTTPResponse:
 async def listing(request: Request) -> HTTPResponse:
     limit, after = page_args(request)
     docs, next_cursor = await orders.listing(context(request).db, current_user(request), limit, after)
-    return json(page([order_out(doc) for doc in docs], next_cursor))
+    return json(page(shown("orders", docs, order_out), next_cursor))
 
 
 @bp.get("/orders/<order_id>")
 @describe("One of your orders", "payments", response=OrderOut, errors=UNAVAILABLE)
 async def get(request: Request, order_id: str) -> HTTPResponse:
-    return json(order_out(await orders.mine(context(request).db, current_user(request), order_id)))
+    return json(one("orders", await orders.mine(context(request).db, current_user(request), order_id), order_out))
 
 
 @bp.post("/payments/webhooks", ctx_public=True)

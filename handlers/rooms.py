@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
@@ -16,11 +18,11 @@ from models.rooms import (
     RoomOut,
     RoomPage,
     message_out,
-    room_listed,
     room_out,
 )
 from service import rooms
 from service.context import context, current_user
+from service.stored import one, shown
 
 from .inputs import PAGING, body, page_args
 from .openapi import describe
@@ -43,20 +45,22 @@ async def listing(request: Request) -> HTTPResponse:
     db, user = context(request).db, current_user(request)
     limit, after = page_args(request)
     listed, next_cursor = await rooms.listing(db, user, limit, after)
-    return json(page([room_listed(doc, unread, last) for doc, unread, last in listed], next_cursor))
+    return json(page([item for entry in listed if (item := _listed(*entry))], next_cursor))
 
 
 @bp.post("/<room_id>/members")
 @describe("Add a member by email (any member may)", "chat", body=MemberIn, response=RoomOut, errors=HIDDEN)
 async def add_member(request: Request, room_id: str) -> HTTPResponse:
     data = body(request, MemberIn)
-    return json(room_out(await rooms.add_member(context(request).db, current_user(request), room_id, data.email)))
+    room = await rooms.add_member(context(request).db, current_user(request), room_id, data.email)
+    return json(one("rooms", room, room_out))
 
 
 @bp.delete("/<room_id>/members/<user_id>")
 @describe("Leave the room, or (its creator) remove a member", "chat", response=RoomOut, errors=HIDDEN)
 async def remove_member(request: Request, room_id: str, user_id: str) -> HTTPResponse:
-    return json(room_out(await rooms.remove_member(context(request).db, current_user(request), room_id, user_id)))
+    room = await rooms.remove_member(context(request).db, current_user(request), room_id, user_id)
+    return json(one("rooms", room, room_out))
 
 
 @bp.post("/<room_id>/messages")
@@ -64,7 +68,7 @@ async def remove_member(request: Request, room_id: str, user_id: str) -> HTTPRes
           body=MessageIn, response=MessageOut, status=201, errors=HIDDEN)  # fmt: skip
 async def send(request: Request, room_id: str) -> HTTPResponse:
     message, created = await rooms.send(context(request).db, current_user(request), room_id, body(request, MessageIn))
-    return json(message_out(message), status=201 if created else 200)
+    return json(one("messages", message, message_out), status=201 if created else 200)
 
 
 @bp.get("/<room_id>/messages")
@@ -73,7 +77,7 @@ async def send(request: Request, room_id: str) -> HTTPResponse:
 async def history(request: Request, room_id: str) -> HTTPResponse:
     limit, after = page_args(request)
     docs, next_cursor = await rooms.history(context(request).db, current_user(request), room_id, limit, after)
-    return json(page([message_out(doc) for doc in docs], next_cursor))
+    return json(page(shown("messages", docs, message_out), next_cursor))
 
 
 @bp.post("/<room_id>/read")
@@ -83,3 +87,12 @@ async def read(request: Request, room_id: str) -> HTTPResponse:
     data = body(request, ReadIn)
     await rooms.read(context(request).db, current_user(request), room_id, data.message_id)
     return empty()
+
+
+def _listed(room: dict[str, Any], unread: int, last: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A room as listed; one that cannot be shown is left out, a last message that cannot be is null."""
+    shown_room = shown("rooms", [room], room_out)
+    if not shown_room:
+        return None
+    last_shown = shown("messages", [last], message_out) if last is not None else []
+    return {**shown_room[0], "unread": unread, "last_message": last_shown[0] if last_shown else None}

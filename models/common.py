@@ -18,14 +18,81 @@ class Output(BaseModel):
     """A response shape; used to document the API (answers are built by plain functions, for speed)."""
 
 
-def iso(moment: datetime) -> str:
+class Unreadable(ValueError):
+    """A stored document that does not have the shape the service writes (hand-made in the shell,
+    written with the validator bypassed, or by another version): it cannot be shown."""
+
+
+HEX = frozenset("0123456789abcdef")
+
+
+def ident(value: Any) -> str:
+    """An id as the API shows it: 24 hex digits (an ObjectId); anything else cannot be one of ours."""
+    text = str(value)
+    if len(text) != 24 or not HEX.issuperset(text):
+        raise Unreadable(f"not an id: {text[:40]!r}")
+    return text
+
+
+def text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
+    """A string field; missing, it is `default` (if one is given)."""
+    value = doc[key] if default is None else doc.get(key, default)
+    if type(value) is not str:
+        raise Unreadable(f"{key} is not a string")
+    return value
+
+
+def optional_text(doc: dict[str, Any], key: str, default: str | None = None) -> str | None:
+    value = doc.get(key, default)
+    if value is not None and type(value) is not str:
+        raise Unreadable(f"{key} is not a string")
+    return value
+
+
+def texts(doc: dict[str, Any], key: str) -> list[str]:
+    value = doc.get(key, [])
+    if type(value) is not list or not all(type(item) is str for item in value):
+        raise Unreadable(f"{key} is not a list of strings")
+    return value
+
+
+def whole(doc: dict[str, Any], key: str) -> int:
+    """A whole number, as the service writes it or as the shell does (a double like 3.0)."""
+    value = doc[key]
+    if type(value) is int or (type(value) is float and value.is_integer()):
+        return int(value)
+    raise Unreadable(f"{key} is not a whole number")
+
+
+def moment(doc: dict[str, Any], key: str) -> str:
+    value = doc[key]
+    if not isinstance(value, datetime):
+        raise Unreadable(f"{key} is not a date")
+    return iso(value)
+
+
+def ref(value: Any) -> dict[str, str]:
+    """A stored `{_id, name}` (an owner, an author, a member) as `{"id", "name"}`."""
+    if type(value) is not dict:
+        raise Unreadable("not an {_id, name} reference")
+    return {"id": ident(value["_id"]), "name": text(value, "name")}
+
+
+def listed(doc: dict[str, Any], key: str) -> list[Any]:
+    value = doc.get(key, [])
+    if type(value) is not list:
+        raise Unreadable(f"{key} is not a list")
+    return value
+
+
+def iso(value: datetime) -> str:
     """ISO 8601, UTC, milliseconds, `Z`: `2026-11-20T10:00:00.123Z`.
 
     `isoformat` is C code (strftime was a sixth of a contacts page's CPU); datetimes from MongoDB are
     UTC (the client is tz-aware) and ones without a zone are taken as UTC.
     """
-    text = moment.isoformat(timespec="milliseconds")
-    return text[:-6] + "Z" if moment.tzinfo is not None else text + "Z"
+    out = value.isoformat(timespec="milliseconds")
+    return out[:-6] + "Z" if value.tzinfo is not None else out + "Z"
 
 
 def page(items: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:

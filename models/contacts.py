@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
-from .common import Input, Output, iso
+from .common import Input, Output, ident, moment, optional_text, text, texts
 
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
 Tags = Annotated[list[Tag], Field(max_length=50)]
@@ -63,13 +63,13 @@ class ContactPage(Output):
 
 def contact_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": str(doc["_id"]),
-        "name": doc["name"],
-        "email": doc.get("email"),
-        "phone": doc.get("phone"),
-        "company": doc.get("company"),
-        "notes": doc.get("notes"),
-        "tags": doc.get("tags", []),
-        "created_at": iso(doc["created_at"]),
-        "updated_at": iso(doc["updated_at"]),
+        "id": ident(doc["_id"]),
+        "name": text(doc, "name"),
+        "email": optional_text(doc, "email"),
+        "phone": optional_text(doc, "phone"),
+        "company": optional_text(doc, "company"),
+        "notes": optional_text(doc, "notes"),
+        "tags": texts(doc, "tags"),
+        "created_at": moment(doc, "created_at"),
+        "updated_at": moment(doc, "updated_at"),
     }

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from .common import Input, Output, iso
+from .common import Input, Output, Unreadable, ident, listed, moment, ref, text, texts, whole
 from .contacts import Tags
 from .users import Email, UserRef
 
@@ -82,38 +82,40 @@ class PresenceOut(Output):
     editing: list[UserRef]
 
 
-def ref_out(ref: dict[str, Any]) -> dict[str, Any]:
-    return {"id": str(ref["_id"]), "name": ref["name"]}
+def collaborator_out(entry: Any) -> dict[str, Any]:
+    role = text(entry, "role") if type(entry) is dict else None
+    if role not in ("editor", "viewer"):
+        raise Unreadable("a collaborator's role is not editor or viewer")
+    return {**ref(entry), "role": role}
 
 
 def document_out(doc: dict[str, Any]) -> dict[str, Any]:
+    owner = ref(doc["owner"])
     return {
-        "id": str(doc["_id"]),
-        "title": doc["title"],
-        "slug": doc["slug"],
-        "body": doc.get("body", ""),
-        "abstract": doc.get("abstract", ""),
-        "tags": doc.get("tags", []),
-        "version": doc["version"],
-        "owner": ref_out(doc["owner"]),
-        "collaborators": [
-            {"id": str(c["_id"]), "name": c["name"], "role": c["role"]} for c in doc.get("collaborators", [])
-        ],
-        "created_at": iso(doc["created_at"]),
-        "updated_at": iso(doc["updated_at"]),
-        "updated_by": ref_out(doc.get("updated_by", doc["owner"])),
+        "id": ident(doc["_id"]),
+        "title": text(doc, "title"),
+        "slug": text(doc, "slug"),
+        "body": text(doc, "body", ""),
+        "abstract": text(doc, "abstract", ""),
+        "tags": texts(doc, "tags"),
+        "version": whole(doc, "version"),
+        "owner": owner,
+        "collaborators": [collaborator_out(entry) for entry in listed(doc, "collaborators")],
+        "created_at": moment(doc, "created_at"),
+        "updated_at": moment(doc, "updated_at"),
+        "updated_by": ref(doc["updated_by"]) if "updated_by" in doc else owner,
     }
 
 
 def revision_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {
-        "version": doc["version"],
-        "title": doc["title"],
-        "body": doc.get("body", ""),
-        "abstract": doc.get("abstract", ""),
-        "tags": doc.get("tags", []),
-        "edited_by": ref_out(doc["edited_by"]),
-        "edited_at": iso(doc["edited_at"]),
+        "version": whole(doc, "version"),
+        "title": text(doc, "title"),
+        "body": text(doc, "body", ""),
+        "abstract": text(doc, "abstract", ""),
+        "tags": texts(doc, "tags"),
+        "edited_by": ref(doc["edited_by"]),
+        "edited_at": moment(doc, "edited_at"),
     }
 
 
@@ -122,7 +124,10 @@ UserRefOut = dict[str, Any]
 
 def presence_entry(record: dict[str, Any]) -> tuple[UserRefOut, str]:
     """A stored presence record as (the user as shown, their state)."""
-    return {"id": str(record["user"]), "name": record["name"]}, str(record["state"])
+    state = record["state"]
+    if state not in ("viewing", "editing"):
+        raise Unreadable("state is not viewing or editing")
+    return {"id": ident(record["user"]), "name": text(record, "name")}, state
 
 
 def presence_summary(entries: Iterable[tuple[UserRefOut, str]]) -> tuple[list[UserRefOut], list[UserRefOut]]:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import Field, field_validator
 
-from .common import Input, Output, iso
+from .common import Input, Output, Unreadable, ident, listed, moment, text, whole
 
 MAX_QUANTITY = 100
 
@@ -81,17 +81,32 @@ class OrderPage(Output):
     next: str | None
 
 
+def line_out(line: Any) -> dict[str, Any]:
+    if type(line) is not dict:
+        raise Unreadable("an order line is not an object")
+    return {"sku": text(line, "sku"), "name": text(line, "name"), "quantity": whole(line, "quantity"),
+            "price": text(line, "price"), "total": text(line, "total")}  # fmt: skip
+
+
+def pair(entry: Any, first: str, second: str) -> dict[str, str]:
+    """A transaction (`id`, `status`) or an error (`code`, `message`): two strings."""
+    if type(entry) is not dict:
+        raise Unreadable(f"not an object with {first} and {second}")
+    return {first: text(entry, first), second: text(entry, second)}
+
+
 def order_out(doc: dict[str, Any]) -> dict[str, Any]:
+    transaction = doc.get("transaction")
     return {
-        "id": str(doc["_id"]),
-        "status": doc["status"],
-        "amount": doc["amount"],
-        "currency": doc["currency"],
-        "items": doc["items"],
-        "transaction": doc.get("transaction"),
-        "errors": doc.get("errors", []),
-        "created_at": iso(doc["created_at"]),
-        "updated_at": iso(doc["updated_at"]),
+        "id": ident(doc["_id"]),
+        "status": text(doc, "status"),
+        "amount": text(doc, "amount"),
+        "currency": text(doc, "currency"),
+        "items": [line_out(line) for line in listed(doc, "items")],
+        "transaction": None if transaction is None else pair(transaction, "id", "status"),
+        "errors": [pair(error, "code", "message") for error in listed(doc, "errors")],
+        "created_at": moment(doc, "created_at"),
+        "updated_at": moment(doc, "updated_at"),
     }
 
 

@@ -6,8 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, field_validator
 
-from .common import Input, Output, iso
-from .documents import ref_out
+from .common import Input, Output, ident, listed, moment, optional_text, ref, text
 from .users import Email, UserRef
 
 Text = Annotated[str, Field(min_length=1, max_length=4000)]
@@ -75,28 +74,24 @@ class MessagePage(Output):
 
 def room_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": str(doc["_id"]),
-        "name": doc["name"],
-        "members": [ref_out(member) for member in doc.get("members", [])],
-        "created_by": ref_out(doc["created_by"]),
-        "created_at": iso(doc["created_at"]),
+        "id": ident(doc["_id"]),
+        "name": text(doc, "name"),
+        "members": [ref(member) for member in listed(doc, "members")],
+        "created_by": ref(doc["created_by"]),
+        "created_at": moment(doc, "created_at"),
     }
 
 
 def message_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": str(doc["_id"]),
-        "room": str(doc["room"]),
-        "author": ref_out(doc["author"]),
-        "text": doc["text"],
-        "client_id": doc.get("client_id"),
-        "created_at": iso(doc["created_at"]),
+        "id": ident(doc["_id"]),
+        "room": ident(doc["room"]),
+        "author": ref(doc["author"]),
+        "text": text(doc, "text"),
+        "client_id": optional_text(doc, "client_id"),
+        "created_at": moment(doc, "created_at"),
     }
 
 
 def typing_out(doc: dict[str, Any]) -> dict[str, Any]:
-    return {"room": str(doc["room"]), "user": {"id": str(doc["user"]), "name": doc["name"]}}
-
-
-def room_listed(room: dict[str, Any], unread: int, last: dict[str, Any] | None) -> dict[str, Any]:
-    return {**room_out(room), "unread": unread, "last_message": message_out(last) if last else None}
+    return {"room": ident(doc["room"]), "user": {"id": ident(doc["user"]), "name": text(doc, "name")}}

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from .common import Input, Output, iso
+from .common import Input, Output, ident, moment, text
 
 MAX_PASSWORD = 1024  # argon2 hashes any length; a bound keeps a huge password from costing CPU
 
@@ -54,4 +54,5 @@ class MeOut(Output):
 
 
 def user_out(doc: dict[str, Any]) -> dict[str, Any]:
-    return {"id": str(doc["_id"]), "email": doc["email"], "name": doc["name"], "created_at": iso(doc["created_at"])}
+    return {"id": ident(doc["_id"]), "email": text(doc, "email"), "name": text(doc, "name"),
+            "created_at": moment(doc, "created_at")}  # fmt: skip

@@ -13,11 +13,13 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from models.users import LoginIn, RegisterIn
+from models.common import Unreadable
+from models.users import LoginIn, RegisterIn, user_out
 
 from .config import Settings
 from .database import Database, Document, DuplicateKeyError, ObjectId, now
 from .errors import Conflict, RateLimited, Unauthorized
+from .stored import UNREADABLE, malformed
 
 _hasher = PasswordHasher()
 # Verifying against this when the email is unknown makes both failures cost the same time.
@@ -33,6 +35,10 @@ class User:
 
     @classmethod
     def from_doc(cls, doc: Document) -> User:
+        """The user a stored record describes; `Unreadable` if it is not one (hand-made, damaged)."""
+        user_out(doc)  # every field the API shows has its type
+        if not isinstance(doc["_id"], ObjectId):
+            raise Unreadable("_id is not an ObjectId")
         return cls(doc["_id"], doc["email"], doc["name"], doc["created_at"])
 
     def doc(self) -> Document:
@@ -80,11 +86,13 @@ class Accounts:
         keys = (f"login:email:{email}", f"login:addr:{address}")
         await self._refuse_if_throttled(keys)
         doc = await self.db.users.find_one({"email": email})
-        if not await asyncio.to_thread(_verify, doc["password"] if doc else _DUMMY_HASH, data.password) or not doc:
+        stored = doc.get("password") if doc else None
+        password_hash = stored if isinstance(stored, str) else _DUMMY_HASH
+        if not await asyncio.to_thread(_verify, password_hash, data.password) or doc is None:
             await self._count_failure(keys)
             raise Unauthorized("wrong email or password")
         await self.db.throttles.delete_one({"_id": keys[0]})
-        user = User.from_doc(doc)
+        user = _user(doc)
         return user, await self._open_session(user)
 
     async def logout(self, token: str) -> None:
@@ -105,13 +113,15 @@ class Accounts:
             self.cache.move_to_end(key)
             return cached[0]
         session = await self.db.sessions.find_one({"_id": key})
-        if session is None or session["expires_at"] <= now():
+        expires = session.get("expires_at") if session else None
+        owner = session.get("user") if session else None
+        if not isinstance(expires, datetime) or expires <= now() or not isinstance(owner, ObjectId):
             raise Unauthorized("the token is unknown, expired or revoked")
-        doc = await self.db.users.find_one({"_id": session["user"]})
+        doc = await self.db.users.find_one({"_id": owner})
         if doc is None:
             raise Unauthorized("the token's account no longer exists")
-        user = User.from_doc(doc)
-        self.cache[key] = (user, session["expires_at"])
+        user = _user(doc)
+        self.cache[key] = (user, expires)
         if len(self.cache) > self.CACHE_SIZE:
             self.cache.popitem(last=False)
         return user
@@ -133,8 +143,11 @@ class Accounts:
     async def _refuse_if_throttled(self, keys: tuple[str, str]) -> None:
         limits = {keys[0]: self.settings.login_max_failures, keys[1]: self.settings.login_max_failures * 4}
         async for doc in self.db.throttles.find({"_id": {"$in": list(keys)}}):
-            if doc["failures"] >= limits[doc["_id"]] and doc["expires_at"] > now():
-                wait = (doc["expires_at"] - now()).total_seconds()
+            failures, expires = doc.get("failures"), doc.get("expires_at")
+            if not isinstance(failures, int | float) or not isinstance(expires, datetime):
+                continue  # a hand-made record: it neither blocks nor breaks a login
+            if failures >= limits[doc["_id"]] and expires > now():
+                wait = (expires - now()).total_seconds()
                 raise RateLimited(wait, "too many failed logins; try again later")
 
     async def _count_failure(self, keys: tuple[str, str]) -> None:
@@ -143,6 +156,14 @@ class Accounts:
             await self.db.throttles.update_one(
                 {"_id": key}, {"$inc": {"failures": 1}, "$setOnInsert": {"expires_at": expires}}, upsert=True
             )
+
+
+def _user(doc: Document) -> User:
+    try:
+        return User.from_doc(doc)
+    except UNREADABLE as error:
+        malformed("users", doc, error)
+        raise Unauthorized("this account's stored record cannot be read; an operator can repair it") from None
 
 
 def _verify(password_hash: str, password: str) -> bool:

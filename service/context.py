@@ -20,6 +20,7 @@ from .payments.worker import Payments
 from .ratelimit import RateLimiter
 from .realtime.hub import Hub
 from .realtime.roster import Roster
+from .supervisor import Supervisor
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class Context:
     catalog: Catalog
     gateway: Gateway | None  # None: Braintree is not configured, payment routes answer 503
     payments: Payments | None
+    supervisor: Supervisor
     limiter: RateLimiter
     anon_limiter: RateLimiter
 

@@ -22,6 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
 from .errors import BadRequest, Unavailable
+from .schemas import SCHEMAS
 
 __all__ = [
     "ASCENDING",
@@ -124,6 +125,15 @@ def parse_id(value: str, what: str = "id") -> ObjectId:
         raise BadRequest(f"{what} must be a 24-character hex id") from None
 
 
+def _options(name: str) -> Document:
+    options: Document = {}
+    if name in SCHEMAS:
+        options.update(validator=SCHEMAS[name], validationLevel="moderate", validationAction="error")
+    if name in STREAMED:
+        options["changeStreamPreAndPostImages"] = {"enabled": True}
+    return options
+
+
 class Database:
     """The client and the application database, created at server start and closed at stop."""
 
@@ -209,17 +219,20 @@ class Database:
         )
 
     async def prepare(self) -> None:
-        """Create collections (with pre-images where streamed) and indexes; safe to run on every start."""
-        existing = set(await self.db.list_collection_names())
-        for name in STREAMED:
-            images = {"enabled": True}
+        """Collections with their validators (and pre-images where streamed), then indexes; safe to
+        run on every start and from several workers at once. A validator that changed is updated."""
+        existing = {info["name"]: info.get("options", {}) async for info in await self.db.list_collections()}
+        for name in sorted({*SCHEMAS, *STREAMED}):
+            wanted = _options(name)
             if name not in existing:
                 try:
-                    await self.db.create_collection(name, changeStreamPreAndPostImages=images)
+                    await self.db.create_collection(name, **wanted)
                     continue
                 except CollectionInvalid:
-                    pass  # another worker created it first
-            await self.db.command({"collMod": name, "changeStreamPreAndPostImages": images})
+                    existing[name] = {}  # another worker created it first: make sure of its options
+            if any(existing[name].get(key) != value for key, value in wanted.items()):
+                log.info("updating the options of %s (validator, pre-images)", name)
+                await self.db.command({"collMod": name, **wanted})
         for name, indexes in INDEXES.items():
             await self.db[name].create_indexes(indexes)
 

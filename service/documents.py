@@ -10,7 +10,7 @@ import re
 import unicodedata
 from typing import Any
 
-from models.documents import CollaboratorIn, DocumentIn, DocumentPatch
+from models.documents import CollaboratorIn, DocumentIn, DocumentPatch, document_out
 
 from .accounts import User
 from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
@@ -54,7 +54,7 @@ async def create(db: Database, user: User, data: DocumentIn) -> Document:
 
 async def visible(db: Database, user: User, document_id: str, session: Session | None = None) -> Document:
     """The document if `user` may read it; 404 otherwise, so its existence is not leaked."""
-    return await one(db.documents, document_id, {"access": user.id}, "document", session)
+    return await one(db.documents, document_id, {"access": user.id}, "document", session, check=document_out)
 
 
 async def listing(db: Database, user: User, limit: int, after: str | None) -> tuple[list[Document], str | None]:

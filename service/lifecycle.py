@@ -1,7 +1,7 @@
 """The life cycle of a worker: one owner builds its parts in order and tears them down in reverse.
 
     database -> hub (stream open, board loaded) -> accounts -> roster (first beat) -> payments
-    -> background tasks: the hub's follower, the roster's heartbeat, the payment loops
+    -> background tasks, under one supervisor: the hub's follower, the roster's heartbeat, the payment loops
 
 Teardown runs the other way: payment loops finish the order in hand (bounded) and give back
 unstarted leases, the other tasks are cancelled, this instance's records go, the stream closes,
@@ -11,14 +11,11 @@ trusted only while the hub follows its stream.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 from .accounts import Accounts
 from .config import Settings
@@ -32,33 +29,9 @@ from .realtime.change import Change
 from .realtime.hub import Hub, Observer
 from .realtime.roster import Roster
 from .realtime.wire import check_sanic
+from .supervisor import Supervisor
 
 log = logging.getLogger("murmuration")
-
-Work = Callable[[], Coroutine[Any, Any, None]]
-
-
-class Tasks:
-    """The worker's long-lived background tasks: started here and nowhere else, stopped in reverse."""
-
-    def __init__(self) -> None:
-        self.running: dict[str, asyncio.Task[None]] = {}
-
-    def start(self, name: str, work: Work) -> None:
-        self.running[name] = asyncio.create_task(work(), name=name)
-
-    async def stop(self, names: list[str], grace: float = 0.0) -> None:
-        """Let the named tasks end by themselves for up to `grace` seconds, then cancel them."""
-        tasks = [self.running.pop(name) for name in names if name in self.running]
-        if not tasks:
-            return
-        if grace > 0:
-            await asyncio.wait(tasks, timeout=grace)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
 
 def instance_id(settings: Settings) -> str:
@@ -71,7 +44,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
     """Every part of a worker, started; on exit, stopped in reverse."""
     check_sanic()
     async with AsyncExitStack() as stack:
-        tasks = Tasks()
+        tasks = Supervisor()
         db = await _database(settings, stack)
         hub = Hub(db, settings)
         accounts = Accounts(db, settings, trusted=hub.is_following)
@@ -85,7 +58,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
         tasks.start("hub-follow", hub.follow)
         tasks.start("roster-heartbeat", roster.heartbeat)
         stack.push_async_callback(tasks.stop, ["hub-follow", "roster-heartbeat"])
-        gateway, payments = _payments(settings, db, roster.instance_id)
+        gateway, payments = _payments(settings, db, roster.instance_id, catalog)
         if payments is not None:
             loops = [f"payments-{i}" for i in range(payments.loops)]
             for name in loops:
@@ -100,6 +73,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
             catalog=catalog,
             gateway=gateway,
             payments=payments,
+            supervisor=tasks,
             limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
             anon_limiter=RateLimiter(settings.anon_rate_limit, max(10, settings.anon_rate_limit // 10)),
         )
@@ -130,15 +104,15 @@ def _forget_revoked(accounts: Accounts) -> Observer:
     return observe
 
 
-def _payments(settings: Settings, db: Database, owner: str) -> tuple[Gateway | None, Payments | None]:
+def _payments(settings: Settings, db: Database, owner: str, catalog: Catalog) -> tuple[Gateway | None, Payments | None]:
     if settings.braintree is None:
         log.info("payments are off: set BRAINTREE_MERCHANT_ID, BRAINTREE_PUBLIC_KEY, BRAINTREE_PRIVATE_KEY")
         return None, None
     gateway = Gateway(settings.braintree, settings.braintree_timeout)
-    return gateway, Payments(db, gateway, settings, owner)
+    return gateway, Payments(db, gateway, settings, owner, catalog)
 
 
-async def _stop_payments(payments: Payments, tasks: Tasks, loops: list[str], grace: float) -> None:
+async def _stop_payments(payments: Payments, tasks: Supervisor, loops: list[str], grace: float) -> None:
     """Finish the orders in hand (bounded), then give back leases on orders not yet started."""
     payments.finish_up()
     await tasks.stop(loops, grace)

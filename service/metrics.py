@@ -29,6 +29,17 @@ STREAM_LAG = Gauge(
     multiprocess_mode="max",
 )
 SLOW_CLIENTS = Counter("murmuration_slow_clients_closed_total", "Websockets closed with 4008 for not keeping up")
+TASK_RESTARTS = Counter(
+    "murmuration_task_restarts_total", "Background tasks restarted after an unexpected failure", ["task"]
+)
+MALFORMED = Counter(
+    "murmuration_malformed_documents_total", "Stored documents left out because they cannot be shown", ["collection"]
+)
+SKIPPED_CHANGES = Counter(
+    "murmuration_skipped_changes_total",
+    "Changes (or parts of them) that could not be routed and were skipped",
+    ["collection"],
+)
 PAYMENTS = Counter("murmuration_payment_outcomes_total", "Orders that reached a final status", ["status"])
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

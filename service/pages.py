@@ -6,20 +6,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from . import stored
 from .database import DESCENDING, Collection, Document, ObjectId, ReturnDocument, Session, parse_id
 from .errors import NotFound
+from .stored import Shape
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 
 async def one(
-    collection: Collection, resource_id: str, scope: Mapping[str, Any], what: str, session: Session | None = None
+    collection: Collection,
+    resource_id: str,
+    scope: Mapping[str, Any],
+    what: str,
+    session: Session | None = None,
+    check: Shape[Any] | None = None,
 ) -> Document:
-    """The document with this id within `scope` (the caller's); 404 otherwise, so its existence is not leaked."""
+    """The document with this id within `scope` (the caller's); 404 otherwise, so its existence is not
+    leaked. With `check` (its API shape), one stored in a shape that cannot be read is a 409, before
+    any code relies on its fields."""
     doc = await collection.find_one({"_id": parse_id(resource_id), **scope}, session=session)
     if doc is None:
         raise NotFound(f"{what} not found")
+    if check is not None:
+        stored.one(collection.name, doc, check)
     return doc
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from models.rooms import MessageIn, RoomIn
+from models.common import Unreadable
+from models.rooms import MessageIn, RoomIn, room_out
 
 from .accounts import User
 from .database import DESCENDING, Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now, parse_id
@@ -48,9 +49,15 @@ async def create(db: Database, user: User, data: RoomIn) -> Document:
     return doc
 
 
+def _readable_room(doc: Document) -> None:
+    room_out(doc)
+    if type(doc.get("access")) is not list:
+        raise Unreadable("access is not a list of member ids")
+
+
 async def joined(db: Database, user: User, room_id: str) -> Document:
     """The room if `user` is a member; 404 for everyone else, so its existence is not leaked."""
-    return await one(db.rooms, room_id, {"access": user.id}, "room")
+    return await one(db.rooms, room_id, {"access": user.id}, "room", check=_readable_room)
 
 
 async def listing(
@@ -59,7 +66,8 @@ async def listing(
     """A page of the caller's rooms, each with (room, unread, last message); read markers in one query."""
     docs, next_cursor = await newest_first(db.rooms, {"access": user.id}, limit, after)
     keys = [_marker(doc["_id"], user.id) for doc in docs]
-    markers = {m["_id"]: m["message"] async for m in db.reads.find({"_id": {"$in": keys}}, {"message": 1})}
+    found = db.reads.find({"_id": {"$in": keys}}, {"message": 1})
+    markers = {m["_id"]: m.get("message") async for m in found if isinstance(m.get("message"), ObjectId)}
     summaries = await asyncio.gather(
         *(_summary(db, user, doc, markers.get(key)) for doc, key in zip(docs, keys, strict=True))
     )

@@ -169,7 +169,8 @@ def test_the_board_counts_distinct_online_users() -> None:
 def test_presence_goes_to_readers_of_the_document_only() -> None:
     router, board = Router(), Board()
     ann, cat = subscribe(router, ANN, "presence"), subscribe(router, CAT, "presence")
-    entry = {"_id": "c1:d", "document": DOC, "user": BOB, "name": "Bob", "state": "editing", "access": [ANN, BOB]}
+    board.grant(DOC, [ANN, BOB])  # what the hub reads from the document before the first presence on it
+    entry = {"_id": "c1:d", "document": DOC, "user": BOB, "name": "Bob", "state": "editing"}
     deliver(router, board, Change("t1", "presence", "insert", "c1:d", None, entry))
     assert ann.frames[0]["data"] == {"document": str(DOC), "viewing": [], "editing": [{"id": str(BOB), "name": "Bob"}]}
     assert cat.frames == []
@@ -180,7 +181,8 @@ def test_presence_goes_to_readers_of_the_document_only() -> None:
 def test_someone_let_into_a_document_sees_who_is_already_on_it() -> None:
     router, board = Router({"presence": streams.STREAMS["presence"]}), Board()
     cat = subscribe(router, CAT, "presence")
-    entry = {"_id": "c1:d", "document": DOC, "user": BOB, "name": "Bob", "state": "viewing", "access": [ANN, BOB]}
+    board.grant(DOC, [ANN, BOB])
+    entry = {"_id": "c1:d", "document": DOC, "user": BOB, "name": "Bob", "state": "viewing"}
     deliver(router, board, Change("t1", "presence", "insert", "c1:d", None, entry))
     assert cat.frames == []
     shared = {"_id": DOC, "access": [ANN, BOB, CAT]}
@@ -190,11 +192,60 @@ def test_someone_let_into_a_document_sees_who_is_already_on_it() -> None:
     assert len(cat.frames) == 1
 
 
+def test_a_presence_record_cannot_widen_who_sees_it() -> None:
+    router, board = Router(), Board()
+    cat = subscribe(router, CAT, "presence")
+    board.grant(DOC, [ANN, BOB])
+    stale = {"_id": "c1:d", "document": DOC, "user": BOB, "name": "Bob", "state": "viewing", "access": [ANN, BOB, CAT]}
+    deliver(router, board, Change("t1", "presence", "insert", "c1:d", None, stale))
+    assert cat.frames == []
+
+
+def test_presence_on_a_document_nobody_granted_reaches_nobody() -> None:
+    router, board = Router(), Board()
+    ann = subscribe(router, ANN, "presence")
+    entry = {"_id": "c1:d", "document": DOC, "user": ANN, "name": "Ann", "state": "viewing"}
+    deliver(router, board, Change("t1", "presence", "insert", "c1:d", None, entry))
+    assert ann.frames == []
+
+
+def test_a_change_a_stream_cannot_read_is_skipped_for_that_stream_and_reported() -> None:
+    skipped: list[tuple[str, str]] = []
+    router, board = Router(on_error=lambda where, change, error: skipped.append((where, change.token))), Board()
+    ann = subscribe(router, ANN)
+    hand_made = {"_id": DOC, "title": "t", "owner": {"_id": ANN, "name": "o"}, "access": [ANN]}  # no version...
+    deliver(router, board, Change("t1", "documents", "insert", DOC, None, hand_made))
+    deliver(router, board, change("update", document(ANN), document(ANN, version=2), token="t2"))
+    assert skipped == [("documents", "t1")]
+    assert [(f["op"], f["cursor"]) for f in ann.frames] == [("update", "t2")]  # the stream went on
+
+
+def test_without_an_error_handler_the_router_raises_what_it_cannot_read() -> None:
+    router = Router()
+    subscribe(router, ANN)
+    with pytest.raises(KeyError):
+        router.route(Change("t1", "documents", "insert", DOC, None, {"_id": DOC, "access": [ANN]}), Board())
+
+
+def test_the_board_loads_around_records_it_cannot_read() -> None:
+    board = Board()
+    good = {"_id": "c1:d", "document": DOC, "user": BOB, "name": "Bob", "state": "viewing"}
+    bad = [
+        {"_id": "c2:d", "document": DOC, "user": BOB},
+        {"_id": "c3:d", "document": [1], "user": BOB, "name": "B", "state": "viewing"},
+        {"_id": "c4:d", "document": DOC, "user": "x", "name": 5, "state": "editing"},
+    ]
+    skipped = board.load([{"_id": "a", "user": ANN}, {"_id": "b"}], [good, *bad], {DOC: {ANN, BOB}})
+    assert skipped == [("connections", "b"), ("presence", "c2:d"), ("presence", "c3:d"), ("presence", "c4:d")]
+    assert board.count == 1 and board.summary(DOC) == ([{"id": str(BOB), "name": "Bob"}], [])
+    assert set(board.entries) == {"c1:d"}
+
+
 def test_state_on_subscribe_shows_only_documents_the_caller_can_read() -> None:
     board = Board()
     for doc_id, readers in ((DOC, [ANN, BOB]), (OTHER, [CAT])):
-        entry = {"_id": f"c:{doc_id}", "document": doc_id, "user": readers[-1], "name": "X", "state": "viewing",
-                 "access": readers}  # fmt: skip
+        board.grant(doc_id, readers)
+        entry = {"_id": f"c:{doc_id}", "document": doc_id, "user": readers[-1], "name": "X", "state": "viewing"}
         board.apply(Change("t", "presence", "insert", entry["_id"], None, entry))
     frames = [json.loads(f) for f in routing.state(Subscription("p", "presence", ANN, None, Sink()), board, "82CC")]
     assert [(f["id"], f["cursor"]) for f in frames] == [(str(DOC), "82CC")]

@@ -13,11 +13,12 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from ..config import Settings
 from ..database import ASCENDING, Database, DatabaseError, Document, ReturnDocument, now
 from ..metrics import PAYMENTS
+from .catalog import CENT, Catalog
 from .gateway import Charge, Gateway, GatewayUnavailable, Refusal
 
 log = logging.getLogger("murmuration.payments")
@@ -50,10 +51,44 @@ def outcome_of(charge: Charge) -> Outcome:
     )
 
 
+def unchargeable(order: Document, catalog: Catalog) -> str | None:
+    """Why a stored order cannot be sent to the gateway (hand-made, or written by another version),
+    or None. Checked before a new sale only: an order already sent is looked up first, whatever it holds."""
+    nonce = order.get("nonce")
+    if not isinstance(nonce, str) or not nonce:
+        return "the order has no payment method nonce"
+    if _amount(order) is None:
+        return "the order's amount is not a positive amount with two decimals"
+    items = order.get("items")
+    if not isinstance(items, list) or not items:
+        return "the order has no items"
+    for line in items:
+        sku = line.get("sku") if isinstance(line, dict) else None
+        if not isinstance(sku, str) or sku not in catalog.items:
+            return "the order has an item that is not in the catalog"
+        quantity = line.get("quantity")
+        # A whole number, as we write it or as the shell does (its 2 is the double 2.0).
+        if not ((type(quantity) is int or (type(quantity) is float and quantity.is_integer())) and quantity >= 1):
+            return "the order has an item without a whole positive quantity"
+    return None
+
+
+def _amount(order: Document) -> Decimal | None:
+    raw = order.get("amount")
+    try:
+        amount = Decimal(raw) if isinstance(raw, str) else None
+    except InvalidOperation:
+        return None
+    if amount is None or not amount.is_finite() or amount <= 0 or amount != amount.quantize(CENT):
+        return None
+    return amount
+
+
 class Payments:
-    def __init__(self, db: Database, gateway: Gateway, settings: Settings, owner: str) -> None:
+    def __init__(self, db: Database, gateway: Gateway, settings: Settings, owner: str, catalog: Catalog) -> None:
         self.db = db
         self.gateway = gateway
+        self.catalog = catalog
         self.owner = owner
         self.lease = timedelta(seconds=settings.payment_lease)
         self.poll = settings.payment_poll
@@ -105,15 +140,21 @@ class Payments:
                 "next_attempt_at": {"$lte": stamp},
                 "$or": [{"lease_until": None}, {"lease_until": {"$lt": stamp}}],
             },
-            {
-                "$set": {
-                    "status": "processing",
-                    "lease_owner": self.owner,
-                    "lease_until": stamp + self.lease,
-                    "updated_at": stamp,
-                },
-                "$inc": {"attempts": 1},
-            },
+            # A pipeline: `attempts` written by hand as a string must not make the claim fail (a
+            # failing claim would stop every loop at the same order, for good).
+            [
+                {
+                    "$set": {
+                        "status": "processing",
+                        "lease_owner": self.owner,
+                        "lease_until": stamp + self.lease,
+                        "updated_at": stamp,
+                        "attempts": {
+                            "$add": [{"$convert": {"input": "$attempts", "to": "long", "onError": 0, "onNull": 0}}, 1]
+                        },
+                    }
+                }
+            ],
             sort=[("next_attempt_at", ASCENDING)],
             return_document=ReturnDocument.AFTER,
         )
@@ -135,12 +176,16 @@ class Payments:
                 chosen = next((charge for charge in earlier if charge.succeeded), earlier[-1])
                 log.info("order %s was charged before its outcome was recorded: adopting %s", order_id, chosen.id)
                 return await self.confirm(order, chosen)
+        problem = unchargeable(order, self.catalog)
+        if problem is not None:
+            log.warning("order %s cannot be charged (%s): it fails", order_id, problem)
+            return Outcome("failed", None, [{"code": "unchargeable", "message": problem}])
         marked = await self.db.orders.update_one(
             {"_id": order["_id"], "lease_owner": self.owner}, {"$set": {"sale_attempted": True}}
         )
         if marked.matched_count == 0:
             raise LeaseLost()
-        result = await self.gateway.sale(order_id, Decimal(order["amount"]), order["nonce"])
+        result = await self.gateway.sale(order_id, _amount(order) or Decimal(0), order["nonce"])
         if isinstance(result, Refusal):
             return Outcome("failed", None, result.errors)
         return await self.confirm(order, result)
@@ -151,7 +196,7 @@ class Payments:
             return outcome_of(charge)
         found = await self.gateway.find(charge.id) or charge
         outcome = outcome_of(found)
-        if outcome.status == "paid" and found.amount != Decimal(order["amount"]):
+        if outcome.status == "paid" and found.amount != _amount(order):
             log.error(
                 "order %s: gateway charged %s instead of %s; voiding", order["_id"], found.amount, order["amount"]
             )
@@ -183,7 +228,8 @@ class Payments:
         PAYMENTS.labels(outcome.status).inc()
 
     async def _retry_later(self, order: Document) -> None:
-        delay = min(MAX_BACKOFF, 0.5 * 2 ** min(order.get("attempts", 1), 8))
+        attempts = order.get("attempts")
+        delay = min(MAX_BACKOFF, 0.5 * 2 ** min(attempts if isinstance(attempts, int) else 1, 8))
         await self.db.orders.update_one(
             {"_id": order["_id"], "lease_owner": self.owner},
             {"$set": {"lease_owner": None, "lease_until": None, "next_attempt_at": now() + timedelta(seconds=delay)}},

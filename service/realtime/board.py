@@ -45,11 +45,36 @@ class Board:
     def readers(self, document: Any) -> set[Any]:
         return self.access.get(document, set())
 
-    def load(self, connections: Iterable[dict[str, Any]], presence: Iterable[dict[str, Any]]) -> None:
+    def tracks(self, document: Any) -> bool:
+        """Whether the board knows who may read `document` (it does while someone is on it)."""
+        return document in self.access
+
+    def grant(self, document: Any, readers: Iterable[Any]) -> None:
+        """Who may read `document` now, read from the document itself (presence records say nothing of
+        it, so a stale list can never outlive a change of access); document changes keep it current."""
+        self.access[document] = set(readers)
+
+    def load(
+        self,
+        connections: Iterable[dict[str, Any]],
+        presence: Iterable[dict[str, Any]],
+        access: dict[Any, set[Any]],
+    ) -> list[tuple[str, Any]]:
+        """Fold in the stored records and each present-on document's readers; the (collection, id) of
+        records that cannot be read are returned, and left out."""
+        skipped: list[tuple[str, Any]] = []
         for doc in connections:
-            self._connect(doc["_id"], doc["user"])
+            try:
+                self._connect(doc["_id"], doc["user"])
+            except (KeyError, TypeError, ValueError):
+                skipped.append(("connections", doc.get("_id")))
+        self.access.update(access)
         for doc in presence:
-            self._place(doc)
+            try:
+                self._place(doc)
+            except (KeyError, TypeError, ValueError):
+                skipped.append(("presence", doc.get("_id")))
+        return skipped
 
     def apply(self, change: Change) -> Delta:
         """Fold one change in, and say what it changed."""
@@ -102,9 +127,10 @@ class Board:
     def _place(self, doc: dict[str, Any]) -> None:
         document = doc["document"]
         user, state = presence_entry(doc)
+        hash((document, doc["_id"]))  # a hand-made record with a list or object here fails before any change
         self.entries[doc["_id"]] = (document, user, state)
         self.by_document.setdefault(document, set()).add(doc["_id"])
-        self.access.setdefault(document, set(doc.get("access", ())))
+        self.access.setdefault(document, set())  # unknown until granted: nobody sees it meanwhile
 
     def _remove(self, pid: str) -> None:
         known = self.entries.pop(pid, None)

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Settings
-from ..database import Database, DatabaseError, OperationFailure, Stream, history_lost, now
+from ..database import Database, DatabaseError, ObjectId, OperationFailure, Stream, history_lost, now
 from ..errors import BadRequest, CursorExpired
-from ..metrics import EVENTS, STREAM_LAG
+from ..metrics import EVENTS, SKIPPED_CHANGES, STREAM_LAG
+from ..stored import malformed
 from .board import Board
 from .change import OPERATIONS, Change
 from .frames import error_frame, subscribed
@@ -39,6 +40,12 @@ def _position(stream: Stream) -> str | None:
     return str(token["_data"]) if token else None
 
 
+def _readers(doc: dict[str, Any] | None) -> set[ObjectId]:
+    """A stored document's `access`, as far as it holds user ids (hand-made data may hold anything)."""
+    access = doc.get("access") if doc else None
+    return {item for item in access if isinstance(item, ObjectId)} if isinstance(access, list) else set()
+
+
 async def _close(stream: Stream | None) -> None:
     if stream is not None:
         with contextlib.suppress(Exception):
@@ -49,7 +56,7 @@ class Hub:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self.router = Router()
+        self.router = Router(on_error=self._skipped)
         self.board = Board()
         self.position = ""  # the last resume token this hub has routed up to
         self.following = False
@@ -77,7 +84,15 @@ class Hub:
         the state already holds is harmless, the board works by ids)."""
         self.stream = await self.db.watch(self.pipeline, None)
         self.position = _position(self.stream) or ""
-        self.board.load(await self.db.connections.find().to_list(), await self.db.presence.find().to_list())
+        connections = await self.db.connections.find().to_list()
+        presence = await self.db.presence.find().to_list()
+        documents = {doc.get("document") for doc in presence if isinstance(doc.get("document"), ObjectId)}
+        access = {
+            doc["_id"]: _readers(doc)
+            async for doc in self.db.documents.find({"_id": {"$in": list(documents)}}, {"access": 1})
+        }
+        for collection, record in self.board.load(connections, presence, access):
+            malformed(collection, {"_id": record}, ValueError("a record the board cannot read"))
         self.following = True
 
     async def close(self) -> None:
@@ -86,7 +101,17 @@ class Hub:
         await _close(stream)
 
     async def follow(self) -> None:
-        """Route the stream until cancelled, reopening it from the last position with backoff."""
+        """Route the stream until cancelled, reopening it from the last position with backoff.
+        However it ends (cancelled, or failed: the supervisor restarts it), it stops following first,
+        so nothing trusts what it would have said."""
+        try:
+            await self._follow()
+        finally:
+            self._lost()
+            stream, self.stream = self.stream, None
+            await _close(stream)
+
+    async def _follow(self) -> None:
         backoff = 0.1
         while True:
             try:
@@ -100,19 +125,24 @@ class Hub:
                     if event is None:
                         self.position = _position(self.stream) or self.position
                     else:
+                        await self._learn_access(event)
                         self.dispatch(event)
             except DatabaseError as error:
+                self._lost()
                 self._broken(error, backoff)
                 stream, self.stream = self.stream, None
                 await _close(stream)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def _broken(self, error: DatabaseError, backoff: float) -> None:
+    def _lost(self) -> None:
+        """The stream stopped: changes may be missed until it follows again; observers are told."""
         self.following = False
         for observers in self.observers.values():
             for observer in observers:
                 observer(None)
+
+    def _broken(self, error: DatabaseError, backoff: float) -> None:
         if history_lost(error):
             log.error("change stream history lost: subscribers must resubscribe")
             self.position = ""
@@ -120,10 +150,21 @@ class Hub:
         else:
             log.warning("change stream interrupted (%s); resuming in %.1fs", type(error).__name__, backoff)
 
+    async def _learn_access(self, event: dict[str, Any]) -> None:
+        """Presence on a document the board does not track yet: read who may see it now (presence
+        records carry no access list, so one can never be stale); its changes keep it current."""
+        if event.get("ns", {}).get("coll") != "presence":
+            return
+        document = (event.get("fullDocument") or {}).get("document")
+        if not isinstance(document, ObjectId) or self.board.tracks(document):
+            return
+        found = await self.db.documents.find_one({"_id": document}, {"access": 1})
+        self.board.grant(document, _readers(found))
+
     def dispatch(self, event: dict[str, Any]) -> None:
         """Route one change-stream event to every entitled subscription of this process."""
-        change = Change.from_event(event)
         self.position = event["_id"]["_data"]
+        change = Change.from_event(event)
         if change is None:
             return
         deliveries = self.router.route(change, self.board)
@@ -138,6 +179,15 @@ class Hub:
                 EVENTS.labels(name).inc(count)
         if change.wall is not None:
             STREAM_LAG.set(max(0.0, (now() - change.wall).total_seconds()))
+
+    def _skipped(self, where: str, change: Change, error: Exception) -> None:
+        """A change (or one stream's part of it) that could not be routed: the stream goes on."""
+        SKIPPED_CHANGES.labels(change.coll).inc()
+        log.warning(
+            "skipped a %s of %s %r for %s: %s: %s (the stored document does not have the shape the service "
+            "writes; see docs/operations.md)",
+            change.op, change.coll, change.id, where, type(error).__name__, str(error)[:200],
+        )  # fmt: skip
 
     def _expire_all(self) -> None:
         for sub in list(self.subscriptions):

@@ -8,7 +8,7 @@ joined to that shared tail.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -80,9 +80,18 @@ def state(sub: Subscription, board: Board, cursor: str) -> list[str]:
     return [sub.prefix + event_tail(sub.stream, audience, cursor) for audience in audiences]
 
 
+# Told of a change (or one stream's part of it) that could not be routed: (where, change, error).
+OnError = Callable[[str, Change, Exception], None]
+
+
 class Router:
-    def __init__(self, streams: dict[str, Stream] | None = None) -> None:
+    """With `on_error`, a change that a stream's rule cannot route or encode (a document written by
+    hand, by another version, with the validator bypassed) is skipped for that stream and reported;
+    every other stream, and every other change, goes on. Without it, the error is raised."""
+
+    def __init__(self, streams: dict[str, Stream] | None = None, on_error: OnError | None = None) -> None:
         self.streams = streams or STREAMS
+        self.on_error = on_error
         self.index: dict[Key, set[Subscription]] = {}
         self.by_collection: dict[str, list[Stream]] = {}
         for stream in self.streams.values():
@@ -111,31 +120,51 @@ class Router:
 
     def route(self, change: Change, board: Board) -> list[tuple[Subscription, str]]:
         """Fold `change` into `board`, then every (subscription, frame) it must reach."""
-        delta = board.apply(change)
+        try:
+            delta = board.apply(change)
+        except Exception as error:
+            self._failed("board", change, error)
+            delta = Delta()
         out: list[tuple[Subscription, str]] = []
         for stream in self.by_collection.get(change.coll, ()):
-            for audience in stream.rule(change, board, delta):
-                tail = None
-                # Subscribers that chose the same id get the same str object, so its websocket bytes
-                # are built once (wire.py) and not once per socket.
-                frames: dict[str, str] = {}
-                for sub in self._audience(stream, audience):
-                    frame = frames.get(sub.prefix)
-                    if frame is None:
-                        tail = tail or event_tail(stream.name, audience, change.token)
-                        frame = frames[sub.prefix] = sub.prefix + tail
-                    out.append((sub, frame))
+            try:
+                out.extend(self._deliveries(stream, change, board, delta))
+            except Exception as error:
+                self._failed(stream.name, change, error)
         return out
+
+    def _deliveries(self, stream: Stream, change: Change, board: Board, delta: Delta) -> list[tuple[Subscription, str]]:
+        out: list[tuple[Subscription, str]] = []
+        for audience in stream.rule(change, board, delta):
+            tail = None
+            # Subscribers that chose the same id get the same str object, so its websocket bytes
+            # are built once (wire.py) and not once per socket.
+            frames: dict[str, str] = {}
+            for sub in self._audience(stream, audience):
+                frame = frames.get(sub.prefix)
+                if frame is None:
+                    tail = tail or event_tail(stream.name, audience, change.token)
+                    frame = frames[sub.prefix] = sub.prefix + tail
+                out.append((sub, frame))
+        return out
+
+    def _failed(self, where: str, change: Change, error: Exception) -> None:
+        if self.on_error is None:
+            raise error
+        self.on_error(where, change, error)
 
     def replay(self, sub: Subscription, change: Change) -> str | None:
         """The frame `change` makes for `sub` alone, for replaying history (stateless streams only)."""
         stream = self.streams[sub.stream]
         if change.coll not in stream.collections or change.coll in stream.ephemeral or not stream.replayable:
             return None
-        for audience in stream.rule(change, Board(), Delta()):
-            seen = audience.users is None or sub.user in audience.users
-            if seen and (sub.target is None or sub.target == audience.target):
-                return sub.prefix + event_tail(stream.name, audience, change.token)
+        try:
+            for audience in stream.rule(change, Board(), Delta()):
+                seen = audience.users is None or sub.user in audience.users
+                if seen and (sub.target is None or sub.target == audience.target):
+                    return sub.prefix + event_tail(stream.name, audience, change.token)
+        except Exception as error:
+            self._failed(stream.name, change, error)
         return None
 
     def _audience(self, stream: Stream, audience: Audience) -> Iterator[Subscription]:

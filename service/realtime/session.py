@@ -290,7 +290,6 @@ class Session:
             "user": user.id,
             "name": user.name,
             "state": state,
-            "access": doc.get("access", []),
             "at": now(),
         }
         await self.roster.present(self.id, key, record)
