@@ -11,6 +11,7 @@ from sanic.response import HTTPResponse, file, html, json, raw
 from models.operations import HealthOut
 from service.context import context
 from service.errors import NotFound
+from service.health import check as health_check
 from service.metrics import CONTENT_TYPE, exposition
 
 from .openapi import describe, document
@@ -33,19 +34,8 @@ DOCS_PAGE = """<!doctype html>
 @describe("Liveness and readiness: 200 ok, or 503 degraded", "operations", response=HealthOut, public=True,
           errors={"503": "degraded: MongoDB, the change stream or a background task is unhealthy"})  # fmt: skip
 async def health(request: Request) -> HTTPResponse:
-    ctx = context(request)
-    mongo_ok = await ctx.db.ping()
-    stream_ok = ctx.hub.following
-    tasks_ok = ctx.supervisor.healthy()
-    status = "ok" if mongo_ok and stream_ok and tasks_ok else "degraded"
-    body = {
-        "status": status,
-        "mongo": "ok" if mongo_ok else "unreachable",
-        "change_stream": "ok" if stream_ok else "reconnecting",
-        "tasks": ctx.supervisor.report(),
-        "instance": ctx.settings.instance,
-    }
-    return json(body, status=200 if status == "ok" else 503)
+    healthy, body = await health_check(context(request))
+    return json(body, status=200 if healthy else 503)
 
 
 @bp.get("/metrics", ctx_public=True, ctx_unmetered=True)

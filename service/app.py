@@ -16,7 +16,7 @@ from handlers import blueprints
 
 from .config import Settings
 from .context import AppState, bearer_token, context
-from .database import DatabaseError, unavailable
+from .database import DatabaseError, failure
 from .errors import BY_STATUS, RateLimited, ServiceError, Unauthorized
 from .lifecycle import running
 from .metrics import LATENCY, REQUESTS
@@ -44,7 +44,7 @@ def error_for(exception: BaseException) -> ServiceError:
             error.status = status  # type: ignore[misc]
             return error
     if isinstance(exception, DatabaseError):
-        return unavailable(exception)
+        return failure(exception)
     log.exception("unhandled error", exc_info=exception)
     return ServiceError()
 

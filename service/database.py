@@ -21,7 +21,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
-from .errors import BadRequest, Unavailable
+from .errors import BadRequest, Conflict, ServiceError, Unavailable
 from .schemas import SCHEMAS
 
 __all__ = [
@@ -37,10 +37,10 @@ __all__ = [
     "ReturnDocument",
     "Session",
     "Stream",
+    "failure",
     "history_lost",
     "now",
     "parse_id",
-    "unavailable",
 ]
 
 log = logging.getLogger("murmuration.database")
@@ -51,6 +51,8 @@ Session = AsyncClientSession
 Stream = AsyncChangeStream[Document]
 DatabaseError = PyMongoError
 T = TypeVar("T")
+
+DOCUMENT_VALIDATION_FAILURE = 121
 
 # Change-stream errors after which resuming from the same token can never work.
 HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
@@ -108,9 +110,15 @@ def history_lost(error: PyMongoError) -> bool:
     return isinstance(error, OperationFailure) and error.code in HISTORY_LOST
 
 
-def unavailable(error: PyMongoError) -> Unavailable:
-    """What a client is told when MongoDB fails under a request or a frame (logged by type only:
-    driver messages can carry hosts and query values)."""
+def failure(error: PyMongoError) -> ServiceError:
+    """What a client is told when MongoDB refuses or fails a request or a frame (logged by type
+    only: driver messages can carry hosts and query values)."""
+    if isinstance(error, DuplicateKeyError):
+        log.warning("a write hit the unique index %s", (error.details or {}).get("keyPattern"))
+        return Conflict("this conflicts with a record that is already stored")
+    if isinstance(error, OperationFailure) and error.code == DOCUMENT_VALIDATION_FAILURE:
+        log.warning("a write was refused by a collection's validator")
+        return Conflict("the stored record does not allow this change; an operator can repair it")
     log.warning("database unavailable: %s", type(error).__name__)
     return Unavailable("the database is unavailable; try again shortly")
 

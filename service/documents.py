@@ -90,7 +90,12 @@ async def update(
         )
         if updated is None:
             raise PreconditionFailed("the document changed while this edit was applied; retry")
-        await db.revisions.insert_one(_revision(current), session=session)
+        # Replaced, not inserted: a revision of this version written by hand (the shell) must not
+        # block every later edit on the unique index.
+        revision = _revision(current)
+        await db.revisions.replace_one(
+            {"document": revision["document"], "version": revision["version"]}, revision, upsert=True, session=session
+        )
         return updated
 
     return await db.transaction(work)

@@ -60,16 +60,18 @@ class Supervised:
 
 
 class Supervisor:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, first_backoff: float = FIRST_BACKOFF, max_backoff: float = MAX_BACKOFF) -> None:
         self.tasks: dict[str, Supervised] = {}
-        self.clock = clock
+        self.first_backoff = first_backoff
+        self.max_backoff = max_backoff
+        self.clock = time.monotonic
 
     def start(self, name: str, work: Work) -> None:
         supervised = self.tasks[name] = Supervised(name, work)
         supervised.task = asyncio.create_task(self._run(supervised), name=name)
 
     async def _run(self, supervised: Supervised) -> None:
-        backoff = FIRST_BACKOFF
+        backoff = self.first_backoff
         while True:
             started = self.clock()
             supervised.state = "running"
@@ -80,7 +82,7 @@ class Supervisor:
                 raise
             except Exception as error:
                 if self.clock() - started >= STABLE_AFTER:
-                    backoff = FIRST_BACKOFF
+                    backoff = self.first_backoff
                 supervised.state = "restarting"
                 supervised.restarts += 1
                 supervised.failures.append(self.clock())
@@ -88,7 +90,7 @@ class Supervisor:
                 TASK_RESTARTS.labels(supervised.name).inc()
                 log.exception("task %s failed; restarting in %.1fs", supervised.name, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                backoff = min(backoff * 2, self.max_backoff)
             else:
                 supervised.state = "stopped"
                 return

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,10 @@ from pymongo.database import Database
 
 from deploy.local.gateway import GatewayServer
 from deploy.local.mongo import MongoNode, free_port, initiate
+from service.config import Settings
+from service.context import Context
+from service.lifecycle import running
+from service.payments.catalog import Catalog
 
 from .harness import ROOT, Account, Server
 
@@ -97,3 +102,27 @@ def signup(server: Server) -> Iterator[Callable[..., Account]]:
     yield make
     for account in made:
         account.close()
+
+
+Scenario = Callable[[Context], Awaitable[None]]
+
+
+@pytest.fixture
+def run(mongo_url: str, mongo: MongoClient[dict[str, object]]) -> Iterator[Callable[..., None]]:
+    """`run(scenario, **env)`: `scenario(context)` against a running service's parts (the real life
+    cycle on the test replica set, no HTTP server), then torn down."""
+    names: list[str] = []
+
+    def go(scenario: Scenario, **env: str) -> None:
+        names.append(f"t_parts_{uuid.uuid4().hex[:8]}")
+        settings = Settings.from_env({"MONGO_URL": mongo_url, "MONGO_DB": names[-1], **env})
+
+        async def main() -> None:
+            async with running(settings, Catalog.load(settings.catalog_path), 1.0) as context:
+                await scenario(context)
+
+        asyncio.run(main())
+
+    yield go
+    for name in names:
+        mongo.drop_database(name)

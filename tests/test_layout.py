@@ -18,7 +18,8 @@ PACKAGES = ("service", "handlers", "models")
 # The composition root: builds the app from the handlers, so it alone may import them.
 ROOT_MODULES = {"service.app", "service.__main__"}
 # The life cycle and what handlers reach: they alone wire the subsystems together.
-WIRING = {"service.app", "service.__main__", "service.context", "service.lifecycle"}
+WIRING = {"service.app", "service.__main__", "service.context", "service.lifecycle", "service.health"}
+FOR_HANDLERS = {"service.context", "service.health"}  # the running service, as handlers see it
 SUBSYSTEMS = ("service.realtime", "service.payments")
 # Third-party clients each owned by one module.
 OWNERS = {"pymongo": "service.database", "bson": "service.database", "braintree": "service.payments.gateway"}
@@ -117,9 +118,9 @@ def _why_not(name: str, target: str) -> str | None:
         return "models import nothing of the service or the handlers"
     if layer(name) == "service" and layer(target) == "handlers" and name not in ROOT_MODULES:
         return "service never imports handlers (only the app factory does)"
-    if target in WIRING - {"service.context"} and name not in WIRING:
+    if target in WIRING - FOR_HANDLERS and name not in WIRING:
         return "only the app factory imports the life cycle (handlers reach the service through service.context)"
-    if target == "service.context" and layer(name) == "service" and name not in WIRING:
+    if target in FOR_HANDLERS and layer(name) == "service" and name not in WIRING:
         return "service code is handed what it needs; only handlers and the wiring read the context"
     subsystem = next((s for s in SUBSYSTEMS if target == s or target.startswith(s + ".")), None)
     if subsystem and name not in WIRING and not name.startswith(subsystem) and layer(name) == "service":

@@ -4,97 +4,20 @@ of it an outbox that keeps what it was sent."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
 
 from models.contacts import ContactIn
-from models.users import RegisterIn
 from service import contacts
-from service.accounts import User
-from service.config import Settings
 from service.context import Context
-from service.lifecycle import running
-from service.payments.catalog import Catalog
-from service.realtime.session import CLOSE_TOO_BIG, CLOSE_TOO_SLOW, CLOSE_UNAUTHENTICATED, Session, State
+from service.realtime.session import CLOSE_TOO_BIG, CLOSE_TOO_SLOW, CLOSE_UNAUTHENTICATED, State
 from service.realtime.wire import SANIC_PINNED, check_sanic
 
-from .harness import ROOT, unique_email
-
-
-class Outbox:
-    """What a session sent, and how it asked to be cut off; `room` frames fit before it is "full"."""
-
-    def __init__(self, room: int = 1000) -> None:
-        self.frames: list[dict[str, Any]] = []
-        self.room = room
-        self.aborted: tuple[int, str] | None = None
-
-    def push(self, frame: str) -> bool:
-        if len(self.frames) >= self.room:
-            return False
-        self.frames.append(json.loads(frame))
-        return True
-
-    async def push_wait(self, frame: str) -> None:
-        self.frames.append(json.loads(frame))
-
-    def abort(self, code: int, reason: str) -> None:
-        self.aborted = (code, reason)
-
-    def types(self) -> list[str]:
-        return [frame["type"] for frame in self.frames]
-
-
-Scenario = Callable[[Context], Awaitable[None]]
-
-
-@pytest.fixture
-def run(mongo_url: str, mongo: MongoClient[dict[str, object]]) -> Callable[..., None]:
-    """`run(scenario, **env)`: the scenario against a running service (no HTTP server), then torn down."""
-    names: list[str] = []
-
-    def go(scenario: Scenario, **env: str) -> None:
-        names.append(f"t_protocol_{uuid.uuid4().hex[:8]}")
-        settings = Settings.from_env({"MONGO_URL": mongo_url, "MONGO_DB": names[-1], **env})
-
-        async def main() -> None:
-            async with running(settings, Catalog.load(settings.catalog_path), 1.0) as context:
-                await scenario(context)
-
-        asyncio.run(main())
-
-    yield go
-    for name in names:
-        mongo.drop_database(name)
-
-
-@asynccontextmanager
-async def session(context: Context, out: Outbox | None = None) -> AsyncIterator[Session]:
-    opened = Session(out or Outbox(), context.hub, context.roster, context.accounts, context.db, context.settings)
-    try:
-        yield opened
-    finally:
-        opened.shut()
-        await opened.forget()
-
-
-async def account(context: Context, name: str = "Ann") -> tuple[User, str]:
-    data = RegisterIn(email=unique_email(name), password="correct horse", name=name)
-    return await context.accounts.register(data)
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
+from .harness import ROOT
+from .parts import Outbox, account, session, until
 
 
 def send(frame: dict[str, Any]) -> str:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from bson import ObjectId
 
 from .feed import Feed
-from .harness import wait_for
+from .harness import Server, wait_for
 
 
 def test_a_header_token_makes_the_connection_ready(server, signup) -> None:
@@ -232,3 +232,30 @@ def test_presence_without_params_covers_every_readable_document_and_no_other(ser
         event = watcher.event("p")  # the private document's presence never came first
         assert event["id"] == shared["id"]
         assert event["data"] == {"document": shared["id"], "viewing": [{"id": bob.id, "name": "Bob"}], "editing": []}
+
+
+def test_a_collaborator_removed_earlier_gets_no_presence_from_an_instance_started_later(
+    server, signup, mongo_url
+) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    doc = ann.post("/documents", json={"title": "Once shared"}).json()
+    ann.post(f"/documents/{doc['id']}/collaborators", json={"email": bob.email, "role": "editor"})
+    with Feed(server, ann) as ann_feed:
+        ann_feed.send(type="presence", document=doc["id"], state="viewing")
+        ann_feed.send(type="ping")
+        ann_feed.expect("pong")
+        ann.delete(f"/documents/{doc['id']}/collaborators/{bob.id}")
+        later = Server(mongo_url, server.db_name).start()  # reads the presence records as they are now
+        try:
+            with Feed(later, bob) as bob_feed:
+                bob_feed.subscribe("p", "presence")
+                bob_feed.subscribe("d", "documents")
+                ann_feed.send(type="presence", document=doc["id"], state="editing")
+                other = ann.post("/documents", json={"title": "Shared after"}).json()
+                ann.post(f"/documents/{other['id']}/collaborators", json={"email": bob.email, "role": "viewer"})
+                # Changes reach an instance in commit order: once Bob has the later `enter`, the earlier
+                # presence changes have been routed, and none of them reached him.
+                first = bob_feed.event()
+                assert (first["sub"], first["op"], first["id"]) == ("d", "enter", other["id"]), first
+        finally:
+            later.stop()

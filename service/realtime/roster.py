@@ -116,7 +116,7 @@ class Roster:
         cutoff = now() - ttl
         dead = [doc["_id"] async for doc in self.db.instances.find({"heartbeat_at": {"$lt": cutoff}}, {"_id": 1})]
         if dead:
-            log.info("removing %d silent instance(s): %s", len(dead), ", ".join(dead))
+            log.info("removing %d silent instance(s): %s", len(dead), ", ".join(map(str, dead)))
             await self._forget(dead)
 
     async def leave(self) -> None:

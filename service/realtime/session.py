@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,10 +24,10 @@ from typing import Any, Protocol
 from models.rooms import MessageIn, message_out
 from models.users import user_out
 
-from .. import documents, rooms
+from .. import documents, rooms, stored
 from ..accounts import Accounts, User
 from ..config import Settings
-from ..database import Database, DatabaseError, ObjectId, now, unavailable
+from ..database import Database, DatabaseError, ObjectId, failure, now
 from ..errors import BadRequest, Conflict, Forbidden, RateLimited, ServiceError, Unauthorized
 from ..metrics import SLOW_CLIENTS
 from ..payloads import decode_object, parse
@@ -36,6 +37,8 @@ from .hub import Hub
 from .roster import Roster
 from .router import Subscription
 from .streams import STREAMS
+
+log = logging.getLogger("murmuration.ws")
 
 CLOSE_TOO_BIG = 1009
 CLOSE_UNAUTHENTICATED = 4001
@@ -192,6 +195,7 @@ class Session:
     async def _receive_open(self, raw: str | bytes, user: User) -> None:
         frame_id: str | None = None
         extra: dict[str, Any] = {}
+        kind: Any = None
         try:
             frame = self._parse(raw)
             frame_id = frame["id"] if isinstance(frame.get("id"), str) else None
@@ -205,7 +209,11 @@ class Session:
         except ServiceError as error:
             self.push(error_frame(error, frame_id, **extra))
         except DatabaseError as error:
-            self.push(error_frame(unavailable(error), frame_id, **extra))
+            self.push(error_frame(failure(error), frame_id, **extra))
+        except Exception:
+            # A bug must not cost the client its connection (nor show it a trace): it is logged.
+            log.exception("a %s frame failed", str(kind)[:40] if kind is not None else "malformed")
+            self.push(error_frame(ServiceError(), frame_id, **extra))
 
     # --- frame handlers: OPEN only, with the session's user ---------------------------------
 
@@ -269,7 +277,8 @@ class Session:
         room = id_field(frame, "room")
         data = parse(MessageIn, {k: v for k, v in frame.items() if k in ("text", "client_id")})
         message, _ = await rooms.send(self.db, user, room, data)
-        self.push(encode({"type": "ack", "client_id": message.get("client_id"), "message": message_out(message)}))
+        shown = stored.one("messages", message, message_out)
+        self.push(encode({"type": "ack", "client_id": shown["client_id"], "message": shown}))
 
     async def on_chat_typing(self, user: User, frame: dict[str, Any]) -> None:
         await rooms.typing(self.db, user, id_field(frame, "room"))
