@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -156,6 +156,19 @@ class Accounts:
             await self.db.throttles.update_one(
                 {"_id": key}, {"$inc": {"failures": 1}, "$setOnInsert": {"expires_at": expires}}, upsert=True
             )
+
+
+async def by_email(db: Database, emails: Iterable[str]) -> dict[str, User]:
+    """The accounts with these emails; a stored user that cannot be read is left out (and reported)."""
+    found: dict[str, User] = {}
+    async for doc in db.users.find({"email": {"$in": list(emails)}}, {"password": 0}):
+        try:
+            user = User.from_doc(doc)
+        except UNREADABLE as error:
+            malformed("users", doc, error)
+            continue
+        found[user.email] = user
+    return found
 
 
 def _user(doc: Document) -> User:

@@ -12,7 +12,7 @@ from typing import Any
 
 from models.documents import CollaboratorIn, DocumentIn, DocumentPatch, document_out
 
-from .accounts import User
+from .accounts import User, by_email
 from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
 from .errors import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from .pages import drop_reader, newest_first, one
@@ -130,27 +130,27 @@ async def add_collaborator(db: Database, user: User, document_id: str, data: Col
     doc = await visible(db, user, document_id)
     if role_of(doc, user.id) != "owner":
         raise Forbidden("only the owner can share a document")
-    target = await db.users.find_one({"email": data.email})
+    target = (await by_email(db, [data.email])).get(data.email)
     if target is None:
         raise NotFound("no user has this email")
-    if target["_id"] == user.id:
+    if target.id == user.id:
         raise Conflict("the owner is already on the document")
-    entry = {"_id": target["_id"], "name": target["name"], "role": data.role}
+    entry = {**target.ref(), "role": data.role}
     # One atomic update whichever way: change the role of a collaborator, or add a new one.
     changed = await db.documents.find_one_and_update(
-        {"_id": doc["_id"], "collaborators._id": target["_id"]},
+        {"_id": doc["_id"], "collaborators._id": target.id},
         {"$set": {"collaborators.$.role": data.role}},
         return_document=ReturnDocument.AFTER,
     ) or await db.documents.find_one_and_update(
-        {"_id": doc["_id"], "collaborators._id": {"$ne": target["_id"]}},
-        {"$push": {"collaborators": entry}, "$addToSet": {"access": target["_id"]}},
+        {"_id": doc["_id"], "collaborators._id": {"$ne": target.id}},
+        {"$push": {"collaborators": entry}, "$addToSet": {"access": target.id}},
         return_document=ReturnDocument.AFTER,
     )
     if changed is None:
         raise NotFound("document not found")
     if data.role == "viewer":
         await db.presence.update_many(
-            {"document": doc["_id"], "user": target["_id"], "state": "editing"}, {"$set": {"state": "viewing"}}
+            {"document": doc["_id"], "user": target.id, "state": "editing"}, {"$set": {"state": "viewing"}}
         )
     return changed
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 from models.common import Unreadable
 from models.rooms import MessageIn, RoomIn, room_out
 
-from .accounts import User
+from .accounts import User, by_email
 from .database import DESCENDING, Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now, parse_id
 from .errors import Forbidden, NotFound, ValidationFailed
 from .pages import drop_reader, newest_first, one
@@ -20,24 +20,15 @@ from .pages import drop_reader, newest_first, one
 TYPING_SECONDS = 6
 
 
-def _ref(doc: Document) -> Document:
-    return {"_id": doc["_id"], "name": doc["name"]}
-
-
-async def _users_by_email(db: Database, emails: list[str]) -> dict[str, Document]:
-    found = await db.users.find({"email": {"$in": emails}}, {"email": 1, "name": 1}).to_list()
-    return {doc["email"]: doc for doc in found}
-
-
 async def create(db: Database, user: User, data: RoomIn) -> Document:
     emails = sorted(set(data.members) - {user.email})
-    found = await _users_by_email(db, emails)
+    found = await by_email(db, emails)
     unknown = [email for email in emails if email not in found]
     if unknown:
         raise ValidationFailed(
             "some members have no account", details=[{"field": "members", "message": email} for email in unknown]
         )
-    members = [user.ref()] + [_ref(found[email]) for email in emails]
+    members = [user.ref()] + [found[email].ref() for email in emails]
     doc: Document = {
         "name": data.name,
         "members": members,
@@ -88,12 +79,12 @@ async def _summary(db: Database, user: User, room: Document, marker: ObjectId | 
 
 async def add_member(db: Database, user: User, room_id: str, email: str) -> Document:
     room = await joined(db, user, room_id)
-    target = await db.users.find_one({"email": email}, {"name": 1})
+    target = (await by_email(db, [email])).get(email)
     if target is None:
         raise NotFound("no user has this email")
     changed = await db.rooms.find_one_and_update(
-        {"_id": room["_id"], "access": {"$ne": target["_id"]}},
-        {"$push": {"members": _ref(target)}, "$addToSet": {"access": target["_id"]}},
+        {"_id": room["_id"], "access": {"$ne": target.id}},
+        {"$push": {"members": target.ref()}, "$addToSet": {"access": target.id}},
         return_document=ReturnDocument.AFTER,
     )
     return changed or await joined(db, user, room_id)

@@ -56,6 +56,17 @@ def test_mongodb_refuses_a_malformed_write_and_names_the_rule(
     assert "required" in details and "created_at" in details and "a contact" in details
 
 
+def test_a_changed_or_missing_validator_is_put_back_at_start(server: Server, mongo_url: str, db: Database[Any]) -> None:
+    db.command("collMod", "contacts", validator={}, validationLevel="off")
+    later = Server(mongo_url, server.db_name).start()
+    later.stop()
+    options = db.command("listCollections", filter={"name": "contacts"})["cursor"]["firstBatch"][0]["options"]
+    assert (
+        options["validationLevel"] == "moderate" and options["validator"]["$jsonSchema"]["description"] == "a contact"
+    )
+    assert "changeStreamPreAndPostImages" in options  # and the pre-images stay on
+
+
 def test_a_well_formed_shell_write_is_accepted_shown_and_pushed(
     server: Server, db: Database[Any], signup: Callable[..., Account]
 ) -> None:
@@ -96,6 +107,20 @@ def test_a_stored_document_that_cannot_be_shown_is_left_out_of_lists_and_alone_i
     wait_for(lambda: f"contacts ObjectId('{junk}') cannot be shown" in server.log_path.read_text(), what="the log line")
     metrics = ann.get("/metrics").text
     assert 'murmuration_malformed_documents_total{collection="contacts"}' in metrics
+
+
+def test_a_hand_made_user_that_cannot_be_read_is_not_found_by_email_instead_of_breaking_sharing(
+    db: Database[Any], signup: Callable[..., Account]
+) -> None:
+    ann = signup()
+    db.users.insert_one({"email": "half@example.com", "created_at": datetime.now(UTC)}, bypass_document_validation=True)
+    doc = ann.post("/documents", json={"title": "t"}).json()
+    shared = ann.post(f"/documents/{doc['id']}/collaborators", json={"email": "half@example.com", "role": "viewer"})
+    assert shared.status_code == 404 and shared.json()["error"]["code"] == "not_found"
+    room = ann.post("/rooms", json={"name": "r"}).json()
+    assert ann.post(f"/rooms/{room['id']}/members", json={"email": "half@example.com"}).status_code == 404
+    created = ann.post("/rooms", json={"name": "r2", "members": ["half@example.com"]})
+    assert created.status_code == 422 and created.json()["error"]["details"][0]["message"] == "half@example.com"
 
 
 # --- the fuzz: every collection, randomly malformed, while subscribers listen --------------------

@@ -75,7 +75,7 @@ async def create(db: Database, catalog: Catalog, user: User, key: str | None, da
         first = await db.orders.find_one({"owner": user.id, "idempotency_key": key})
         if first is None:  # pragma: no cover - the unique index only fails for an existing order
             raise
-        if first["fingerprint"] != doc["fingerprint"]:
+        if first.get("fingerprint") != doc["fingerprint"]:
             raise Conflict("this Idempotency-Key was used with a different body") from None
         return first, False
 
