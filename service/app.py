@@ -17,14 +17,15 @@ from handlers import blueprints
 from .config import Settings
 from .context import AppState, bearer_token, context
 from .database import DatabaseError, failure
-from .errors import BY_STATUS, RateLimited, ServiceError, Unauthorized
-from .lifecycle import running
+from .errors import BY_STATUS, BadRequest, RateLimited, ServiceError, Unauthorized
+from .lifecycle import draining, running
 from .metrics import LATENCY, REQUESTS
 from .payments.catalog import Catalog
 
 log = logging.getLogger("murmuration")
 
 MAX_BODY = 2 * 1024 * 1024
+SHUTDOWN_GRACE = 5.0
 
 App = Sanic[Config, AppState]
 
@@ -40,9 +41,9 @@ def error_for(exception: BaseException) -> ServiceError:
             message = str(exception) if status not in (413, 500) else None
             return cls(message or None)
         if status < 500:
-            error = ServiceError(str(exception) or "request refused")
-            error.status = status  # type: ignore[misc]
-            return error
+            # A status the contract has no code for (426 for /ws without an upgrade, 416 for a bad
+            # Range): the request cannot be served as sent, which is what bad_request says.
+            return BadRequest(str(exception) or "the request cannot be served as sent")
     if isinstance(exception, DatabaseError):
         return failure(exception)
     log.exception("unhandled error", exc_info=exception)
@@ -74,14 +75,19 @@ def create_app(settings: Settings | None = None) -> App:
     app.config.PROXIES_COUNT = settings.proxies_count
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.ACCESS_LOG = False
-    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = 10.0
+    # Sanic's main process waits 10 s for a worker to exit: draining connections and the life cycle's
+    # teardown (payment loops finishing the order in hand, in parallel with the drain) fit in that.
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = SHUTDOWN_GRACE
 
     for blueprint in blueprints():
         app.blueprint(blueprint)
 
     app.before_server_start(_start)
+    app.before_server_stop(_draining)
     app.after_server_stop(_stop)
-    app.register_middleware(_guard, "request")
+    # First of all request middleware, blueprints' included (payments checks its gateway after it): a
+    # caller is rate limited and authenticated before any route-specific answer.
+    app.register_middleware(_guard, "request", priority=100)
     app.register_middleware(_measure, "response")
     return app
 
@@ -98,9 +104,12 @@ def _configure_logging(level: str) -> None:
 async def _start(app: App) -> None:
     """Enter the life cycle (lifecycle.py); it stays open until the server has stopped."""
     state = app.ctx
-    state.context = await state.stack.enter_async_context(
-        running(state.settings, state.catalog, app.config.GRACEFUL_SHUTDOWN_TIMEOUT)
-    )
+    state.context = await state.stack.enter_async_context(running(state.settings, state.catalog, SHUTDOWN_GRACE))
+
+
+async def _draining(app: App) -> None:
+    """The server stops taking requests: background work starts winding down while connections drain."""
+    draining(app.ctx.context, SHUTDOWN_GRACE)
 
 
 async def _stop(app: App) -> None:

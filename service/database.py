@@ -53,6 +53,7 @@ DatabaseError = PyMongoError
 T = TypeVar("T")
 
 DOCUMENT_VALIDATION_FAILURE = 121
+NAMESPACE_EXISTS = 48
 
 # Change-stream errors after which resuming from the same token can never work.
 HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
@@ -236,7 +237,9 @@ class Database:
                 try:
                     await self.db.create_collection(name, **wanted)
                     continue
-                except CollectionInvalid:
+                except (CollectionInvalid, OperationFailure) as error:
+                    if isinstance(error, OperationFailure) and error.code != NAMESPACE_EXISTS:
+                        raise
                     existing[name] = {}  # another worker created it first: make sure of its options
             if any(existing[name].get(key) != value for key, value in wanted.items()):
                 log.info("updating the options of %s (validator, pre-images)", name)

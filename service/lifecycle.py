@@ -112,8 +112,16 @@ def _payments(settings: Settings, db: Database, owner: str, catalog: Catalog) ->
     return gateway, Payments(db, gateway, settings, owner, catalog)
 
 
+def draining(context: Context, grace: float) -> None:
+    """Shutdown has begun (the server drains its connections): payment loops stop claiming now, so
+    the orders in hand finish while connections drain, not after."""
+    if context.payments is not None:
+        context.payments.finish_up(grace)
+
+
 async def _stop_payments(payments: Payments, tasks: Supervisor, loops: list[str], grace: float) -> None:
-    """Finish the orders in hand (bounded), then give back leases on orders not yet started."""
-    payments.finish_up()
-    await tasks.stop(loops, grace)
+    """Finish the orders in hand (within `grace` of when shutdown began), then give back the leases of
+    orders not yet sent to the gateway (one cut off mid-sale is looked up there by whoever claims it)."""
+    remaining = payments.finish_up(grace)
+    await tasks.stop(loops, remaining)
     await payments.release()

@@ -11,6 +11,9 @@ def test_health_is_ok_when_mongodb_answers(anon: httpx.Client) -> None:
     answer = anon.get("/health")
     assert answer.status_code == 200
     assert answer.json()["status"] == "ok"
+    tasks = answer.json()["tasks"]  # every background task, by name (no Braintree here: no payment loops)
+    assert tasks == {"hub-follow": {"state": "running", "restarts": 0},
+                     "roster-heartbeat": {"state": "running", "restarts": 0}}  # fmt: skip
 
 
 def test_every_answer_names_the_instance(anon: httpx.Client, server) -> None:
@@ -65,3 +68,8 @@ def test_the_docs_page_loads_only_local_assets(anon: httpx.Client) -> None:
         asset = anon.get(source)
         assert asset.status_code == 200 and len(asset.content) > 1000, source
     assert anon.get("/docs/assets/../../service/config.py").status_code == 404
+
+
+def test_the_websocket_route_without_an_upgrade_is_a_bad_request_in_the_contracts_shape(anon) -> None:
+    answer = anon.get("/ws")
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import braintree
@@ -235,6 +236,50 @@ def test_payment_routes_answer_503_without_braintree(mongo_url) -> None:
             assert answer.json()["error"]["code"] == "payments_unavailable"
     finally:
         plain.stop()
+
+
+def test_without_braintree_payment_routes_still_authenticate_and_rate_limit_first(mongo_url) -> None:
+    plain = Server(mongo_url, f"nopay_anon_{int(time.time())}", env={"ANON_RATE_LIMIT": "60"}).start()
+    try:
+        with httpx.Client(base_url=plain.url, timeout=30) as anon:
+            assert anon.get("/catalog").json()["error"]["code"] == "unauthorized"
+            bogus = anon.get("/orders", headers={"Authorization": "Bearer mm_bogus"})
+            assert bogus.status_code == 401
+            assert anon.post("/payments/webhooks").json()["error"]["code"] == "payments_unavailable"  # public
+            codes = [anon.get("/catalog").status_code for _ in range(15)]  # a burst of 10 anonymous calls
+            assert set(codes) == {401, 429}
+            assert 'route="catalog",status="401"' in anon.get("/metrics").text
+    finally:
+        plain.stop()
+
+
+def test_sigterm_with_a_sale_in_flight_gives_back_unstarted_leases_within_seconds(
+    mongo_url, gateway, server_env, mongo
+) -> None:
+    env = {**server_env, "BRAINTREE_TIMEOUT": "30", "PAYMENT_LEASE": "90", "PAYMENT_WORKERS": "1"}
+    stopping = Server(mongo_url, f"payments_stop_{int(time.time())}", env=env).start()
+    db = mongo[stopping.db_name]
+    try:
+        ann = Account.register(stopping.url, "Ann")
+        httpx.post(f"{gateway.url}/__emulator/faults", json={"mode": "timeout", "delay": 30, "count": 1})
+        in_flight = order(ann, "k-in-flight").json()
+        wait_for(lambda: db.orders.find_one({"_id": ObjectId(in_flight["id"]), "sale_attempted": True}), 20,
+                 "the sale to be under way")  # fmt: skip
+        me = db.instances.find_one({"name": f"test-{stopping.port}"})["_id"]
+        claimed = order(ann, "k-claimed").json()  # as if a second loop had claimed it and not sent it yet
+        lease = {"status": "processing", "lease_owner": me, "lease_until": datetime.now(UTC) + timedelta(minutes=5)}
+        db.orders.update_one({"_id": ObjectId(claimed["id"])}, {"$set": lease})
+        started = time.monotonic()
+        stopping.stop(timeout=30)
+        assert time.monotonic() - started < 9  # Sanic's main process gives a worker 10 s
+        assert db.orders.find_one({"_id": ObjectId(claimed["id"])})["lease_owner"] is None
+        assert db.instances.count_documents({"_id": me}) == 0
+        assert "Task was destroyed" not in stopping.log_tail(80) and "no running event loop" not in stopping.log_tail(
+            80
+        )
+    finally:
+        stopping.kill()
+        httpx.post(f"{gateway.url}/__emulator/reset")
 
 
 def test_the_demo_catalog_loads(tmp_path: Path) -> None:

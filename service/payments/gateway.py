@@ -1,17 +1,23 @@
 """The payment gateway adapter: Braintree's official SDK, called off the event loop.
 
 No SDK object leaves this module: callers get `Charge`s and `Webhook`s. The SDK is synchronous,
-so every call runs in a thread (`asyncio.to_thread`). Credentials are never logged.
+so every call runs in a thread of its own, a daemon: a call still waiting on the gateway when the
+worker stops must not keep the process alive (the order was marked `sale_attempted` before the sale,
+so whoever claims it next looks the sale up at the gateway first). Credentials are never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import braintree
@@ -23,6 +29,7 @@ from braintree.exceptions.not_found_error import NotFoundError
 from ..config import Braintree
 
 log = logging.getLogger("murmuration.gateway")
+T = TypeVar("T")
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
@@ -62,6 +69,28 @@ class Webhook:
     kind: str
     transaction_id: str | None
     transaction_status: str | None
+
+
+async def _in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():  # the caller may have been cancelled meanwhile
+            outcome()
+
+    def work() -> None:
+        try:
+            result = function(*args)
+        except BaseException as error:
+            answer: Callable[[], None] = functools.partial(future.set_exception, error)
+        else:
+            answer = functools.partial(future.set_result, result)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, answer)
+
+    threading.Thread(target=work, name="braintree-call", daemon=True).start()
+    return await future
 
 
 def _environment(name: str) -> Any:
@@ -112,7 +141,7 @@ class Gateway:
 
     async def _call(self, what: str, function: Any, *args: Any) -> Any:
         try:
-            return await asyncio.to_thread(function, *args)
+            return await _in_daemon_thread(function, *args)
         except (NotFoundError, InvalidSignatureError):
             raise
         except (BraintreeError, requests.RequestException, OSError) as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -95,15 +96,20 @@ class Payments:
         self.loops = settings.payment_workers
         self.wake = asyncio.Event()
         self.stopping = False
+        self.deadline: float | None = None
 
     def nudge(self) -> None:
         """A new order was stored: look for work now instead of at the next poll."""
         self.wake.set()
 
-    def finish_up(self) -> None:
-        """Stop claiming: each loop ends once the order in hand is done."""
+    def finish_up(self, grace: float) -> float:
+        """Stop claiming: each loop ends once the order in hand is done. Returns the seconds left of
+        `grace`, counted from the first call."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + grace
         self.stopping = True
         self.wake.set()
+        return max(0.0, self.deadline - time.monotonic())
 
     async def release(self) -> None:
         """Give back the leases of orders claimed but not yet sent to the gateway."""
