@@ -46,7 +46,7 @@ def if_match(request: Request) -> set[int] | None:
     versions = set()
     for tag in header.split(","):
         tag = tag.strip().removeprefix("W/").strip('"')
-        if tag.isdigit():
+        if tag.isascii() and tag.isdigit() and len(tag) <= 18:  # not "²", not 5,000 digits: no version
             versions.add(int(tag))
     return versions
 

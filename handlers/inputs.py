@@ -7,7 +7,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 from sanic import Request
 
-from service.errors import BadRequest
+from service.errors import BadRequest, ValidationFailed
 from service.pages import DEFAULT_LIMIT, MAX_LIMIT
 from service.payloads import decode_object, parse
 
@@ -24,19 +24,20 @@ def body(request: Request, model: type[M]) -> M:
 
 
 def page_args(request: Request) -> tuple[int, str | None]:
-    """`?limit=` (1..100, default 20) and `?after=`: a bad value is a 400, never a query."""
+    """`?limit=` (1..100, default 20; anything else is a 422) and `?after=` (checked where it is
+    used: a bad cursor is a 400), never a query."""
     raw = request.args.get("limit")
-    if raw is None:
-        limit = DEFAULT_LIMIT
-    else:
-        try:
-            limit = int(raw)
-        except ValueError:
-            raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}") from None
-        if not 1 <= limit <= MAX_LIMIT:
-            raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    limit = DEFAULT_LIMIT if raw is None else _whole(raw)
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
+        message = f"limit must be a whole number from 1 to {MAX_LIMIT}"
+        raise ValidationFailed(message, details=[{"field": "limit", "message": message}])
     after = request.args.get("after") or None
     return limit, after
+
+
+def _whole(raw: str) -> int | None:
+    text = raw.strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else None
 
 
 def text_arg(request: Request, name: str, max_length: int = 200) -> str | None:
@@ -45,4 +46,7 @@ def text_arg(request: Request, name: str, max_length: int = 200) -> str | None:
         return None
     if len(value) > max_length:
         raise BadRequest(f"{name} is longer than {max_length} characters")
+    if any(ord(c) < 32 or c in "\x7f\ufffd" for c in value):
+        message = "control characters (NUL, ...) and undecodable bytes are not allowed"
+        raise ValidationFailed(f"{name}: {message}", details=[{"field": name, "message": message}])
     return value.strip()

@@ -13,15 +13,35 @@ from .errors import BadRequest, ValidationFailed
 M = TypeVar("M", bound=BaseModel)
 
 
+MAX_DEPTH = 32  # objects and arrays within each other; no shape of the API needs more than 4
+
+
 def decode_object(raw: str | bytes, what: str) -> dict[str, Any]:
-    """One JSON object from `raw`, or a 400 saying `what` had to be one."""
+    """One JSON object from `raw`, nested at most `MAX_DEPTH` deep, or a 400 saying what is wrong."""
     try:
         value = ujson.loads(raw)
     except (ValueError, OverflowError, RecursionError):
         raise BadRequest(f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
         raise BadRequest(f"{what} must be a JSON object")
+    if _deeper_than(value, MAX_DEPTH):
+        raise BadRequest(f"{what} is nested deeper than {MAX_DEPTH} levels")
     return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` deep; iterative, so no input can exhaust the stack."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def check_keys(value: Any, path: str = "") -> None:

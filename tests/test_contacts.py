@@ -124,13 +124,31 @@ def test_one_user_never_sees_or_touches_another_users_contacts(signup) -> None:
     assert ann.get(f"/contacts/{contact['id']}").json() == contact
 
 
-def test_bad_ids_and_list_parameters_are_400(signup) -> None:
+def test_bad_ids_and_cursors_are_400(signup) -> None:
     ann = signup()
-    for path in ("/contacts/zzz", "/contacts/123", "/contacts?limit=0", "/contacts?limit=101", "/contacts?limit=x",
-                 "/contacts?after=nope", "/contacts?after={\"$gt\":\"\"}"):  # fmt: skip
+    for path in ("/contacts/zzz", "/contacts/123", "/contacts?after=nope", "/contacts?after={\"$gt\":\"\"}",
+                 "/contacts?after=%00"):  # fmt: skip
         answer = ann.get(path)
         assert answer.status_code == 400, path
         assert answer.json()["error"]["code"] == "bad_request"
+
+
+def test_a_limit_out_of_range_or_not_a_number_is_a_validation_error(signup) -> None:
+    ann = signup()
+    for limit in ("0", "101", "1000", "x", "-1", "1.5", "²", "9" * 5000, "%00"):
+        answer = ann.get(f"/contacts?limit={limit}")
+        assert answer.status_code == 422, limit
+        assert answer.json()["error"]["code"] == "validation_error"
+        assert answer.json()["error"]["details"][0]["field"] == "limit"
+
+
+def test_a_search_with_a_nul_or_an_undecodable_byte_is_refused_not_sent_to_mongodb(signup) -> None:
+    ann = signup()
+    for q in ("%00", "a%00b", "%01", "%ff", "%c3%28"):
+        answer = ann.get(f"/contacts?q={q}")
+        assert answer.status_code == 422, (q, answer.text)
+        assert answer.json()["error"]["details"][0]["field"] == "q"
+    assert ann.get("/contacts?q=%C3%A9").status_code == 200  # é is fine
 
 
 def test_query_parameters_never_become_query_documents(signup) -> None:
@@ -187,3 +205,16 @@ def test_errors_are_json_never_html_or_traces(anon: httpx.Client) -> None:
         assert answer.status_code in (404, 405)
         assert answer.headers["content-type"].startswith("application/json")
         assert set(answer.json()) == {"error"} and "Traceback" not in answer.text
+
+
+def test_json_nested_deeper_than_32_levels_is_a_400_and_a_deep_but_allowed_body_is_validated(signup) -> None:
+    ann = signup()
+    for depth in (33, 3000, 100_000):
+        answer = ann.post("/contacts", content=b'{"name": "x", "tags": ' + b"[" * depth + b"]" * depth + b"}",
+                          headers={"Content-Type": "application/json"})  # fmt: skip
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request", depth
+        if depth == 33:  # deeper still, the JSON parser itself refuses it
+            assert "nested deeper than 32" in answer.json()["error"]["message"]
+    shallow = ann.post("/contacts", content=b'{"name": "x", "tags": ' + b"[" * 31 + b"]" * 31 + b"}")
+    assert shallow.status_code == 422  # 32 levels in all: read, then refused by the shape
+    assert ann.get("/contacts").json()["items"] == []

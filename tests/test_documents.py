@@ -65,6 +65,9 @@ def test_a_stale_if_match_is_412_and_changes_nothing(signup) -> None:
         answer = ann.patch(f"/documents/{doc['id']}", json={"tags": [str(version)]}, headers={"If-Match": header})
         assert answer.status_code == 200 and answer.json()["version"] == version, header
     assert ann.patch(f"/documents/{doc['id']}", json={"body": "x"}, headers={"If-Match": "garbage"}).status_code == 412
+    for odd in ('"²"', '"' + "9" * 5000 + '"', '"-1"', '"1e3"', ",,,"):  # name no version: 412, never 500
+        answer = ann.patch(f"/documents/{doc['id']}", json={"body": "x"}, headers={"If-Match": odd.encode()})
+        assert answer.status_code == 412, odd
 
 
 def test_two_editors_with_the_same_version_never_overwrite_each_other(signup) -> None:

@@ -199,7 +199,9 @@ def test_unsubscribe_stops_the_events(server, signup) -> None:
 def test_garbage_frames_get_errors_and_the_connection_stays_up(server, signup) -> None:
     ann = signup("Ann")
     with Feed(server, ann) as feed:
-        for garbage in ("not json", "[1,2]", '{"no": "type"}', '{"type": "launch"}', '"string"'):
+        deep = '{"type": "ping", "x": ' + "[" * 3000 + "]" * 3000 + "}"
+        for garbage in ("not json", "[1,2]", '{"no": "type"}', '{"type": "launch"}', '"string"', deep,
+                        '{"type": []}', '{"type": {"a": 1}}', '{"type": "unsubscribe", "id": [1]}'):  # fmt: skip
             feed.ws.send(garbage)
             assert feed.expect("error")["code"] == "bad_request", garbage
         feed.send(type="subscribe", id="s", stream="contacts")
