@@ -40,7 +40,8 @@ async def create(request: Request) -> HTTPResponse:
 
 
 @bp.get("/")
-@describe("Your rooms, newest first, each with `unread` and `last_message`", "chat", response=RoomPage, query=PAGING)
+@describe("Your rooms, newest first, each with `unread` (up to 100) and `last_message`", "chat", response=RoomPage,
+          query=PAGING)  # fmt: skip
 async def listing(request: Request) -> HTTPResponse:
     db, user = context(request).db, current_user(request)
     limit, after = page_args(request)
@@ -95,4 +96,9 @@ def _listed(room: dict[str, Any], unread: int, last: dict[str, Any] | None) -> d
     if not shown_room:
         return None
     last_shown = shown("messages", [last], message_out) if last is not None else []
-    return {**shown_room[0], "unread": unread, "last_message": last_shown[0] if last_shown else None}
+    return {
+        **shown_room[0],
+        "unread": min(unread, rooms.UNREAD_CAP),
+        "unread_capped": unread > rooms.UNREAD_CAP,
+        "last_message": last_shown[0] if last_shown else None,
+    }

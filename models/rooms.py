@@ -58,7 +58,8 @@ class MessageOut(Output):
 
 
 class RoomListed(RoomOut):
-    unread: int
+    unread: int = Field(description="messages by others after your read marker, counted up to 100")
+    unread_capped: bool = Field(description="an addition: true when there are more than `unread`")
     last_message: MessageOut | None
 
 

@@ -6,6 +6,7 @@ was replaced by `AsyncMongoClient` when Motor reached end of life) stays in one 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -82,12 +83,13 @@ INDEXES: dict[str, list[IndexModel]] = {
     "rooms": [IndexModel([("access", ASCENDING), ("_id", DESCENDING)], name="by_member")],
     "messages": [
         IndexModel([("room", ASCENDING), ("_id", DESCENDING)], name="by_room"),
-        # Idempotent sends: one message per (room, client_id), whatever the number of retries.
+        # Idempotent sends: one message per (room, author, client_id), whatever the number of retries;
+        # the author is part of it, so nobody can claim (or fish for) another member's client_id.
         IndexModel(
-            [("room", ASCENDING), ("client_id", ASCENDING)],
+            [("room", ASCENDING), ("author._id", ASCENDING), ("client_id", ASCENDING)],
             unique=True,
             partialFilterExpression={"client_id": {"$type": "string"}},
-            name="client_id_unique",
+            name="client_id_per_author",
         ),
     ],
     "signals": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")],
@@ -98,6 +100,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("transaction.id", ASCENDING)], sparse=True, name="by_transaction"),
     ],
 }
+
+
+# Indexes earlier versions created that are replaced (dropped at start if present).
+OBSOLETE_INDEXES = {"messages": ["client_id_unique"]}
 
 
 def now() -> datetime:
@@ -244,6 +250,12 @@ class Database:
             if any(existing[name].get(key) != value for key, value in wanted.items()):
                 log.info("updating the options of %s (validator, pre-images)", name)
                 await self.db.command({"collMod": name, **wanted})
+        for name, obsolete in OBSOLETE_INDEXES.items():
+            present = {index["name"] async for index in await self.db[name].list_indexes()}
+            for index in sorted(present & set(obsolete)):
+                log.info("dropping the index %s.%s (replaced)", name, index)
+                with contextlib.suppress(OperationFailure):  # another worker dropped it first
+                    await self.db[name].drop_index(index)
         for name, indexes in INDEXES.items():
             await self.db[name].create_indexes(indexes)
 

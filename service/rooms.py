@@ -18,6 +18,9 @@ from .errors import Forbidden, NotFound, ValidationFailed
 from .pages import drop_reader, newest_first, one
 
 TYPING_SECONDS = 6
+# Unread messages are counted up to this (the room list shows "100+"): counting costs what a page
+# costs, however busy a room someone was added to.
+UNREAD_CAP = 100
 
 
 async def create(db: Database, user: User, data: RoomIn) -> Document:
@@ -71,7 +74,7 @@ async def _summary(db: Database, user: User, room: Document, marker: ObjectId | 
     if marker is not None:
         unread_query["_id"] = {"$gt": marker}
     unread, last = await asyncio.gather(
-        db.messages.count_documents(unread_query),
+        db.messages.count_documents(unread_query, limit=UNREAD_CAP + 1),
         db.messages.find_one({"room": room["_id"]}, sort=[("_id", DESCENDING)]),
     )
     return unread, last
@@ -102,7 +105,8 @@ async def remove_member(db: Database, user: User, room_id: str, user_id: str) ->
 async def send(db: Database, user: User, room_id: str, data: MessageIn) -> tuple[Document, bool]:
     """Store a message; (message, created). A retry with the same `client_id` returns the first one.
 
-    A unique index on (room, client_id) decides, so concurrent retries store exactly one message.
+    A unique index on (room, author, client_id) decides, so concurrent retries store exactly one
+    message, and another member's `client_id` is just a different key.
     """
     room = await joined(db, user, room_id)
     doc: Document = {
@@ -117,7 +121,7 @@ async def send(db: Database, user: User, room_id: str, data: MessageIn) -> tuple
     try:
         doc["_id"] = (await db.messages.insert_one(doc)).inserted_id
     except DuplicateKeyError:
-        first = await db.messages.find_one({"room": room["_id"], "client_id": data.client_id})
+        first = await db.messages.find_one({"room": room["_id"], "author._id": user.id, "client_id": data.client_id})
         if first is None:  # pragma: no cover - the unique index only fails for an existing message
             raise
         return first, False

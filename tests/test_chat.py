@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from bson import ObjectId
 
 from .feed import Feed
+from .harness import Server
 
 
 def room_of(creator, *members, name: str = "general") -> dict:
@@ -113,6 +115,44 @@ def test_concurrent_retries_with_one_client_id_store_one_message(signup, db) -> 
     assert sorted(status for status, _ in results) == [200] * 9 + [201]
     assert len({message_id for _, message_id in results}) == 1
     assert db.messages.count_documents({"room": ObjectId(room["id"])}) == 1
+
+
+def test_another_members_client_id_is_just_a_different_key(signup, db) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    room = room_of(ann, bob)
+    bobs = say(bob, room, "Bob's words", client_id="shared-id")
+    anns = ann.post(f"/rooms/{room['id']}/messages", json={"text": "Ann's words", "client_id": "shared-id"})
+    assert anns.status_code == 201  # stored, not answered with Bob's message
+    assert (anns.json()["text"], anns.json()["author"]["id"]) == ("Ann's words", ann.id)
+    assert anns.json()["id"] != bobs["id"] and db.messages.count_documents({"room": ObjectId(room["id"])}) == 2
+    retry = ann.post(f"/rooms/{room['id']}/messages", json={"text": "Ann's words", "client_id": "shared-id"})
+    assert retry.status_code == 200 and retry.json()["id"] == anns.json()["id"]
+
+
+def test_the_index_of_an_earlier_version_is_replaced_at_start(server, mongo_url, db) -> None:
+    db.messages.drop_index("client_id_per_author")
+    db.messages.delete_many({"client_id": {"$exists": True}})  # the old index could not hold two members' ids
+    db.messages.create_index([("room", 1), ("client_id", 1)], unique=True, name="client_id_unique",
+                             partialFilterExpression={"client_id": {"$type": "string"}})  # fmt: skip
+    later = Server(mongo_url, server.db_name).start()
+    later.stop()
+    names = set(db.messages.index_information())
+    assert "client_id_per_author" in names and "client_id_unique" not in names
+
+
+def test_unread_counts_stop_at_100_and_say_there_are_more(signup, db) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    room = room_of(ann, bob)
+    now = datetime.now(UTC)
+    author = {"_id": ObjectId(ann.id), "name": "Ann"}
+    access = [ObjectId(ann.id), ObjectId(bob.id)]
+    db.messages.insert_many([{"room": ObjectId(room["id"]), "author": author, "text": f"m{i}", "access": access,
+                              "created_at": now} for i in range(150)])  # fmt: skip
+    listed = next(r for r in bob.get("/rooms").json()["items"] if r["id"] == room["id"])
+    assert (listed["unread"], listed["unread_capped"]) == (100, True)
+    assert listed["last_message"]["text"] == "m149"
+    mine = next(r for r in ann.get("/rooms").json()["items"] if r["id"] == room["id"])
+    assert (mine["unread"], mine["unread_capped"]) == (0, False)
 
 
 def test_unread_counts_follow_read_markers_per_user(signup) -> None:

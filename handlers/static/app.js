@@ -499,6 +499,11 @@ function roomEvent(event) {
   view.message?.(message);
 }
 
+// The server counts unread messages up to 100 (`unread_capped` says there are more).
+function unreadText(room) {
+  return room.unread_capped || room.unread > 100 ? "100+" : String(room.unread);
+}
+
 function renderUnreadTotal() {
   const total = [...state.rooms.items.values()].reduce((sum, room) => sum + (room.unread || 0), 0);
   const badge = $("#unread-total");
@@ -521,7 +526,7 @@ function roomsView(main, roomId) {
       (b.last_message?.created_at || b.created_at).localeCompare(a.last_message?.created_at || a.created_at));
     list.replaceChildren(...rooms.map((room) => el("li", { "data-room": room.id },
       el("a", { href: `#/rooms/${room.id}`, "aria-current": room.id === roomId ? "page" : false }, room.name),
-      room.unread ? el("span", { class: "badge", "aria-label": `${room.unread} unread` }, String(room.unread)) : null,
+      room.unread ? el("span", { class: "badge", "aria-label": `${unreadText(room)} unread` }, unreadText(room)) : null,
       room.last_message ? el("span", { class: "muted ellipsis" }, ` ${room.last_message.author.name}: ${room.last_message.text}`) : null,
     )));
     if (!rooms.length) list.append(el("li", { class: "muted" }, state.rooms.loaded ? "No rooms yet." : "Loading…"));
@@ -550,7 +555,7 @@ function roomsView(main, roomId) {
 
   const markRead = (message) => {
     const room = state.rooms.items.get(roomId);
-    if (room) { room.unread = 0; renderUnreadTotal(); renderRooms(); }
+    if (room) { room.unread = 0; room.unread_capped = false; renderUnreadTotal(); renderRooms(); }
     if (message) api("POST", `/rooms/${roomId}/read`, { body: { message_id: message.id } }).catch(() => {});
   };
 
