@@ -49,6 +49,15 @@ class User:
         return {"_id": self.id, "name": self.name}
 
 
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated token: its user, its session's key (the token's hash) and its expiry."""
+
+    user: User
+    session: str
+    expires: datetime
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -107,11 +116,15 @@ class Accounts:
         self.cache.clear()
 
     async def authenticate(self, token: str) -> User:
+        return (await self.identify(token)).user
+
+    async def identify(self, token: str) -> Identity:
+        """Who a token belongs to, its session and when that ends; 401 if it is not a live session."""
         key = token_hash(token)
         cached = self.cache.get(key)
         if cached is not None and self.trusted() and cached[1] > now():
             self.cache.move_to_end(key)
-            return cached[0]
+            return Identity(cached[0], key, cached[1])
         session = await self.db.sessions.find_one({"_id": key})
         expires = session.get("expires_at") if session else None
         owner = session.get("user") if session else None
@@ -124,7 +137,7 @@ class Accounts:
         self.cache[key] = (user, expires)
         if len(self.cache) > self.CACHE_SIZE:
             self.cache.popitem(last=False)
-        return user
+        return Identity(user, key, expires)
 
     async def _open_session(self, user: User) -> str:
         # A fixed prefix lets secret scanners spot leaked tokens, and no token starts with "-".

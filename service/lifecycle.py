@@ -51,6 +51,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
         roster = Roster(db, settings, instance_id(settings))
         hub.observe("sessions", _forget_revoked(accounts))
         hub.observe("connections", roster.observe)
+        hub.observe("sessions", roster.observe_sessions)
         await roster.beat()
         stack.push_async_callback(roster.leave)
         await hub.open()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +28,8 @@ log = logging.getLogger("murmuration.roster")
 @dataclass
 class LiveConnection:
     record: Document
+    session: str  # the key of the login session it authenticated with
+    revoke: Callable[[str], None]  # closes it (4001) with a reason
     presence: dict[str, Document] = field(default_factory=dict)
     counted: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -37,6 +40,7 @@ class Roster:
         self.settings = settings
         self.instance_id = instance_id
         self.live: dict[str, LiveConnection] = {}  # this process's connections, to restore if reaped
+        self.by_session: dict[str, set[str]] = {}  # login session key -> connection ids
         self.beating_since: datetime | None = None
         self.started = False
 
@@ -45,17 +49,31 @@ class Roster:
         if change is not None and change.op == "insert" and change.id in self.live:
             self.live[change.id].counted.set()
 
-    async def connected(self, conn_id: str, user: Any) -> None:
+    def observe_sessions(self, change: Change | None) -> None:
+        """The hub's observer of `sessions`: a session that ends (logout, expiry, deleted in the shell,
+        on any instance) closes every socket of this process that authenticated with it."""
+        if change is None or change.op != "delete":
+            return
+        for conn_id in list(self.by_session.get(str(change.id), ())):
+            self.live[conn_id].revoke("the session ended (logout, expiry or revocation): sign in again")
+
+    async def connected(self, conn_id: str, user: Any, session: str, revoke: Callable[[str], None]) -> None:
         """Record the connection, and return once the hub has seen it come back on the stream, so a
         client told `ready` is already counted in what `online` and `presence` show."""
         record = {"_id": conn_id, "user": user, "instance": self.instance_id, "at": now()}
-        live = self.live[conn_id] = LiveConnection(record)
+        live = self.live[conn_id] = LiveConnection(record, session, revoke)
+        self.by_session.setdefault(session, set()).add(conn_id)
         await self.db.connections.insert_one(record)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(live.counted.wait(), 5.0)
 
     async def disconnected(self, conn_id: str) -> None:
-        self.live.pop(conn_id, None)
+        live = self.live.pop(conn_id, None)
+        if live is not None:
+            others = self.by_session.get(live.session, set())
+            others.discard(conn_id)
+            if not others:
+                self.by_session.pop(live.session, None)
         await self.db.presence.delete_many({"conn": conn_id})
         await self.db.connections.delete_one({"_id": conn_id})
 

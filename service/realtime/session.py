@@ -13,6 +13,7 @@ None. The session is also the `Sink` its subscriptions deliver to: it owns their
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
@@ -25,7 +26,7 @@ from models.rooms import MessageIn, message_out
 from models.users import user_out
 
 from .. import documents, rooms, stored
-from ..accounts import Accounts, User
+from ..accounts import Accounts, Identity, User
 from ..config import Settings
 from ..database import Database, DatabaseError, ObjectId, failure, now
 from ..errors import BadRequest, Conflict, Forbidden, RateLimited, ServiceError, Unauthorized
@@ -87,6 +88,7 @@ class Session:
         self.state = State.AUTHENTICATING
         self.user: User | None = None
         self.closing: Close | None = None
+        self.expiry: asyncio.TimerHandle | None = None
         self.subs: dict[str, Subscription] = {}
         self.limiter = RateLimiter(settings.ws_frame_rate * 60, settings.ws_frame_rate * 2)
 
@@ -118,11 +120,18 @@ class Session:
     async def authenticate(self, token: str) -> None:
         """The token of the upgrade request's header: a bad one ends the connection (4001)."""
         try:
-            user = await self.accounts.authenticate(token)
+            identity = await self.accounts.identify(token)
         except Unauthorized as error:
             self._close(CLOSE_UNAUTHENTICATED, error.message)
             return
-        await self._open(user)
+        await self._open(identity)
+
+    def revoke(self, reason: str) -> None:
+        """The login session behind this socket ended: it closes at once with 4001."""
+        if self.state is State.CLOSED:
+            return
+        self.shut()
+        self.out.abort(CLOSE_UNAUTHENTICATED, reason)
 
     def timed_out(self) -> None:
         """The time to authenticate is over."""
@@ -131,6 +140,8 @@ class Session:
 
     def shut(self) -> None:
         """The connection is gone (or going): the hub stops delivering to it."""
+        if self.expiry is not None:
+            self.expiry.cancel()
         for sub in self.subs.values():
             self.hub.unsubscribe(sub)
         self.subs.clear()
@@ -142,9 +153,12 @@ class Session:
             with contextlib.suppress(DatabaseError):
                 await self.roster.disconnected(self.id)
 
-    async def _open(self, user: User) -> None:
-        self.user = user
-        await self.roster.connected(self.id, user.id)
+    async def _open(self, identity: Identity) -> None:
+        self.user = user = identity.user
+        await self.roster.connected(self.id, user.id, identity.session, self.revoke)
+        # Expiry needs no database event (MongoDB's TTL monitor deletes the session up to a minute late).
+        seconds = (identity.expires - now()).total_seconds()
+        self.expiry = asyncio.get_running_loop().call_later(max(0.0, seconds), self.revoke, "the session expired")
         self.state = State.OPEN
         self.push(encode({"type": "ready", "user": user_out(user.doc())}))
 
@@ -186,11 +200,11 @@ class Session:
             token = frame.get("token")
             if not isinstance(token, str) or not token:
                 raise Unauthorized("the auth frame needs a token")
-            user = await self.accounts.authenticate(token)
+            identity = await self.accounts.identify(token)
         except ServiceError as error:
             self.push(error_frame(error))
             return
-        await self._open(user)
+        await self._open(identity)
 
     async def _receive_open(self, raw: str | bytes, user: User) -> None:
         frame_id: str | None = None
