@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import swagger_ui_bundle
-from sanic import Blueprint, Request
+import ujson
+from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, file, html, json, raw
 
 from models.operations import HealthOut
@@ -47,7 +50,13 @@ async def metrics(request: Request) -> HTTPResponse:
 @bp.get("/openapi.json", ctx_public=True)
 @describe("This OpenAPI document", "operations", public=True)
 async def openapi(request: Request) -> HTTPResponse:
-    return json(document(request.app))
+    return raw(_openapi(request.app), content_type="application/json")
+
+
+@functools.cache
+def _openapi(app: Sanic[Any, Any]) -> bytes:
+    """Built once per worker: the routes do not change while it runs (it took ~70 ms a request)."""
+    return ujson.dumps(document(app), ensure_ascii=False).encode()
 
 
 @bp.get("/docs", ctx_public=True)

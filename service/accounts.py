@@ -17,7 +17,7 @@ from models.common import Unreadable
 from models.users import LoginIn, RegisterIn, user_out
 
 from .config import Settings
-from .database import Database, Document, DuplicateKeyError, ObjectId, now
+from .database import Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now
 from .errors import Conflict, RateLimited, Unauthorized
 from .stored import UNREADABLE, malformed
 
@@ -91,17 +91,23 @@ class Accounts:
         return user, await self._open_session(user)
 
     async def login(self, data: LoginIn, address: str) -> tuple[User, str]:
+        """A slot is taken in each of the login's windows before the password is checked, atomically,
+        so concurrent guesses cannot outrun the limit; a success gives them back."""
         email = data.email.strip().lower()
-        keys = (f"login:email:{email}", f"login:addr:{address}")
-        await self._refuse_if_throttled(keys)
+        limit = self.settings.login_max_failures
+        # This email from this address; this email from anywhere (distributed guessing); this address.
+        slots = {f"login:email:{email}:{address}": limit, f"login:email:{email}": limit * 10,
+                 f"login:addr:{address}": limit * 4}  # fmt: skip
+        await self._take(slots)
         doc = await self.db.users.find_one({"email": email})
         stored = doc.get("password") if doc else None
         password_hash = stored if isinstance(stored, str) else _DUMMY_HASH
         if not await asyncio.to_thread(_verify, password_hash, data.password) or doc is None:
-            await self._count_failure(keys)
-            raise Unauthorized("wrong email or password")
-        await self.db.throttles.delete_one({"_id": keys[0]})
+            raise Unauthorized("wrong email or password")  # the slots taken count this failure
         user = _user(doc)
+        emails, addresses = [key for key in slots if key.startswith("login:email:")], f"login:addr:{address}"
+        await self.db.throttles.delete_many({"_id": {"$in": emails}})
+        await self.db.throttles.update_one({"_id": addresses}, {"$inc": {"failures": -1}})
         return user, await self._open_session(user)
 
     async def logout(self, token: str) -> None:
@@ -114,6 +120,13 @@ class Accounts:
 
     def forget_all(self) -> None:
         self.cache.clear()
+
+    def cached(self, token: str) -> User | None:
+        """The user of a token known to be valid, without asking the database (None if not known)."""
+        cached = self.cache.get(token_hash(token))
+        if cached is not None and self.trusted() and cached[1] > now():
+            return cached[0]
+        return None
 
     async def authenticate(self, token: str) -> User:
         return (await self.identify(token)).user
@@ -151,24 +164,35 @@ class Accounts:
                 "expires_at": created + timedelta(days=self.settings.token_ttl_days),
             }
         )
+        # At most `max_sessions` per user: the oldest end (their sockets close, like a logout).
+        extra = (
+            self.db.sessions.find({"user": user.id}, {"_id": 1}).sort("created_at", -1).skip(self.settings.max_sessions)
+        )
+        oldest = [doc["_id"] async for doc in extra]
+        if oldest:
+            await self.db.sessions.delete_many({"_id": {"$in": oldest}})
         return token
 
-    async def _refuse_if_throttled(self, keys: tuple[str, str]) -> None:
-        limits = {keys[0]: self.settings.login_max_failures, keys[1]: self.settings.login_max_failures * 4}
-        async for doc in self.db.throttles.find({"_id": {"$in": list(keys)}}):
-            failures, expires = doc.get("failures"), doc.get("expires_at")
-            if not isinstance(failures, int | float) or not isinstance(expires, datetime):
-                continue  # a hand-made record: it neither blocks nor breaks a login
-            if failures >= limits[doc["_id"]] and expires > now():
-                wait = (expires - now()).total_seconds()
+    async def _take(self, slots: dict[str, int]) -> None:
+        """Take one attempt in each window (a window that has ended starts again: its end is in the
+        query, not left to the TTL reaper); 429 if any is full."""
+        stamp = now()
+        fresh = stamp + timedelta(seconds=self.settings.login_window)
+        live = {"$and": [{"$eq": [{"$type": "$expires_at"}, "date"]}, {"$gt": ["$expires_at", stamp]},
+                         {"$isNumber": "$failures"}]}  # fmt: skip
+        for key, limit in slots.items():
+            window: Document | None = await self.db.throttles.find_one_and_update(
+                {"_id": key},
+                [{"$set": {
+                    "failures": {"$cond": [live, {"$add": ["$failures", 1]}, 1]},
+                    "expires_at": {"$cond": [live, "$expires_at", fresh]},
+                }}],
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )  # fmt: skip
+            if window is not None and window["failures"] > limit:
+                wait = (window["expires_at"] - stamp).total_seconds()
                 raise RateLimited(wait, "too many failed logins; try again later")
-
-    async def _count_failure(self, keys: tuple[str, str]) -> None:
-        expires = now() + timedelta(seconds=self.settings.login_window)
-        for key in keys:
-            await self.db.throttles.update_one(
-                {"_id": key}, {"$inc": {"failures": 1}, "$setOnInsert": {"expires_at": expires}}, upsert=True
-            )
 
 
 async def by_email(db: Database, emails: Iterable[str]) -> dict[str, User]:

@@ -117,7 +117,8 @@ async def _stop(app: App) -> None:
 
 
 async def _guard(request: Request) -> HTTPResponse | None:
-    """Rate limit, then authenticate unless the route is public (`ctx_public=True`)."""
+    """Rate limit (per user once the token is known, else per address), then authenticate unless the
+    route is public (`ctx_public=True`)."""
     request.ctx.started = time.perf_counter()
     route = request.route
     if route is None:
@@ -127,7 +128,13 @@ async def _guard(request: Request) -> HTTPResponse | None:
         return None
     ctx = context(request)
     token = bearer_token(request)
-    wait = ctx.limiter.hit(token) if token else ctx.anon_limiter.hit(request.remote_addr or request.ip)
+    # A token pays from its user's bucket only once it is known to be valid (cached); until then the
+    # caller's address pays, so made-up tokens cannot each get a fresh bucket (or a free lookup).
+    known = ctx.accounts.cached(token) if token else None
+    if known is not None:
+        wait = ctx.limiter.hit(str(known.id))
+    else:
+        wait = ctx.anon_limiter.hit(request.remote_addr or request.ip)
     if wait:
         return error_response(RateLimited(wait))
     if getattr(route_ctx, "public", False):

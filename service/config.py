@@ -80,6 +80,7 @@ class Settings:
     log_level: str
     proxies_count: int
     token_ttl_days: int
+    max_sessions: int
     rate_limit: int
     rate_burst: int
     anon_rate_limit: int
@@ -114,6 +115,7 @@ class Settings:
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             proxies_count=env.integer("PROXIES_COUNT", 0, 0, 10),
             token_ttl_days=env.integer("TOKEN_TTL_DAYS", 30, 1, 3650),
+            max_sessions=env.integer("MAX_SESSIONS", 20, 1, 10_000),
             rate_limit=env.integer("RATE_LIMIT", 6000, 1, 10_000_000),
             rate_burst=env.integer("RATE_BURST", 600, 1, 10_000_000),
             anon_rate_limit=env.integer("ANON_RATE_LIMIT", 600, 1, 10_000_000),

@@ -67,7 +67,7 @@ INDEXES: dict[str, list[IndexModel]] = {
     "users": [IndexModel([("email", ASCENDING)], unique=True, name="email_unique")],
     "sessions": [
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry"),
-        IndexModel([("user", ASCENDING)], name="by_user"),
+        IndexModel([("user", ASCENDING), ("created_at", DESCENDING)], name="by_user_newest"),
     ],
     "throttles": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")],
     "contacts": [IndexModel([("owner", ASCENDING), ("_id", DESCENDING)], name="by_owner")],
@@ -103,7 +103,7 @@ INDEXES: dict[str, list[IndexModel]] = {
 
 
 # Indexes earlier versions created that are replaced (dropped at start if present).
-OBSOLETE_INDEXES = {"messages": ["client_id_unique"]}
+OBSOLETE_INDEXES = {"messages": ["client_id_unique"], "sessions": ["by_user"]}
 
 
 def now() -> datetime:

@@ -1,6 +1,9 @@
-"""Rate limits: per token, per address before login, answered 429 with Retry-After."""
+"""Rate limits: per user once the token is known, per address before; login throttles; session caps."""
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -10,7 +13,12 @@ from service.ratelimit import RateLimiter
 
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
-    return {"RATE_LIMIT": "60", "RATE_BURST": "5", "ANON_RATE_LIMIT": "60"}
+    # PROXIES_COUNT=1: a test picks the caller's address with X-Forwarded-For, as nginx would set it.
+    return {"RATE_LIMIT": "60", "RATE_BURST": "5", "ANON_RATE_LIMIT": "60", "MAX_SESSIONS": "3", "PROXIES_COUNT": "1"}
+
+
+def at(address: str) -> dict[str, str]:
+    return {"X-Forwarded-For": address}
 
 
 class Clock:
@@ -42,9 +50,60 @@ def test_a_token_over_its_limit_gets_429_with_retry_after_and_others_do_not(sign
 
 
 def test_anonymous_callers_are_limited_by_address(anon: httpx.Client) -> None:
-    answers = [anon.post("/auth/login", json={"email": "x@y.z", "password": "p"}) for _ in range(20)]
+    answers = [anon.post("/auth/login", json={"email": "x@y.z", "password": "p"}, headers=at("10.0.0.9"))
+               for _ in range(20)]  # fmt: skip
     assert any(a.status_code == 429 for a in answers)
 
 
 def test_health_and_metrics_are_never_rate_limited(anon: httpx.Client) -> None:
     assert all(anon.get("/health").status_code == 200 for _ in range(30))
+
+
+def test_made_up_tokens_share_their_addresss_bucket(anon: httpx.Client) -> None:
+    codes = [anon.get("/contacts", headers={"Authorization": f"Bearer mm_{i}", **at("10.1.0.1")}).status_code
+             for i in range(30)]  # fmt: skip
+    assert codes[:10] == [401] * 10 and 429 in codes  # a burst of 10 per address, whatever the token
+    assert anon.get("/contacts", headers={"Authorization": "Bearer mm_x", **at("10.1.0.2")}).status_code == 401
+
+
+def test_limits_are_per_user_whatever_the_number_of_tokens(anon: httpx.Client, signup) -> None:
+    ann = signup("Ann")
+    login = {"email": ann.email, "password": ann.password}
+    tokens = [anon.post("/auth/login", json=login, headers=at("10.2.0.1")).json()["token"] for _ in range(3)]
+    as_ann = [{"Authorization": f"Bearer {tokens[i % 3]}", **at(f"10.2.1.{i}")} for i in range(12)]
+    codes = [anon.get("/contacts", headers=headers).status_code for headers in as_ann]
+    assert 429 in codes, codes  # three tokens do not get three buckets (5 each would allow all 12)
+
+
+def test_a_user_keeps_at_most_max_sessions_the_oldest_end(anon: httpx.Client, signup) -> None:
+    ann = signup("Ann")
+    logins = [anon.post("/auth/login", json={"email": ann.email, "password": ann.password},
+                        headers=at("10.3.0.1")).json()["token"] for _ in range(4)]  # fmt: skip
+    me = [anon.get("/auth/me", headers={"Authorization": f"Bearer {t}", **at(f"10.3.1.{i}")}).status_code
+          for i, t in enumerate([ann.token, *logins])]  # fmt: skip
+    assert me == [401, 401, 200, 200, 200]  # MAX_SESSIONS=3: the sign-up's and the first login's ended
+
+
+def test_concurrent_wrong_passwords_cannot_outrun_the_login_limit(anon: httpx.Client, signup) -> None:
+    ann = signup("Ann")
+
+    def guess(_: int) -> int:
+        wrong = {"email": ann.email, "password": "wrong guess"}
+        return anon.post("/auth/login", json=wrong, headers=at("10.4.0.1")).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(guess, range(40)))
+    assert codes.count(401) <= 5 and codes.count(429) >= 35  # at most LOGIN_MAX_FAILURES checked
+    right = {"email": ann.email, "password": ann.password}
+    assert anon.post("/auth/login", json=right, headers=at("10.4.0.1")).status_code == 429
+    # The victim, elsewhere, is not locked out by someone guessing from another address.
+    assert anon.post("/auth/login", json=right, headers=at("10.4.0.2")).status_code == 200
+
+
+def test_a_window_that_ended_counts_nothing_even_before_mongodbs_ttl_reaper_runs(anon, signup, db) -> None:
+    ann = signup("Ann")
+    ended = datetime.now(UTC) - timedelta(seconds=1)
+    db.throttles.insert_many([{"_id": f"login:email:{ann.email}:10.5.0.1", "failures": 99, "expires_at": ended},
+                              {"_id": f"login:email:{ann.email}", "failures": 999, "expires_at": ended}])  # fmt: skip
+    right = {"email": ann.email, "password": ann.password}
+    assert anon.post("/auth/login", json=right, headers=at("10.5.0.1")).status_code == 200
