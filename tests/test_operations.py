@@ -73,3 +73,9 @@ def test_the_docs_page_loads_only_local_assets(anon: httpx.Client) -> None:
 def test_the_websocket_route_without_an_upgrade_is_a_bad_request_in_the_contracts_shape(anon) -> None:
     answer = anon.get("/ws")
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request"
+
+
+def test_by_default_a_made_up_x_forwarded_for_does_not_buy_a_fresh_rate_limit_bucket(anon) -> None:
+    codes = [anon.get("/auth/me", headers={"X-Forwarded-For": f"10.9.{i // 250}.{i % 250}"}).status_code
+             for i in range(80)]  # fmt: skip
+    assert 429 in codes  # PROXIES_COUNT=0: the address is the socket's, whatever the header says

@@ -5,16 +5,21 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from bson import ObjectId
+from pymongo import MongoClient
 
+from deploy.local import debian
 from deploy.local.mongo import MongoNode, free_port, initiate
 
 from .feed import Feed
 from .harness import ROOT, Account, Server, wait_for
+
+HOUR = timedelta(hours=1)
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +172,25 @@ def test_an_instance_presumed_dead_while_alive_restores_its_users(servers, node:
             assert min(counts) < 2
             wait_for(lambda: db.connections.count_documents({"user": ObjectId(bob.id)}) == 1, 20, "bob restored")
             wait_for(lambda: db.presence.count_documents({"user": ObjectId(bob.id)}) == 1, 20, "presence restored")
+
+
+def test_an_instance_whose_host_clock_runs_15s_behind_is_not_taken_for_dead(servers, node: MongoNode) -> None:
+    faketime = Path(debian.ensure("faketime")).parent.parent / "lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+    behind = servers(LD_PRELOAD=str(faketime), FAKETIME="-15s", FAKETIME_DONT_FAKE_MONOTONIC="1")
+    judge = servers()  # a host with the right time, reaping instances silent for PRESENCE_TTL (3 s)
+    bob = Account.register(judge.url, "Bob")
+    db = MongoClient(node.url, tz_aware=True)["recovery"]  # type: ignore[attr-defined]
+    with Feed(behind, bob):
+        me = db.connections.find_one({"user": ObjectId(bob.id)})["instance"]
+
+        # Silent instances, by the database's clock: once the judge has removed one, it has reaped, and
+        # the instance behind, beating all along, must not have been removed with it.
+        def judge_reaped() -> list[str]:
+            if db.instances.count_documents({"_id": {"$regex": "^silent/"}}) == 0:  # the other may reap too
+                db.instances.insert_one({"_id": f"silent/{ObjectId()}", "heartbeat_at": datetime.now(UTC) - HOUR})
+            return [line for line in judge.log_tail(300).splitlines() if "silent instance" in line]
+
+        reaped = wait_for(judge_reaped, 30, "the judge to reap")
+        assert all(me not in line for line in reaped), reaped
+        assert "presumed dead" not in behind.log_tail(300)
+        assert db.instances.count_documents({"_id": me}) == 1

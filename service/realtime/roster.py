@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 from ..config import Settings
@@ -41,7 +41,7 @@ class Roster:
         self.instance_id = instance_id
         self.live: dict[str, LiveConnection] = {}  # this process's connections, to restore if reaped
         self.by_session: dict[str, set[str]] = {}  # login session key -> connection ids
-        self.beating_since: datetime | None = None
+        self.beating_since: float | None = None  # this process's monotonic clock
         self.started = False
 
     def observe(self, change: Change | None) -> None:
@@ -107,11 +107,12 @@ class Roster:
     async def beat(self) -> None:
         result = await self.db.instances.update_one(
             {"_id": self.instance_id},
-            {"$set": {"heartbeat_at": now(), "name": self.settings.instance, "pid": os.getpid()}},
+            # The database's clock, not this host's: a host running behind must not look dead to others.
+            {"$currentDate": {"heartbeat_at": True}, "$set": {"name": self.settings.instance, "pid": os.getpid()}},
             upsert=True,
         )
         if self.beating_since is None:
-            self.beating_since = now()
+            self.beating_since = time.monotonic()
         if result.upserted_id is not None and self.started:
             # Another instance took this one for dead (say, after a MongoDB outage longer than the
             # TTL) and removed its records while its clients were still connected: put them back.
@@ -128,11 +129,12 @@ class Roster:
     async def _reap(self) -> None:
         # After an outage every instance beats again within one interval; until this one has been
         # beating for a whole TTL, a silent peer may just not have had its turn yet.
-        ttl = timedelta(seconds=self.settings.presence_ttl)
-        if self.beating_since is None or now() - self.beating_since < ttl:
+        ttl = self.settings.presence_ttl
+        if self.beating_since is None or time.monotonic() - self.beating_since < ttl:
             return
-        cutoff = now() - ttl
-        dead = [doc["_id"] async for doc in self.db.instances.find({"heartbeat_at": {"$lt": cutoff}}, {"_id": 1})]
+        # Silent for a TTL by the database's clock ($$NOW), like the heartbeats themselves.
+        silent = {"$expr": {"$lt": ["$heartbeat_at", {"$subtract": ["$$NOW", ttl * 1000]}]}}
+        dead = [doc["_id"] async for doc in self.db.instances.find(silent, {"_id": 1})]
         if dead:
             log.info("removing %d silent instance(s): %s", len(dead), ", ".join(map(str, dead)))
             await self._forget(dead)
