@@ -59,3 +59,21 @@ def test_a_slow_reader_is_cut_off_with_4008_while_a_fast_one_keeps_up(server, si
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd else None
         assert code == 4008
+
+
+def test_one_socket_holds_one_subscription_to_the_same_thing(server, signup) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "once"}).json()
+    with Feed(server, ann) as feed:
+        feed.subscribe("all", "documents")
+        feed.subscribe("one", "documents", {"id": doc["id"]})  # another target: allowed
+        for again in ("all-2", "all-3"):
+            feed.send(type="subscribe", id=again, stream="documents")
+            refused = feed.expect("error", id=again)
+            assert refused["code"] == "conflict" and "'all'" in refused["message"]
+        feed.send(type="subscribe", id="one-2", stream="documents", params={"id": doc["id"]})
+        assert feed.expect("error", id="one-2")["code"] == "conflict"
+        ann.patch(f"/documents/{doc['id']}", json={"body": "seen twice, not four times"})
+        assert sorted(feed.event()["sub"] for _ in range(2)) == ["all", "one"]
+        feed.send(type="ping")
+        feed.expect("pong")  # and nothing else came

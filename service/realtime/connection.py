@@ -24,7 +24,7 @@ class Connection:
     ) -> None:
         self.ws = ws
         self.settings = settings
-        self.outbox = Outbox(Wire(ws), settings.ws_send_queue)
+        self.outbox = Outbox(Wire(ws), settings.ws_send_queue, settings.ws_send_bytes)
         self.session = Session(self.outbox, hub, roster, accounts, db, settings)
 
     async def serve(self, header_token: str | None) -> None:

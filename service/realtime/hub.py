@@ -207,6 +207,7 @@ class Hub:
         # Live events are held back from now on; the replay covers everything up to `until`.
         sub.buffer = []
         sub.buffer_limit = self.settings.ws_send_queue
+        sub.buffer_bytes = self.settings.ws_send_bytes
         self._register(sub)
         until = self.position
         try:

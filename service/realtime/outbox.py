@@ -1,65 +1,87 @@
 """Frames out to one socket, in order, bounded.
 
 While the socket keeps up, a frame goes straight to it (see wire.py). When its buffer is full,
-frames wait in a bounded queue drained by one writer task, started the first time one has to wait.
-A client that does not keep up fills the queue: `push` says so, and the session disconnects it
-(4008; it can come back with `since`), so it never makes the server buffer without bound or slows
-anyone else.
+frames wait in a queue bounded in frames (`WS_SEND_QUEUE`) and in bytes (`WS_SEND_BYTES`), drained by
+one writer task, started the first time one has to wait. A client that does not keep up fills the
+queue: `push` says so, and the session disconnects it (4008; it can come back with `since`), so it
+never makes the server buffer without bound or slows anyone else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 
 from .wire import Wire
 
 
 class Outbox:
-    def __init__(self, wire: Wire, size: int) -> None:
+    """At most `frames` frames and `size` bytes wait (plus one frame of any size when none does)."""
+
+    def __init__(self, wire: Wire, frames: int, size: int) -> None:
         self.wire = wire
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=size)
-        self.holding = False  # the writer has taken a frame from the queue and not written it yet
+        self.max_frames = frames
+        self.max_bytes = size
+        self.pending: deque[tuple[str, int]] = deque()  # (frame, its UTF-8 size), oldest first
+        self.bytes = 0
+        self.waiting = asyncio.Event()  # something is pending: wakes the writer
+        self.room = asyncio.Event()  # there is room again: wakes a replay waiting in push_wait
         self.writer: asyncio.Task[None] | None = None
 
     def push(self, frame: str) -> bool:
-        """Send or queue `frame`; False when the queue is full (the client is too slow)."""
+        """Send or queue `frame`; False when there is no room (the client is too slow)."""
         if self._direct():
             self.wire.write(frame)
             return True
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
+        size = _size(frame)
+        if not self._fits(size):
             return False
-        if self.writer is None:
-            self.writer = asyncio.create_task(self._write(), name="ws-writer")
+        self._queue(frame, size)
         return True
 
     async def push_wait(self, frame: str) -> None:
         """Send or queue `frame`, waiting for room: for replays, which the client paces."""
         if self._direct():
             self.wire.write(frame)
-        elif self.queue.full():
-            await self.queue.put(frame)  # the writer is running: the queue only fills while it waits
-        else:
-            self.push(frame)
+            return
+        size = _size(frame)
+        while not self._fits(size):  # the writer is running: the queue only fills while it waits
+            self.room.clear()
+            await self.room.wait()
+        self._queue(frame, size)
 
     def abort(self, code: int, reason: str) -> None:
         self.wire.abort(code, reason)
 
     def _direct(self) -> bool:
         """Whether a frame can go to the socket now without overtaking frames that wait."""
-        return not self.holding and self.queue.empty() and self.wire.ready()
+        return not self.pending and self.wire.ready()
+
+    def _fits(self, size: int) -> bool:
+        if not self.pending:
+            return True
+        return len(self.pending) < self.max_frames and self.bytes + size <= self.max_bytes
+
+    def _queue(self, frame: str, size: int) -> None:
+        self.pending.append((frame, size))
+        self.bytes += size
+        self.waiting.set()
+        if self.writer is None:
+            self.writer = asyncio.create_task(self._write(), name="ws-writer")
 
     async def _write(self) -> None:
         with contextlib.suppress(Exception):
             while True:
-                frame = await self.queue.get()
-                self.holding = True
+                while not self.pending:
+                    self.waiting.clear()
+                    await self.waiting.wait()
                 if not await self.wire.drained():
                     return
+                frame, size = self.pending.popleft()  # written only now: nothing overtakes it
+                self.bytes -= size
                 self.wire.write(frame)
-                self.holding = False
+                self.room.set()
 
     async def close(self) -> None:
         """Stop the writer; what still waits is dropped (the socket is gone)."""
@@ -68,3 +90,9 @@ class Outbox:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+        self.pending.clear()
+        self.bytes = 0
+
+
+def _size(frame: str) -> int:
+    return len(frame) if frame.isascii() else len(frame.encode())

@@ -45,6 +45,8 @@ class Subscription:
     prefix: str = field(init=False)
     buffer: list[tuple[str, str]] | None = None  # (token, frame) held back while a replay runs
     buffer_limit: int = 10_000
+    buffer_bytes: int = 4 << 20  # what held-back frames may add up to (in characters)
+    buffered: int = 0
 
     def __post_init__(self) -> None:
         self.prefix = '{"type":"event","sub":' + encode(self.id) + ","
@@ -52,8 +54,9 @@ class Subscription:
     def deliver(self, token: str, frame: str) -> None:
         if self.buffer is None:
             self.sink.push(frame)
-        elif len(self.buffer) < self.buffer_limit:
+        elif len(self.buffer) < self.buffer_limit and self.buffered + len(frame) <= self.buffer_bytes:
             self.buffer.append((token, frame))
+            self.buffered += len(frame)
         else:
             self.buffer = None
             self.sink.overflow()

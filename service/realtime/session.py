@@ -255,6 +255,11 @@ class Session:
         if since is not None and not isinstance(since, str):
             raise BadRequest("since must be a cursor string")
         target = await self._authorize(user, stream, params)
+        # Two subscriptions to the same thing would carry every frame twice (each with its own id, so
+        # its own bytes): one socket holds one of each.
+        same = next((sub.id for sub in self.subs.values() if (sub.stream, sub.target) == (stream, target)), None)
+        if same is not None:
+            raise Conflict(f"this connection is already subscribed to {stream} with these params, as {same!r}")
         sub = Subscription(sub_id, stream, user.id, target, self)
         self.subs[sub_id] = sub
         try:
