@@ -78,7 +78,9 @@ async def get(request: Request, document_id: str) -> HTTPResponse:
           errors={**MISSING_OR_HIDDEN, "412": "precondition_failed: the document changed since your ETag"})  # fmt: skip
 async def update(request: Request, document_id: str) -> HTTPResponse:
     patch = body(request, DocumentPatch)
-    doc = await documents.update(context(request).db, current_user(request), document_id, patch, if_match(request))
+    ctx = context(request)
+    kept = ctx.settings.revisions_kept
+    doc = await documents.update(ctx.db, current_user(request), document_id, patch, if_match(request), kept)
     return answer(doc)
 
 

@@ -84,6 +84,8 @@ class Settings:
     rate_limit: int
     rate_burst: int
     anon_rate_limit: int
+    write_budget: int
+    revisions_kept: int
     login_max_failures: int
     login_window: int
     ws_auth_timeout: float
@@ -120,6 +122,8 @@ class Settings:
             rate_limit=env.integer("RATE_LIMIT", 6000, 1, 10_000_000),
             rate_burst=env.integer("RATE_BURST", 600, 1, 10_000_000),
             anon_rate_limit=env.integer("ANON_RATE_LIMIT", 600, 1, 10_000_000),
+            write_budget=env.integer("WRITE_BUDGET", 32 << 20, 64 << 10, 1 << 40),
+            revisions_kept=env.integer("REVISIONS_KEPT", 100, 1, 1_000_000),
             login_max_failures=env.integer("LOGIN_MAX_FAILURES", 5, 1, 1000),
             login_window=env.integer("LOGIN_WINDOW", 300, 1, 86400),
             ws_auth_timeout=env.number("WS_AUTH_TIMEOUT", 10.0, 0.1, 600.0),

@@ -38,6 +38,7 @@ class Context:
     supervisor: Supervisor
     limiter: RateLimiter
     anon_limiter: RateLimiter
+    write_limiter: RateLimiter  # bytes a user may write per minute: the resume window is everyone's
 
 
 class AppState:

@@ -62,7 +62,12 @@ async def listing(db: Database, user: User, limit: int, after: str | None) -> tu
 
 
 async def update(
-    db: Database, user: User, document_id: str, patch: DocumentPatch, if_match: set[int] | None
+    db: Database,
+    user: User,
+    document_id: str,
+    patch: DocumentPatch,
+    if_match: set[int] | None,
+    revisions_kept: int = 100,
 ) -> Document:
     """Apply `patch` as version + 1, keeping the previous version as a revision, atomically.
 
@@ -96,6 +101,9 @@ async def update(
         await db.revisions.replace_one(
             {"document": revision["document"], "version": revision["version"]}, revision, upsert=True, session=session
         )
+        # Revisions are kept for the last `revisions_kept` versions (docs/operations.md: retention).
+        oldest_kept = revision["version"] - revisions_kept + 1
+        await db.revisions.delete_many({"document": current["_id"], "version": {"$lt": oldest_kept}}, session=session)
         return updated
 
     return await db.transaction(work)

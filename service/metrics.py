@@ -29,6 +29,10 @@ STREAM_LAG = Gauge(
     multiprocess_mode="max",
 )
 SLOW_CLIENTS = Counter("murmuration_slow_clients_closed_total", "Websockets closed with 4008 for not keeping up")
+REPLAYS = Gauge("murmuration_replays_running", "Replays under way", multiprocess_mode="livesum")
+REPLAY_READS = Counter(
+    "murmuration_replay_changes_read_total", "Changes read from MongoDB by replays (filtered there per subscription)"
+)
 TASK_RESTARTS = Counter(
     "murmuration_task_restarts_total", "Background tasks restarted after an unexpected failure", ["task"]
 )

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import httpx
 import pytest
+from bson import ObjectId
 from websockets.exceptions import ConnectionClosed
 
 from .feed import Feed
+from .harness import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +82,34 @@ def test_one_socket_holds_one_subscription_to_the_same_thing(server, signup) -> 
         assert sorted(feed.event()["sub"] for _ in range(2)) == ["all", "one"]
         feed.send(type="ping")
         feed.expect("pong")  # and nothing else came
+
+
+def replays_under_way(server) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return float(next(x for x in text.splitlines() if x.startswith("murmuration_replays_running")).split()[-1])
+
+
+def test_a_user_runs_at_most_three_replays_at_once(server, signup, db) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann) as first:
+        first.subscribe("c", "contacts")
+        ann.post("/contacts", json={"name": "the cursor"})
+        cursor = first.event("c")["cursor"]
+    now = datetime.now(UTC)
+    db.contacts.insert_many([{"owner": ObjectId(ann.id), "name": f"c{i}" * 40, "created_at": now, "updated_at": now}
+                             for i in range(4000)])  # fmt: skip
+    # Clients that never read: each replay fills its socket, then waits for room, and stays under way.
+    stuck = [Feed(server, ann, max_queue=1) for _ in range(3)]
+    try:
+        for feed in stuck:
+            feed.send(type="subscribe", id="c", stream="contacts", since=cursor)
+        wait_for(lambda: replays_under_way(server) == 3, 30, "three replays under way")
+        with Feed(server, ann) as fourth:
+            fourth.send(type="subscribe", id="c", stream="contacts", since=cursor)
+            refused = fourth.expect("error", id="c")
+            assert refused["code"] == "rate_limited" and "at most 3 replays" in refused["message"]
+    finally:
+        for feed in stuck:
+            feed.close()
+    with Feed(server, ann) as later:  # the stuck ones are gone: replays are possible again
+        assert len(later.subscribe("c", "contacts", since=cursor)) == 4000

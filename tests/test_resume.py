@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
+
+from bson import ObjectId
 
 from .feed import Feed, cursor_after_a_write
 
@@ -100,3 +103,24 @@ def test_a_cursor_works_across_a_server_restart(server, signup) -> None:
     missed = ann.post("/contacts", json={"name": "after restart"}).json()
     with Feed(server, ann) as feed:
         assert [e["id"] for e in feed.subscribe("c", "contacts", since=cursor)] == [missed["id"]]
+
+
+def replay_reads(account) -> float:
+    line = next(
+        x for x in account.get("/metrics").text.splitlines() if x.startswith("murmuration_replay_changes_read_total")
+    )
+    return float(line.split()[-1])
+
+
+def test_a_replay_reads_what_the_subscription_matches_not_every_change_since(server, signup, db) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    cursor = cursor_after_a_write(server, ann)
+    now = datetime.now(UTC)
+    db.contacts.insert_many([{"owner": ObjectId(bob.id), "name": f"b{i}", "created_at": now, "updated_at": now}
+                             for i in range(300)])  # fmt: skip
+    mine = ann.post("/contacts", json={"name": "missed"}).json()
+    before = replay_reads(ann)
+    with Feed(server, ann) as feed:
+        replayed = feed.subscribe("c", "contacts", since=cursor)
+    assert [e["id"] for e in replayed] == [mine["id"]]
+    assert replay_reads(ann) - before <= 3  # the cursor's own event and Ann's contact, not Bob's 300

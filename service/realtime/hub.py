@@ -16,26 +16,28 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Settings
-from ..database import Database, DatabaseError, ObjectId, OperationFailure, Stream, history_lost, now
-from ..errors import BadRequest, CursorExpired
-from ..metrics import EVENTS, SKIPPED_CHANGES, STREAM_LAG
+from ..database import Database, DatabaseError, ObjectId, OperationFailure, history_lost, now
+from ..database import Stream as ChangeStream
+from ..errors import BadRequest, CursorExpired, RateLimited
+from ..metrics import EVENTS, REPLAY_READS, REPLAYS, SKIPPED_CHANGES, STREAM_LAG
 from ..stored import malformed
 from .board import Board
 from .change import OPERATIONS, Change
 from .frames import error_frame, subscribed
 from .router import Router, Subscription, state
-from .streams import STREAMS
+from .streams import STREAMS, Stream
 
 log = logging.getLogger("murmuration.hub")
 
 CURSOR = re.compile(r"^[0-9A-Fa-f]{16,512}$")
+MAX_REPLAYS = 3  # per user and process: a replay reads the oplog, which every other user shares
 
 # Hears every change of one collection; None means the stream broke, so changes may have been
 # missed until it follows again (a cache fed by it must not be trusted meanwhile).
 Observer = Callable[[Change | None], None]
 
 
-def _position(stream: Stream) -> str | None:
+def _position(stream: ChangeStream) -> str | None:
     token = stream.resume_token
     return str(token["_data"]) if token else None
 
@@ -46,7 +48,7 @@ def _readers(doc: dict[str, Any] | None) -> set[ObjectId]:
     return {item for item in access if isinstance(item, ObjectId)} if isinstance(access, list) else set()
 
 
-async def _close(stream: Stream | None) -> None:
+async def _close(stream: ChangeStream | None) -> None:
     if stream is not None:
         with contextlib.suppress(Exception):
             await stream.close()
@@ -62,7 +64,8 @@ class Hub:
         self.following = False
         self.subscriptions: set[Subscription] = set()
         self.observers: dict[str, list[Observer]] = {}
-        self.stream: Stream | None = None
+        self.stream: ChangeStream | None = None
+        self.replaying: Counter[Any] = Counter()  # user id -> replays under way in this process
 
     def observe(self, collection: str, observer: Observer) -> None:
         """Call `observer` with every change of `collection` (and None when the stream breaks).
@@ -204,6 +207,19 @@ class Hub:
             return
         if not CURSOR.match(since):
             raise BadRequest("since is not a cursor this service handed out")
+        if self.replaying[sub.user] >= MAX_REPLAYS:
+            raise RateLimited(1, f"at most {MAX_REPLAYS} replays at once per user; subscribe again when one is done")
+        self.replaying[sub.user] += 1
+        REPLAYS.inc()
+        try:
+            await self._resume(sub, since, stream)
+        finally:
+            REPLAYS.dec()
+            self.replaying[sub.user] -= 1
+            if self.replaying[sub.user] <= 0:
+                del self.replaying[sub.user]
+
+    async def _resume(self, sub: Subscription, since: str, stream: Stream) -> None:
         # Live events are held back from now on; the replay covers everything up to `until`.
         sub.buffer = []
         sub.buffer_limit = self.settings.ws_send_queue
@@ -211,7 +227,7 @@ class Hub:
         self._register(sub)
         until = self.position
         try:
-            last = await self._replay(sub, since, until)
+            last = await self._replay(sub, since, until, stream)
         except BaseException:
             self.unsubscribe(sub)
             raise
@@ -221,9 +237,14 @@ class Hub:
                 sub.sink.push(frame)
         sub.sink.push(subscribed(sub.id, self.position))
 
-    async def _replay(self, sub: Subscription, since: str, until: str) -> str:
+    async def _replay(self, sub: Subscription, since: str, until: str, stream: Stream) -> str:
+        # MongoDB keeps only this subscription's changes: a replay costs what it matches, not every
+        # change since the cursor.
+        # The event the cursor names must pass too: MongoDB refuses to resume from one it filtered out.
+        wanted = {"$or": [stream.match(sub.user, sub.target), {"_id._data": since}]}
+        pipeline = [*self.pipeline, {"$match": wanted}]
         try:
-            replay = await self.db.watch(self.pipeline, since, max_await_ms=50)
+            replay = await self.db.watch(pipeline, since, max_await_ms=50)
         except OperationFailure as error:
             if history_lost(error):
                 raise CursorExpired() from None
@@ -236,6 +257,7 @@ class Hub:
                     if (_position(replay) or "") >= until:
                         return last
                     continue
+                REPLAY_READS.inc()
                 token = event["_id"]["_data"]
                 if token > until:
                     return last

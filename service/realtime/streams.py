@@ -35,6 +35,34 @@ class Audience:
 
 
 Rule = Callable[[Change, Board, Delta], list[Audience]]
+# The change-stream $match a replay of (user, target) needs: MongoDB filters, the hub routes only those.
+Match = Callable[[Any, Any | None], dict[str, Any]]
+
+
+def nothing(user: Any, target: Any | None) -> dict[str, Any]:
+    return {"_id": {"$exists": False}}  # a stream with nothing to replay
+
+
+def reading(coll: str, field: str, target_field: str = "documentKey._id") -> Match:
+    """Changes of `coll` whose document, before or after, lists the user in `field` (and is the target)."""
+
+    def match(user: Any, target: Any | None) -> dict[str, Any]:
+        query: dict[str, Any] = {
+            "ns.coll": coll,
+            "$or": [{f"fullDocument.{field}": user}, {f"fullDocumentBeforeChange.{field}": user}],
+        }
+        if target is not None:
+            query[target_field] = target
+        return query
+
+    return match
+
+
+def either(*matches: Match) -> Match:
+    def match(user: Any, target: Any | None) -> dict[str, Any]:
+        return {"$or": [each(user, target) for each in matches]}
+
+    return match
 
 
 @dataclass(frozen=True)
@@ -44,6 +72,7 @@ class Stream:
     rule: Rule
     per_user: bool = True  # untargeted subscriptions are indexed per user (False: one shared key)
     replayable: bool = True  # events can be replayed from a cursor (state streams only send state)
+    match: Match = nothing  # what a replay asks MongoDB for
     ephemeral: frozenset[str] = frozenset()  # collections whose changes are live-only signals
 
 
@@ -134,11 +163,24 @@ def online_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
 STREAMS: dict[str, Stream] = {
     stream.name: stream
     for stream in (
-        Stream("contacts", frozenset({"contacts"}), readers_rule(owner, contact_out)),
-        Stream("documents", frozenset({"documents"}), readers_rule(access, document_out)),
+        Stream(
+            "contacts", frozenset({"contacts"}), readers_rule(owner, contact_out), match=reading("contacts", "owner")
+        ),
+        Stream(
+            "documents",
+            frozenset({"documents"}),
+            readers_rule(access, document_out),
+            match=reading("documents", "access"),
+        ),
         Stream("presence", frozenset({"presence", "documents"}), presence_rule, replayable=False),
         Stream("online", frozenset({"connections"}), online_rule, per_user=False, replayable=False),
-        Stream("room", frozenset({"messages", "rooms", "signals"}), room_rule, ephemeral=frozenset({"signals"})),
-        Stream("orders", frozenset({"orders"}), orders_rule),
+        Stream(
+            "room",
+            frozenset({"messages", "rooms", "signals"}),
+            room_rule,
+            ephemeral=frozenset({"signals"}),
+            match=either(reading("messages", "access", "fullDocument.room"), reading("rooms", "access")),
+        ),
+        Stream("orders", frozenset({"orders"}), orders_rule, match=reading("orders", "owner")),
     )
 }

@@ -1,0 +1,32 @@
+"""The resume window is everyone's: one user's writes are budgeted, and revisions have a retention."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def server_env() -> dict[str, str]:
+    return {"WRITE_BUDGET": str(1 << 20), "REVISIONS_KEPT": "3"}  # 1 MiB a minute per user
+
+
+def test_one_user_flooding_writes_is_refused_with_retry_after_and_others_are_not(signup) -> None:
+    flooder, other = signup("Flood"), signup("Other")
+    doc = flooder.post("/documents", json={"title": "big"}).json()
+    answers = [flooder.patch(f"/documents/{doc['id']}", json={"body": f"{i}" + "x" * 100_000}) for i in range(12)]
+    codes = [answer.status_code for answer in answers]
+    assert codes[:3] == [200] * 3 and 429 in codes, codes  # ~300 KB of oplog each against 1 MiB a minute
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert refused.json()["error"]["code"] == "rate_limited" and "write budget" in refused.json()["error"]["message"]
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert flooder.get(f"/documents/{doc['id']}").status_code == 200  # reading is not budgeted
+    assert other.post("/documents", json={"title": "mine", "body": "y" * 100_000}).status_code == 201
+
+
+def test_a_document_keeps_its_last_revisions_only(signup) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "v1"}).json()
+    for version in range(2, 8):
+        assert ann.patch(f"/documents/{doc['id']}", json={"title": f"v{version}"}).status_code == 200
+    revisions = ann.get(f"/documents/{doc['id']}/revisions").json()["items"]
+    assert [r["version"] for r in revisions] == [6, 5, 4]  # REVISIONS_KEPT=3: versions 1..3 are gone
