@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from .feed import Feed, cursor_after_a_write
+
 
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
     return {"WRITE_BUDGET": str(1 << 20), "REVISIONS_KEPT": "3"}  # 1 MiB a minute per user
 
 
-def test_one_user_flooding_writes_is_refused_with_retry_after_and_others_are_not(signup) -> None:
+def test_one_user_flooding_writes_is_refused_with_retry_after_and_others_are_not(server, signup) -> None:
     flooder, other = signup("Flood"), signup("Other")
+    cursor = cursor_after_a_write(server, other)  # taken before the flood, resumed after it
     doc = flooder.post("/documents", json={"title": "big"}).json()
     answers = [flooder.patch(f"/documents/{doc['id']}", json={"body": f"{i}" + "x" * 100_000}) for i in range(12)]
     codes = [answer.status_code for answer in answers]
@@ -21,6 +24,9 @@ def test_one_user_flooding_writes_is_refused_with_retry_after_and_others_are_not
     assert int(refused.headers["Retry-After"]) >= 1
     assert flooder.get(f"/documents/{doc['id']}").status_code == 200  # reading is not budgeted
     assert other.post("/documents", json={"title": "mine", "body": "y" * 100_000}).status_code == 201
+    missed = other.post("/contacts", json={"name": "while away"}).json()
+    with Feed(server, other) as feed:
+        assert [e["id"] for e in feed.subscribe("c", "contacts", since=cursor)] == [missed["id"]]
 
 
 def test_a_document_keeps_its_last_revisions_only(signup) -> None:
