@@ -34,18 +34,22 @@ def ident(value: Any) -> str:
     return text
 
 
-def text(doc: dict[str, Any], key: str, default: str | None = None) -> str:
-    """A string field; missing, it is `default` (if one is given)."""
+LONGEST = 1_000_000  # no string the API accepts is longer (a document's body)
+
+
+def text(doc: dict[str, Any], key: str, default: str | None = None, most: int = LONGEST) -> str:
+    """A string field of at most `most` characters (what the API accepts); missing, it is `default`
+    (if one is given)."""
     value = doc[key] if default is None else doc.get(key, default)
-    if type(value) is not str:
-        raise Unreadable(f"{key} is not a string")
+    if type(value) is not str or len(value) > most:
+        raise Unreadable(f"{key} is not a string of at most {most} characters")
     return value
 
 
-def optional_text(doc: dict[str, Any], key: str, default: str | None = None) -> str | None:
-    value = doc.get(key, default)
-    if value is not None and type(value) is not str:
-        raise Unreadable(f"{key} is not a string")
+def optional_text(doc: dict[str, Any], key: str, most: int = LONGEST) -> str | None:
+    value = doc.get(key)
+    if value is not None and (type(value) is not str or len(value) > most):
+        raise Unreadable(f"{key} is not a string of at most {most} characters")
     return value
 
 

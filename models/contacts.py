@@ -64,11 +64,11 @@ class ContactPage(Output):
 def contact_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": ident(doc["_id"]),
-        "name": text(doc, "name"),
-        "email": optional_text(doc, "email"),
-        "phone": optional_text(doc, "phone"),
-        "company": optional_text(doc, "company"),
-        "notes": optional_text(doc, "notes"),
+        "name": text(doc, "name", most=200),
+        "email": optional_text(doc, "email", 254),
+        "phone": optional_text(doc, "phone", 50),
+        "company": optional_text(doc, "company", 200),
+        "notes": optional_text(doc, "notes", 10_000),
         "tags": texts(doc, "tags"),
         "created_at": moment(doc, "created_at"),
         "updated_at": moment(doc, "updated_at"),

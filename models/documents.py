@@ -93,10 +93,10 @@ def document_out(doc: dict[str, Any]) -> dict[str, Any]:
     owner = ref(doc["owner"])
     return {
         "id": ident(doc["_id"]),
-        "title": text(doc, "title"),
-        "slug": text(doc, "slug"),
+        "title": text(doc, "title", most=300),
+        "slug": text(doc, "slug", most=80),
         "body": text(doc, "body", ""),
-        "abstract": text(doc, "abstract", ""),
+        "abstract": text(doc, "abstract", "", most=5000),
         "tags": texts(doc, "tags"),
         "version": whole(doc, "version"),
         "owner": owner,
@@ -110,9 +110,9 @@ def document_out(doc: dict[str, Any]) -> dict[str, Any]:
 def revision_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "version": whole(doc, "version"),
-        "title": text(doc, "title"),
+        "title": text(doc, "title", most=300),
         "body": text(doc, "body", ""),
-        "abstract": text(doc, "abstract", ""),
+        "abstract": text(doc, "abstract", "", most=5000),
         "tags": texts(doc, "tags"),
         "edited_by": ref(doc["edited_by"]),
         "edited_at": moment(doc, "edited_at"),

@@ -76,7 +76,7 @@ class MessagePage(Output):
 def room_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": ident(doc["_id"]),
-        "name": text(doc, "name"),
+        "name": text(doc, "name", most=200),
         "members": [ref(member) for member in listed(doc, "members")],
         "created_by": ref(doc["created_by"]),
         "created_at": moment(doc, "created_at"),
@@ -88,8 +88,8 @@ def message_out(doc: dict[str, Any]) -> dict[str, Any]:
         "id": ident(doc["_id"]),
         "room": ident(doc["room"]),
         "author": ref(doc["author"]),
-        "text": text(doc, "text"),
-        "client_id": optional_text(doc, "client_id"),
+        "text": text(doc, "text", most=4000),
+        "client_id": optional_text(doc, "client_id", 100),
         "created_at": moment(doc, "created_at"),
     }
 

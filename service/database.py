@@ -13,14 +13,22 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pymongo
-from bson import ObjectId
+from bson import DatetimeConversion, ObjectId
 from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import (
+    CollectionInvalid,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WTimeoutError,
+)
 
 from .errors import BadRequest, Conflict, ServiceError, Unavailable
 from .schemas import SCHEMAS
@@ -42,6 +50,7 @@ __all__ = [
     "history_lost",
     "now",
     "parse_id",
+    "transient",
 ]
 
 log = logging.getLogger("murmuration.database")
@@ -53,7 +62,6 @@ Stream = AsyncChangeStream[Document]
 DatabaseError = PyMongoError
 T = TypeVar("T")
 
-DOCUMENT_VALIDATION_FAILURE = 121
 NAMESPACE_EXISTS = 48
 
 # Change-stream errors after which resuming from the same token can never work.
@@ -117,14 +125,27 @@ def history_lost(error: PyMongoError) -> bool:
     return isinstance(error, OperationFailure) and error.code in HISTORY_LOST
 
 
+# Server errors that say "try again" (elections, shutdowns, timeouts, write conflicts), not "never".
+TRANSIENT_CODES = {6, 7, 50, 89, 91, 112, 189, 251, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+
+
+def transient(error: PyMongoError) -> bool:
+    """Whether the same operation may work later; False: MongoDB refuses it for what is stored."""
+    if isinstance(error, ConnectionFailure | ExecutionTimeout | WTimeoutError):
+        return True
+    if error.has_error_label("TransientTransactionError") or error.has_error_label("RetryableWriteError"):
+        return True
+    return not isinstance(error, OperationFailure) or error.code in TRANSIENT_CODES
+
+
 def failure(error: PyMongoError) -> ServiceError:
     """What a client is told when MongoDB refuses or fails a request or a frame (logged by type
     only: driver messages can carry hosts and query values)."""
     if isinstance(error, DuplicateKeyError):
         log.warning("a write hit the unique index %s", (error.details or {}).get("keyPattern"))
         return Conflict("this conflicts with a record that is already stored")
-    if isinstance(error, OperationFailure) and error.code == DOCUMENT_VALIDATION_FAILURE:
-        log.warning("a write was refused by a collection's validator")
+    if not transient(error):  # a validator, a field of the wrong type, a document grown too large...
+        log.warning("MongoDB refused an operation for what is stored (code %s)", getattr(error, "code", None))
         return Conflict("the stored record does not allow this change; an operator can repair it")
     log.warning("database unavailable: %s", type(error).__name__)
     return Unavailable("the database is unavailable; try again shortly")
@@ -153,9 +174,16 @@ class Database:
     """The client and the application database, created at server start and closed at stop."""
 
     def __init__(self, url: str, name: str, app_name: str = "murmuration") -> None:
-        # Majority writes survive a failover; tz_aware keeps every datetime in UTC.
+        # Majority writes survive a failover; tz_aware keeps every datetime in UTC. A date Python cannot
+        # hold (year 10000, written in the shell) is read as a DatetimeMS instead of failing the whole
+        # read, so the document is left out like any other that does not fit, never fatal.
         self.client: AsyncMongoClient[Document] = AsyncMongoClient(
-            url, tz_aware=True, w="majority", appname=app_name, serverSelectionTimeoutMS=10_000
+            url,
+            tz_aware=True,
+            w="majority",
+            appname=app_name,
+            serverSelectionTimeoutMS=10_000,
+            datetime_conversion=DatetimeConversion.DATETIME_AUTO,
         )
         self.db: AsyncDatabase[Document] = self.client[name]
 
@@ -226,7 +254,9 @@ class Database:
         `resume_after` is a cursor handed to clients: the `_data` of a resume token.
         """
         return await self.db.watch(
-            pipeline,
+            # Last: an event over 16 MB (a huge document written with the validator bypassed) comes in
+            # fragments instead of failing the stream for good; the hub puts them back together.
+            [*pipeline, {"$changeStreamSplitLargeEvent": {}}],
             full_document="whenAvailable",
             full_document_before_change="whenAvailable",
             start_after={"_data": resume_after} if resume_after else None,

@@ -39,8 +39,11 @@ async def newest_first(
 ) -> tuple[list[Document], str | None]:
     """One page of `query` by descending `_id`; `next` is the last item's id when more follow."""
     query = dict(query)
+    # Only ObjectId ids: one the shell gave another type (a date, a string) could not be a cursor, nor
+    # be asked for by id; such a document is left out, like any other that does not fit.
+    query["_id"] = {"$type": "objectId"}
     if after is not None:
-        query["_id"] = {"$lt": parse_id(after, "after")}
+        query["_id"]["$lt"] = parse_id(after, "after")
     docs = await collection.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list()
     if len(docs) > limit:
         docs = docs[:limit]

@@ -35,7 +35,10 @@ ID = _t("objectId", "must be an ObjectId")
 DATE = _t("date", "must be a date (new Date() in the shell)")
 TEXT = _t("string", "must be a string")
 OPTIONAL_TEXT = _t(["string", "null"], "must be a string or null")
-TAGS = _array(_t("string", "each tag must be a string"), "must be an array of strings")
+TAGS = _array(
+    _t("string", "each tag must be a string of at most 50 characters", maxLength=50),
+    "must be an array of at most 50 strings",
+) | {"maxItems": 50}
 REF = _obj(["_id", "name"], "must be {_id: ObjectId, name: string}", _id=ID, name=TEXT)
 IDS = _array(ID, "must be an array of user ObjectIds")
 
@@ -44,12 +47,22 @@ def _collection(required: list[str], description: str, **properties: Schema) -> 
     return {"$jsonSchema": _obj(required, description, **properties)}
 
 
+def _text(most: int, least: int = 0) -> Schema:
+    """A string within the API's own limits (so a hand-made one cannot outgrow what the API accepts)."""
+    return _t("string", f"must be a string of {least} to {most} characters", minLength=least, maxLength=most)
+
+
+def _optional_text(most: int) -> Schema:
+    return _t(["string", "null"], f"must be a string of at most {most} characters, or null", maxLength=most)
+
+
 SCHEMAS: dict[str, Schema] = {
     "users": _collection(
         ["email", "name", "password", "created_at"],
         "an account",
-        email=_t("string", "must be a lower-case email address", minLength=3),
-        name=_t("string", "must be a non-empty string", minLength=1),
+        _id=ID,
+        email=_t("string", "must be a lower-case email address", minLength=3, maxLength=254),
+        name=_text(100, 1),
         password=_t("string", "must be an argon2 hash (never a plain password)"),
         created_at=DATE,
     ),
@@ -67,12 +80,13 @@ SCHEMAS: dict[str, Schema] = {
     "contacts": _collection(
         ["owner", "name", "created_at", "updated_at"],
         "a contact",
+        _id=ID,
         owner=ID,
-        name=_t("string", "must be a non-empty string", minLength=1),
-        email=OPTIONAL_TEXT,
-        phone=OPTIONAL_TEXT,
-        company=OPTIONAL_TEXT,
-        notes=OPTIONAL_TEXT,
+        name=_text(200, 1),
+        email=_optional_text(254),
+        phone=_optional_text(50),
+        company=_optional_text(200),
+        notes=_optional_text(10_000),
         tags=TAGS,
         created_at=DATE,
         updated_at=DATE,
@@ -80,10 +94,11 @@ SCHEMAS: dict[str, Schema] = {
     "documents": _collection(
         ["title", "slug", "version", "owner", "collaborators", "access", "created_at", "updated_at"],
         "a document: access holds the ids of the owner and every collaborator",
-        title=_t("string", "must be a non-empty string", minLength=1),
-        slug=TEXT,
-        body=TEXT,
-        abstract=TEXT,
+        _id=ID,
+        title=_text(300, 1),
+        slug=_text(80),
+        body=_text(1_000_000),
+        abstract=_text(5000),
         tags=TAGS,
         version=_t(WHOLE, "must be a whole number from 1", minimum=1),
         owner=REF,
@@ -107,9 +122,9 @@ SCHEMAS: dict[str, Schema] = {
         "an earlier version of a document",
         document=ID,
         version=_t(WHOLE, "must be a whole number"),
-        title=TEXT,
-        body=TEXT,
-        abstract=TEXT,
+        title=_text(300),
+        body=_text(1_000_000),
+        abstract=_text(5000),
         tags=TAGS,
         edited_by=REF,
         edited_at=DATE,
@@ -132,7 +147,8 @@ SCHEMAS: dict[str, Schema] = {
     "rooms": _collection(
         ["name", "members", "access", "created_by", "created_at"],
         "a chat room: access holds the member ids",
-        name=_t("string", "must be a non-empty string", minLength=1),
+        _id=ID,
+        name=_text(200, 1),
         members=_array(REF, "must be an array of {_id, name}"),
         access=IDS,
         created_by=REF,
@@ -141,10 +157,11 @@ SCHEMAS: dict[str, Schema] = {
     "messages": _collection(
         ["room", "author", "text", "access", "created_at"],
         "a chat message: access holds the room's member ids when it was sent",
+        _id=ID,
         room=ID,
         author=REF,
         text=_t("string", "must be 1 to 4000 characters", minLength=1, maxLength=4000),
-        client_id=TEXT,
+        client_id=_text(100, 1),
         access=IDS,
         created_at=DATE,
     ),
@@ -176,6 +193,7 @@ SCHEMAS: dict[str, Schema] = {
             "updated_at",
         ],
         "an order",
+        _id=ID,
         owner=ID,
         idempotency_key=TEXT,
         fingerprint=TEXT,
@@ -198,7 +216,7 @@ SCHEMAS: dict[str, Schema] = {
             ),
             "must be an array of order lines",
         ),
-        nonce=TEXT,
+        nonce=_text(4096, 1),
         transaction=_t(["object", "null"], "must be {id, status} or null"),
         errors=_array(
             _obj(["code", "message"], "must be {code, message}", code=TEXT, message=TEXT),

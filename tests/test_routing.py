@@ -192,6 +192,23 @@ def test_someone_let_into_a_document_sees_who_is_already_on_it() -> None:
     assert len(cat.frames) == 1
 
 
+def test_a_presence_record_moved_to_another_document_leaves_the_first() -> None:
+    router, board = Router(), Board()
+    ann = subscribe(router, ANN, "presence")
+    board.grant(DOC, [ANN])
+    board.grant(OTHER, [ANN])  # what the hub reads before the record arrives on OTHER
+    entry = {"_id": "c1:d", "document": DOC, "user": BOB, "name": "Bob", "state": "viewing"}
+    deliver(router, board, Change("t1", "presence", "insert", "c1:d", None, entry))
+    moved = {**entry, "document": OTHER}  # an operator's $set in the shell
+    deliver(router, board, Change("t2", "presence", "update", "c1:d", entry, moved))
+    deliver(router, board, Change("t3", "presence", "delete", "c1:d", moved, None))
+    bob = [{"id": str(BOB), "name": "Bob"}]
+    assert [(f["id"], f["data"]["viewing"]) for f in ann.frames] == [
+        (str(DOC), bob), (str(DOC), []), (str(OTHER), bob), (str(OTHER), []),
+    ]  # fmt: skip
+    assert board.by_document == {} and board.entries == {}
+
+
 def test_a_presence_record_cannot_widen_who_sees_it() -> None:
     router, board = Router(), Board()
     cat = subscribe(router, CAT, "presence")

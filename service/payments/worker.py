@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from ..config import Settings
-from ..database import ASCENDING, Database, DatabaseError, Document, ReturnDocument, now
+from ..database import ASCENDING, Database, DatabaseError, Document, OperationFailure, ReturnDocument, now, transient
 from ..metrics import PAYMENTS
 from .catalog import CENT, Catalog
 from .gateway import Charge, Gateway, GatewayUnavailable, Refusal
@@ -120,7 +121,8 @@ class Payments:
             )
 
     async def run(self) -> None:
-        """One payment loop: claim, charge, record, until `finish_up`."""
+        """One payment loop: claim, charge, record, until `finish_up`. No order can stop it: one that
+        MongoDB refuses to update is failed, an unexpected error is logged and tried again later."""
         while not self.stopping:
             try:
                 order = await self.claim()
@@ -133,38 +135,75 @@ class Payments:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.poll)
                 continue
-            try:
-                await self.process(order)
-            except (DatabaseError, LeaseLost) as error:
+            await self._attempt(order)
+
+    async def _attempt(self, order: Document) -> None:
+        try:
+            await self.process(order)
+        except OperationFailure as error:
+            if transient(error) or order.get("sale_attempted"):  # a sale may exist: looked up next time
                 log.warning("order %s left for a later attempt: %s", order["_id"], type(error).__name__)
+            else:
+                await self._give_up(order["_id"], f"MongoDB refuses to update the stored order (code {error.code})")
+        except (DatabaseError, LeaseLost) as error:
+            log.warning("order %s left for a later attempt: %s", order["_id"], type(error).__name__)
+        except Exception:
+            log.exception("order %s: unexpected failure; it is tried again later", order["_id"])
+            with contextlib.suppress(DatabaseError):
+                await self._retry_later(order)
 
     async def claim(self) -> Document | None:
+        """The next due order, leased to this worker. Found first, then claimed by id: an order MongoDB
+        refuses to update (grown near 16 MB in the shell) is failed instead of blocking the queue."""
         stamp = now()
-        doc: Document | None = await self.db.orders.find_one_and_update(
-            {
-                "status": {"$in": ["pending", "processing"]},
-                "next_attempt_at": {"$lte": stamp},
-                "$or": [{"lease_until": None}, {"lease_until": {"$lt": stamp}}],
-            },
-            # A pipeline: `attempts` written by hand as a string must not make the claim fail (a
-            # failing claim would stop every loop at the same order, for good).
-            [
-                {
-                    "$set": {
-                        "status": "processing",
-                        "lease_owner": self.owner,
-                        "lease_until": stamp + self.lease,
-                        "updated_at": stamp,
-                        "attempts": {
-                            "$add": [{"$convert": {"input": "$attempts", "to": "long", "onError": 0, "onNull": 0}}, 1]
-                        },
+        due: Document = {
+            "status": {"$in": ["pending", "processing"]},
+            "next_attempt_at": {"$lte": stamp},
+            "$or": [{"lease_until": None}, {"lease_until": {"$lt": stamp}}],
+        }
+        candidate = await self.db.orders.find_one(due, {"_id": 1}, sort=[("next_attempt_at", ASCENDING)])
+        if candidate is None:
+            return None
+        try:
+            doc: Document | None = await self.db.orders.find_one_and_update(
+                {**due, "_id": candidate["_id"]},
+                # A pipeline: `attempts` written by hand as a string must not make the claim fail.
+                [
+                    {
+                        "$set": {
+                            "status": "processing",
+                            "lease_owner": self.owner,
+                            "lease_until": stamp + self.lease,
+                            "updated_at": stamp,
+                            "attempts": {
+                                "$add": [
+                                    {"$convert": {"input": "$attempts", "to": "long", "onError": 0, "onNull": 0}},
+                                    1,
+                                ]
+                            },
+                        }
                     }
-                }
-            ],
-            sort=[("next_attempt_at", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
-        )
+                ],
+                return_document=ReturnDocument.AFTER,
+            )
+        except OperationFailure as error:
+            if transient(error):
+                raise
+            await self._give_up(candidate["_id"], f"MongoDB refuses to update the stored order (code {error.code})")
+            return None
         return doc
+
+    async def _give_up(self, order_id: Any, why: str) -> None:
+        """Fail an order that cannot be processed as stored; if even that write is refused (a document
+        at 16 MB), the smallest change that takes it out of the queue: its status."""
+        log.error("order %s failed: %s", order_id, why)
+        fields = {"status": "failed", "errors": [{"code": "unprocessable", "message": why}],
+                  "lease_owner": None, "lease_until": None}  # fmt: skip
+        try:
+            await self.db.orders.update_one({"_id": order_id}, {"$set": fields})
+        except OperationFailure:
+            await self.db.orders.update_one({"_id": order_id}, {"$set": {"status": "failed"}})
+        PAYMENTS.labels("failed").inc()
 
     async def process(self, order: Document) -> None:
         try:
@@ -191,6 +230,7 @@ class Payments:
         )
         if marked.matched_count == 0:
             raise LeaseLost()
+        order["sale_attempted"] = True
         result = await self.gateway.sale(order_id, _amount(order) or Decimal(0), order["nonce"])
         if isinstance(result, Refusal):
             return Outcome("failed", None, result.errors)
@@ -204,31 +244,39 @@ class Payments:
         outcome = outcome_of(found)
         if outcome.status == "paid" and found.amount != _amount(order):
             log.error(
-                "order %s: gateway charged %s instead of %s; voiding", order["_id"], found.amount, order["amount"]
+                "order %s: gateway charged %s instead of %s; voiding", order["_id"], found.amount, order.get("amount")
             )
             voided = await self.gateway.void(found.id)
             status = voided.status if isinstance(voided, Charge) else found.status
-            message = f"the gateway charged {found.amount} instead of {order['amount']}"
+            message = f"the gateway charged {found.amount} instead of {order.get('amount')}"
             return Outcome(
                 "failed", {"id": found.id, "status": status}, [{"code": "amount_mismatch", "message": message}]
             )
         return outcome
 
     async def _finish(self, order: Document, outcome: Outcome) -> None:
-        result = await self.db.orders.update_one(
-            {"_id": order["_id"], "lease_owner": self.owner},
-            {
-                "$set": {
-                    "status": outcome.status,
-                    "transaction": outcome.transaction,
-                    "errors": outcome.errors,
-                    "lease_owner": None,
-                    "lease_until": None,
-                    "updated_at": now(),
-                },
-                "$unset": {"nonce": ""},  # single-use, and no longer needed
+        mine = {"_id": order["_id"], "lease_owner": self.owner}
+        update = {
+            "$set": {
+                "status": outcome.status,
+                "transaction": outcome.transaction,
+                "errors": outcome.errors,
+                "lease_owner": None,
+                "lease_until": None,
+                "updated_at": now(),
             },
-        )
+            "$unset": {"nonce": ""},  # single-use, and no longer needed
+        }
+        try:
+            result = await self.db.orders.update_one(mine, update)
+        except OperationFailure as error:
+            if transient(error):
+                raise
+            # The stored order cannot take the outcome (grown near 16 MB by hand): its status at least,
+            # which is what the customer and the queue need.
+            log.error("order %s: only its status could be recorded (%s)", order["_id"], outcome.status)
+            update = {"$set": {"status": outcome.status, "lease_owner": None, "lease_until": None}}
+            result = await self.db.orders.update_one(mine, update)
         if result.matched_count == 0:
             raise LeaseLost()
         PAYMENTS.labels(outcome.status).inc()

@@ -111,23 +111,34 @@ class Board:
             del self.online[user]
 
     def _presence(self, change: Change) -> list[tuple[Any, set[Any]]]:
+        """Fold a presence change; (document, readers) for each document whose summary moved. A record
+        moved to another document (in the shell) leaves the first and joins the second."""
         known = self.entries.get(change.id)
-        document = known[0] if known else (change.after or change.before or {}).get("document")
-        if document is None:
-            return []
-        before = self.summary(document)
-        readers = set(self.readers(document))  # taken first: the last entry leaving forgets them
-        if change.op == "delete" or change.after is None:
-            self._remove(change.id)
-        else:
-            self._place(change.after)
-            readers |= self.readers(document)
-        return [(document, readers)] if self.summary(document) != before else []
+        placed = change.after if change.op != "delete" else None
+        documents = [known[0] if known else (change.before or {}).get("document")]
+        if placed is not None:
+            documents.append(placed.get("document"))
+        touched = list(dict.fromkeys(d for d in documents if d is not None))  # in order, once each
+        before = {d: self.summary(d) for d in touched}
+        readers = {d: set(self.readers(d)) for d in touched}  # taken first: the last entry leaving forgets them
+        if placed is not None:
+            self._check(placed)  # a record that cannot be placed changes nothing, not even the old entry
+        self._remove(change.id)
+        if placed is not None:
+            self._place(placed)
+        for d in touched:
+            readers[d] |= self.readers(d)
+        return [(d, readers[d]) for d in touched if self.summary(d) != before[d]]
 
-    def _place(self, doc: dict[str, Any]) -> None:
+    def _check(self, doc: dict[str, Any]) -> tuple[Any, UserRefOut, str]:
+        """What a record places, or an error for a record that cannot be placed (before any change)."""
         document = doc["document"]
         user, state = presence_entry(doc)
-        hash((document, doc["_id"]))  # a hand-made record with a list or object here fails before any change
+        hash((document, doc["_id"]))  # a hand-made record with a list or object here
+        return document, user, state
+
+    def _place(self, doc: dict[str, Any]) -> None:
+        document, user, state = self._check(doc)
         self.entries[doc["_id"]] = (document, user, state)
         self.by_document.setdefault(document, set()).add(doc["_id"])
         self.access.setdefault(document, set())  # unknown until granted: nobody sees it meanwhile

@@ -7,6 +7,30 @@ from datetime import datetime
 from typing import Any
 
 OPERATIONS = ("insert", "update", "replace", "delete")
+# Events about collections rather than documents (a drop in the shell): the hub reacts to them itself.
+STRUCTURAL = ("drop", "dropDatabase", "rename", "invalidate")
+
+
+class Fragments:
+    """Puts back together an event MongoDB split because it was over 16 MB (`splitEvent`)."""
+
+    def __init__(self) -> None:
+        self.parts: list[dict[str, Any]] = []
+
+    def add(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """The whole event once its last fragment is in (its `_id` is that fragment's), else None."""
+        split = event.get("splitEvent")
+        if not isinstance(split, dict):
+            return event
+        self.parts.append(event)
+        if split.get("fragment") != split.get("of"):
+            return None
+        whole: dict[str, Any] = {}
+        for part in self.parts:
+            whole.update(part)
+        self.parts = []
+        whole.pop("splitEvent", None)
+        return whole
 
 
 @dataclass(frozen=True, slots=True)

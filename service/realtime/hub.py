@@ -22,7 +22,7 @@ from ..errors import BadRequest, CursorExpired, RateLimited
 from ..metrics import EVENTS, REPLAY_READS, REPLAYS, SKIPPED_CHANGES, STREAM_LAG
 from ..stored import malformed
 from .board import Board
-from .change import OPERATIONS, Change
+from .change import OPERATIONS, STRUCTURAL, Change, Fragments
 from .frames import error_frame, subscribed
 from .router import Router, Subscription, state
 from .streams import STREAMS, Stream
@@ -48,12 +48,6 @@ def _readers(doc: dict[str, Any] | None) -> set[ObjectId]:
     return {item for item in access if isinstance(item, ObjectId)} if isinstance(access, list) else set()
 
 
-async def _close(stream: ChangeStream | None) -> None:
-    if stream is not None:
-        with contextlib.suppress(Exception):
-            await stream.close()
-
-
 class Hub:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
@@ -66,6 +60,7 @@ class Hub:
         self.observers: dict[str, list[Observer]] = {}
         self.stream: ChangeStream | None = None
         self.replaying: Counter[Any] = Counter()  # user id -> replays under way in this process
+        self.fragments = Fragments()
 
     def observe(self, collection: str, observer: Observer) -> None:
         """Call `observer` with every change of `collection` (and None when the stream breaks).
@@ -78,7 +73,9 @@ class Hub:
     @property
     def pipeline(self) -> list[dict[str, Any]]:
         watched = sorted({*self.router.collections, *self.observers})
-        return [{"$match": {"operationType": {"$in": list(OPERATIONS)}, "ns.coll": {"$in": watched}}}]
+        documents = {"operationType": {"$in": list(OPERATIONS)}, "ns.coll": {"$in": watched}}
+        collections = {"operationType": {"$in": list(STRUCTURAL)}}
+        return [{"$match": {"$or": [documents, collections]}}]
 
     # --- the change stream ------------------------------------------------------------------
 
@@ -87,6 +84,11 @@ class Hub:
         the state already holds is harmless, the board works by ids)."""
         self.stream = await self.db.watch(self.pipeline, None)
         self.position = _position(self.stream) or ""
+        await self._load_board()
+        self.following = True
+
+    async def _load_board(self) -> None:
+        board = Board()
         connections = await self.db.connections.find().to_list()
         presence = await self.db.presence.find().to_list()
         documents = {doc.get("document") for doc in presence if isinstance(doc.get("document"), ObjectId)}
@@ -94,14 +96,19 @@ class Hub:
             doc["_id"]: _readers(doc)
             async for doc in self.db.documents.find({"_id": {"$in": list(documents)}}, {"access": 1})
         }
-        for collection, record in self.board.load(connections, presence, access):
+        for collection, record in board.load(connections, presence, access):
             malformed(collection, {"_id": record}, ValueError("a record the board cannot read"))
-        self.following = True
+        self.board = board
 
     async def close(self) -> None:
         self.following = False
+        await self._drop_stream()
+
+    async def _drop_stream(self) -> None:
         stream, self.stream = self.stream, None
-        await _close(stream)
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                await stream.close()
 
     async def follow(self) -> None:
         """Route the stream until cancelled, reopening it from the last position with backoff.
@@ -111,8 +118,7 @@ class Hub:
             await self._follow()
         finally:
             self._lost()
-            stream, self.stream = self.stream, None
-            await _close(stream)
+            await self._drop_stream()
 
     async def _follow(self) -> None:
         backoff = 0.1
@@ -121,20 +127,26 @@ class Hub:
                 if self.stream is None:
                     self.stream = await self.db.watch(self.pipeline, self.position or None)
                     log.info("change stream resumed")
-                while True:
+                while self.stream.alive:  # an invalidate (the database dropped) ends it: reopen after it
                     event = await self.stream.try_next()
                     self.following = True
                     backoff = 0.1
+                    if event is not None:
+                        event = self.fragments.add(event)
+                        if event is None:
+                            continue  # more of a split event to come
                     if event is None:
                         self.position = _position(self.stream) or self.position
+                    elif event.get("operationType") in STRUCTURAL:
+                        await self._structural(event)
                     else:
                         await self._learn_access(event)
                         self.dispatch(event)
+                await self._drop_stream()
             except DatabaseError as error:
                 self._lost()
                 self._broken(error, backoff)
-                stream, self.stream = self.stream, None
-                await _close(stream)
+                await self._drop_stream()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -152,6 +164,21 @@ class Hub:
             self._expire_all()
         else:
             log.warning("change stream interrupted (%s); resuming in %.1fs", type(error).__name__, backoff)
+
+    async def _structural(self, event: dict[str, Any]) -> None:
+        """A collection (or the database) was dropped or renamed, say in the shell: its validator and
+        indexes are made again, what was learned from it is forgotten, and the board is read again."""
+        self.position = event["_id"]["_data"]
+        kind, coll = event["operationType"], (event.get("ns") or {}).get("coll")
+        if kind == "invalidate":
+            return
+        log.warning("%s of %s: collections and indexes made again, caches reset", kind, coll or "the database")
+        await self.db.prepare()
+        for name in list(self.observers) if coll is None else [coll]:
+            for observer in self.observers.get(name, ()):
+                observer(None)
+        if coll is None or coll in ("connections", "presence", "documents"):
+            await self._load_board()
 
     async def _learn_access(self, event: dict[str, Any]) -> None:
         """Presence on a document the board does not track yet: read who may see it now (presence
@@ -172,7 +199,10 @@ class Hub:
             return
         deliveries = self.router.route(change, self.board)
         for observer in self.observers.get(change.coll, ()):
-            observer(change)
+            try:
+                observer(change)
+            except Exception as error:  # a hand-made record an observer cannot read: skipped like any
+                self._skipped(f"an observer of {change.coll}", change, error)
         if deliveries:
             streams: Counter[str] = Counter()
             for sub, frame in deliveries:
@@ -239,8 +269,8 @@ class Hub:
 
     async def _replay(self, sub: Subscription, since: str, until: str, stream: Stream) -> str:
         # MongoDB keeps only this subscription's changes: a replay costs what it matches, not every
-        # change since the cursor.
-        # The event the cursor names must pass too: MongoDB refuses to resume from one it filtered out.
+        # change since the cursor. The event the cursor names must pass too: MongoDB refuses to resume
+        # from one it filtered out.
         wanted = {"$or": [stream.match(sub.user, sub.target), {"_id._data": since}]}
         pipeline = [*self.pipeline, {"$match": wanted}]
         try:
@@ -250,11 +280,15 @@ class Hub:
                 raise CursorExpired() from None
             raise BadRequest("since is not a cursor this service handed out") from None
         last = since
+        fragments = Fragments()
         async with replay:
             while True:
                 event = await replay.try_next()
+                if event is not None and (event := fragments.add(event)) is None:
+                    continue
                 if event is None:
-                    if (_position(replay) or "") >= until:
+                    # Caught up, or invalidated (the database was dropped): nothing more follows.
+                    if (_position(replay) or "") >= until or not replay.alive:
                         return last
                     continue
                 REPLAY_READS.inc()
@@ -268,9 +302,10 @@ class Hub:
                 last = token
 
     def _go_live(self, sub: Subscription) -> None:
+        frames = state(sub, self.board, self.position)  # first: if it fails, nothing is registered
         self._register(sub)
         sub.sink.push(subscribed(sub.id, self.position))
-        for frame in state(sub, self.board, self.position):
+        for frame in frames:
             sub.sink.push(frame)
 
     def _register(self, sub: Subscription) -> None:

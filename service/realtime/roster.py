@@ -42,11 +42,16 @@ class Roster:
         self.live: dict[str, LiveConnection] = {}  # this process's connections, to restore if reaped
         self.by_session: dict[str, set[str]] = {}  # login session key -> connection ids
         self.beating_since: float | None = None  # this process's monotonic clock
+        self.restore_due = False
         self.started = False
 
     def observe(self, change: Change | None) -> None:
-        """The hub's observer of `connections`: one of ours came back on the stream, so it is counted."""
-        if change is not None and change.op == "insert" and change.id in self.live:
+        """The hub's observer of `connections`: one of ours came back on the stream, so it is counted.
+        None (the stream broke, or the collection was dropped): our records are written again at the
+        next beat, in case they went."""
+        if change is None:
+            self.restore_due = True
+        elif change.op == "insert" and isinstance(change.id, str) and change.id in self.live:
             self.live[change.id].counted.set()
 
     def observe_sessions(self, change: Change | None) -> None:
@@ -99,6 +104,9 @@ class Roster:
             await asyncio.sleep(interval)
             try:
                 await self.beat()
+                if self.restore_due:
+                    self.restore_due = False
+                    await self._restore()
                 await self._reap()
             except DatabaseError as error:
                 self.beating_since = None
@@ -138,6 +146,14 @@ class Roster:
         if dead:
             log.info("removing %d silent instance(s): %s", len(dead), ", ".join(map(str, dead)))
             await self._forget(dead)
+        # Records of an instance that has no heartbeat at all (its record deleted in the shell, or
+        # written by hand) would never go otherwise.
+        alive = [doc["_id"] async for doc in self.db.instances.find({}, {"_id": 1})]
+        orphans = {"instance": {"$nin": alive}}
+        removed = (await self.db.presence.delete_many(orphans)).deleted_count
+        removed += (await self.db.connections.delete_many(orphans)).deleted_count
+        if removed:
+            log.info("removed %d connection and presence record(s) of instances with no heartbeat", removed)
 
     async def leave(self) -> None:
         """This instance stops: its connections, presence and heartbeat go at once, not after a TTL."""
