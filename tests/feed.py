@@ -90,12 +90,16 @@ class Feed:
 
     def closed_with(self, timeout: float = 30.0) -> int | None:
         """Read until the server closes; the close code it sent."""
+        return self.closed(timeout)[0]
+
+    def closed(self, timeout: float = 30.0) -> tuple[int | None, str]:
+        """Read until the server closes; the close code and reason it sent."""
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
                 self.ws.recv(timeout=max(0.1, deadline - time.monotonic()))
         except ConnectionClosed as closed:
-            return closed.rcvd.code if closed.rcvd is not None else None
+            return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd is not None else (None, "")
         except TimeoutError:
             pass
         raise AssertionError(f"the server did not close the connection within {timeout:.0f}s")

@@ -263,19 +263,6 @@ def test_a_collaborator_removed_earlier_gets_no_presence_from_an_instance_starte
             later.stop()
 
 
-def closed_reason(feed: Feed, timeout: float = 10.0) -> tuple[int | None, str]:
-    """Read until the server closes: (code, reason)."""
-    from websockets.exceptions import ConnectionClosed
-
-    try:
-        while True:
-            feed.ws.recv(timeout=timeout)
-    except ConnectionClosed as closed:
-        return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd is not None else (None, "")
-    except TimeoutError:
-        raise AssertionError(f"the socket was not closed within {timeout:.0f}s") from None
-
-
 def test_a_logout_closes_the_sockets_of_that_session_and_no_other(server, signup) -> None:
     ann = signup("Ann")
     again = Account(base_url=server.url, timeout=30)
@@ -284,9 +271,9 @@ def test_a_logout_closes_the_sockets_of_that_session_and_no_other(server, signup
     with Feed(server, ann) as first, Feed(server, ann) as second, Feed(server, again) as other:
         first.subscribe("c", "contacts")
         assert ann.post("/auth/logout").status_code == 204
-        code, reason = closed_reason(first)
+        code, reason = first.closed(10)
         assert code == 4001 and "session ended" in reason
-        assert closed_reason(second)[0] == 4001
+        assert second.closed(10)[0] == 4001
         other.send(type="ping")
         other.expect("pong")  # another login of the same user is not touched
     again.close()
@@ -296,7 +283,7 @@ def test_a_session_deleted_in_the_shell_closes_its_socket(server, signup, db) ->
     ann = signup("Ann")
     with Feed(server, ann) as feed:
         db.sessions.delete_many({"user": ObjectId(ann.id)})
-        assert closed_reason(feed)[0] == 4001
+        assert feed.closed(10)[0] == 4001
 
 
 def test_a_socket_closes_when_its_session_expires(server, signup, db) -> None:
@@ -304,7 +291,7 @@ def test_a_socket_closes_when_its_session_expires(server, signup, db) -> None:
     soon = datetime.now(UTC) + timedelta(seconds=2)
     db.sessions.update_many({"user": ObjectId(ann.id)}, {"$set": {"expires_at": soon}})
     with Feed(server, ann) as feed:
-        code, reason = closed_reason(feed, timeout=10)
+        code, reason = feed.closed(10)
         assert (code, reason) == (4001, "the session expired")
 
 
@@ -315,6 +302,6 @@ def test_a_logout_on_one_instance_closes_the_socket_on_another(server, signup, m
         with Feed(other, ann) as feed:
             feed.subscribe("c", "contacts")
             assert ann.post("/auth/logout").status_code == 204  # on the first instance
-            assert closed_reason(feed, timeout=5)[0] == 4001
+            assert feed.closed(5)[0] == 4001
     finally:
         other.stop()
