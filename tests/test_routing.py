@@ -192,6 +192,20 @@ def test_someone_let_into_a_document_sees_who_is_already_on_it() -> None:
     assert len(cat.frames) == 1
 
 
+def test_presence_that_changes_state_and_leaves_still_reaches_the_documents_readers() -> None:
+    router, board = Router(), Board()
+    ann = subscribe(router, ANN, "presence")
+    board.grant(DOC, [ANN, BOB])
+    viewing = {"_id": "c1:d", "document": DOC, "user": BOB, "name": "Bob", "state": "viewing"}
+    editing = {**viewing, "state": "editing"}
+    deliver(router, board, Change("t1", "presence", "insert", "c1:d", None, viewing))
+    deliver(router, board, Change("t2", "presence", "update", "c1:d", viewing, editing))
+    deliver(router, board, Change("t3", "presence", "delete", "c1:d", editing, None))
+    bob = [{"id": str(BOB), "name": "Bob"}]
+    assert [(f["data"]["viewing"], f["data"]["editing"]) for f in ann.frames] == [(bob, []), ([], bob), ([], [])]
+    assert board.access == {}  # nobody on it: its readers are forgotten
+
+
 def test_a_presence_record_moved_to_another_document_leaves_the_first() -> None:
     router, board = Router(), Board()
     ann = subscribe(router, ANN, "presence")

@@ -128,6 +128,8 @@ class Board:
             self._place(placed)
         for d in touched:
             readers[d] |= self.readers(d)
+            if d not in self.by_document:  # nobody is on it any more: who may read it is not needed
+                self.access.pop(d, None)
         return [(d, readers[d]) for d in touched if self.summary(d) != before[d]]
 
     def _check(self, doc: dict[str, Any]) -> tuple[Any, UserRefOut, str]:
@@ -152,5 +154,4 @@ class Board:
         if ids is not None:
             ids.discard(pid)
             if not ids:
-                del self.by_document[document]
-                self.access.pop(document, None)
+                del self.by_document[document]  # its access goes once the change is folded in
