@@ -59,7 +59,9 @@ class Identity:
 
 
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    """The key a token's session is stored under. Any string hashes (one that is not UTF-8, with lone
+    surrogates, included), so a made-up token is just an unknown key."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Accounts:

@@ -64,6 +64,8 @@ def current_user(request: Request) -> User:
 
 
 def bearer_token(request: Request) -> str | None:
+    """The bearer token, as sent. A value no token of ours can be (not printable ASCII: a header that
+    is not UTF-8, say) comes back as such, and is refused like any unknown token."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

@@ -26,7 +26,28 @@ def decode_object(raw: str | bytes, what: str) -> dict[str, Any]:
         raise BadRequest(f"{what} must be a JSON object")
     if _deeper_than(value, MAX_DEPTH):
         raise BadRequest(f"{what} is nested deeper than {MAX_DEPTH} levels")
+    if not _utf8(value):
+        raise BadRequest(f"{what} has a string that is not valid Unicode (a lone surrogate, \\ud800...)")
     return value
+
+
+def _utf8(value: Any) -> bool:
+    """Whether every key and string (at any depth) can be written back as UTF-8; JSON allows a lone
+    surrogate escape, which nothing downstream can encode."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

@@ -103,3 +103,10 @@ def test_repeated_failed_logins_are_throttled_even_with_the_right_password(anon:
     assert int(blocked.headers["Retry-After"]) >= 1
     db.throttles.delete_many({})  # the window passing, without waiting five minutes
     assert anon.post("/auth/login", json={"email": ann.email, "password": "the real one"}).status_code == 200
+
+
+def test_a_header_that_is_not_utf8_is_an_unknown_token_not_a_500(anon) -> None:
+    odd = {"Authorization": b"Bearer \xff\xfe\x80"}
+    assert anon.get("/auth/me", headers=odd).status_code == 401
+    assert anon.get("/openapi.json", headers=odd).status_code == 200  # public: the token is not even needed
+    assert anon.post("/auth/login", json={"email": "a@b.cd", "password": "x"}, headers=odd).status_code == 401

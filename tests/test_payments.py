@@ -282,6 +282,14 @@ def test_sigterm_with_a_sale_in_flight_gives_back_unstarted_leases_within_second
         httpx.post(f"{gateway.url}/__emulator/reset")
 
 
+def test_an_idempotency_key_that_is_not_printable_ascii_is_a_400(signup) -> None:
+    ann = signup()
+    for key in (b"\xff\xfe", b"tab\tkey"):
+        answer = ann.post("/orders", json={"items": [{"sku": "tee", "quantity": 1}], "payment_method_nonce": "n"},
+                          headers={"Idempotency-Key": key})  # fmt: skip
+        assert answer.status_code == 400, answer.text
+
+
 def test_the_demo_catalog_loads(tmp_path: Path) -> None:
     from service.config import ROOT as SERVICE_ROOT
     from service.config import ConfigError

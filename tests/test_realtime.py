@@ -21,6 +21,8 @@ def test_a_header_token_makes_the_connection_ready(server, signup) -> None:
 def test_a_browser_authenticates_with_a_first_frame(server, signup) -> None:
     ann = signup("Ann")
     with Feed(server) as feed:
+        feed.ws.send('{"type": "auth", "token": "\\ud800"}')  # valid JSON, not a string any token can be
+        assert feed.expect("error")["code"] in ("unauthorized", "bad_request")
         feed.send(type="subscribe", id="s1", stream="contacts")
         assert feed.expect("error")["code"] == "unauthorized"
         feed.send(type="auth", token="wrong")
@@ -201,7 +203,10 @@ def test_garbage_frames_get_errors_and_the_connection_stays_up(server, signup) -
     with Feed(server, ann) as feed:
         deep = '{"type": "ping", "x": ' + "[" * 3000 + "]" * 3000 + "}"
         for garbage in ("not json", "[1,2]", '{"no": "type"}', '{"type": "launch"}', '"string"', deep,
-                        '{"type": []}', '{"type": {"a": 1}}', '{"type": "unsubscribe", "id": [1]}'):  # fmt: skip
+                        '{"type": []}', '{"type": {"a": 1}}', '{"type": "unsubscribe", "id": [1]}',
+                        '{"type": "bogus", "id": "\\ud800"}', '{"type": "chat.send", "room": "x", "text": "\\udfff"}',
+                        '{"type": "subscribe", "id": "s", "stream": "contacts", "params": {"\\ud800": 1}}',
+                        ):  # fmt: skip
             feed.ws.send(garbage)
             assert feed.expect("error")["code"] == "bad_request", garbage
         feed.send(type="subscribe", id="s", stream="contacts")

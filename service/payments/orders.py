@@ -47,6 +47,8 @@ async def create(db: Database, catalog: Catalog, user: User, key: str | None, da
         raise BadRequest("the Idempotency-Key header is required")
     if len(key) > MAX_KEY:
         raise BadRequest(f"Idempotency-Key is longer than {MAX_KEY} characters")
+    if not key.isascii() or not key.isprintable():
+        raise BadRequest("Idempotency-Key must be printable ASCII")
     lines, amount = price(catalog, data)
     stamp = now()
     doc: Document = {

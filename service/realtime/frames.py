@@ -12,7 +12,10 @@ PONG = '{"type":"pong"}'
 
 
 def encode(frame: Any) -> str:
-    return ujson.dumps(frame, ensure_ascii=False, escape_forward_slashes=False)
+    try:
+        return ujson.dumps(frame, ensure_ascii=False, escape_forward_slashes=False)
+    except UnicodeEncodeError:  # a lone surrogate (from stored data): escaped, still valid JSON
+        return ujson.dumps(frame, ensure_ascii=True, escape_forward_slashes=False)
 
 
 def error_frame(error: ServiceError, sub_id: str | None = None, **extra: Any) -> str:
