@@ -80,6 +80,7 @@ class Accounts:
         self.settings = settings
         self.trusted = trusted
         self.cache: OrderedDict[str, tuple[User, datetime]] = OrderedDict()
+        self.generation = 0  # moves at every revocation heard
 
     async def register(self, data: RegisterIn) -> tuple[User, str]:
         password_hash = await asyncio.to_thread(_hasher.hash, data.password)
@@ -119,9 +120,11 @@ class Accounts:
 
     def forget(self, key: str) -> None:
         self.cache.pop(key, None)
+        self.generation += 1
 
     def forget_all(self) -> None:
         self.cache.clear()
+        self.generation += 1
 
     def cached(self, token: str) -> User | None:
         """The user of a token known to be valid, without asking the database (None if not known)."""
@@ -140,6 +143,8 @@ class Accounts:
         if cached is not None and self.trusted() and cached[1] > now():
             self.cache.move_to_end(key)
             return Identity(cached[0], key, cached[1])
+        # A revocation heard while this lookup waits on MongoDB must win: what it read may be stale.
+        generation = self.generation
         session = await self.db.sessions.find_one({"_id": key})
         expires = session.get("expires_at") if session else None
         owner = session.get("user") if session else None
@@ -149,9 +154,10 @@ class Accounts:
         if doc is None:
             raise Unauthorized("the token's account no longer exists")
         user = _user(doc)
-        self.cache[key] = (user, expires)
-        if len(self.cache) > self.CACHE_SIZE:
-            self.cache.popitem(last=False)
+        if self.generation == generation:
+            self.cache[key] = (user, expires)
+            if len(self.cache) > self.CACHE_SIZE:
+                self.cache.popitem(last=False)
         return Identity(user, key, expires)
 
     async def _open_session(self, user: User) -> str:

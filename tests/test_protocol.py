@@ -4,6 +4,7 @@ of it an outbox that keeps what it was sent."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from models.contacts import ContactIn
 from service import contacts
+from service.accounts import token_hash
 from service.context import Context
 from service.realtime.session import CLOSE_TOO_BIG, CLOSE_TOO_SLOW, CLOSE_UNAUTHENTICATED, State
 from service.realtime.wire import SANIC_PINNED, check_sanic
@@ -169,3 +171,17 @@ def test_the_sanic_internals_the_wire_reads_are_checked_at_start() -> None:
 
     with pytest.raises(RuntimeError, match=f"install the pinned Sanic {SANIC_PINNED}"):
         check_sanic(protocol=Changed)
+
+
+def test_a_revocation_heard_during_a_lookup_keeps_the_token_out_of_the_cache(run: Callable[..., None]) -> None:
+    async def scenario(context: Context) -> None:
+        _, token = await account(context)
+        lookup = asyncio.create_task(context.accounts.identify(token))
+        await asyncio.sleep(0)  # the lookup is waiting on MongoDB
+        context.accounts.forget(token_hash(token))  # what the sessions observer does on a logout elsewhere
+        await lookup
+        assert context.accounts.cached(token) is None
+        await context.accounts.identify(token)  # nothing revoked meanwhile: cached
+        assert context.accounts.cached(token) is not None
+
+    run(scenario)
