@@ -98,9 +98,9 @@ def _forget_revoked(accounts: Accounts) -> Observer:
     broken stream may have hidden some, so the whole cache goes."""
 
     def observe(change: Change | None) -> None:
-        if change is None:
+        if change is None or change.op == "drop":
             accounts.forget_all()
-        elif change.op == "delete":
+        elif change.ends_session:
             accounts.forget(str(change.id))
 
     return observe

@@ -310,3 +310,22 @@ def test_a_logout_on_one_instance_closes_the_socket_on_another(server, signup, m
             assert feed.closed(5)[0] == 4001
     finally:
         other.stop()
+
+
+def test_an_expiry_moved_into_the_past_in_the_shell_ends_the_session_at_once(server, signup, db) -> None:
+    ann = signup("Ann")
+    assert ann.get("/auth/me").status_code == 200  # cached
+    with Feed(server, ann) as feed:
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        db.sessions.update_many({"user": ObjectId(ann.id)}, {"$set": {"expires_at": past}})
+        assert feed.closed(5)[0] == 4001
+    assert ann.get("/auth/me").status_code == 401
+
+
+def test_dropping_the_sessions_collection_signs_everyone_out(server, signup, db) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    with Feed(server, ann) as first, Feed(server, bob) as second:
+        db.sessions.drop()
+        assert first.closed(5)[0] == 4001 and second.closed(5)[0] == 4001
+    assert ann.get("/auth/me").status_code == 401 and bob.get("/auth/me").status_code == 401
+    assert signup("Cat").get("/auth/me").status_code == 200  # and signing in works again

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 OPERATIONS = ("insert", "update", "replace", "delete")
@@ -37,11 +37,20 @@ class Fragments:
 class Change:
     token: str  # the resume token's `_data`: ordered, and the cursor clients get
     coll: str
-    op: str  # insert | update | delete (a replace is an update)
+    op: str  # insert | update | delete (a replace is an update) | drop (the collection, for observers)
     id: Any
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     wall: datetime | None = None
+
+    @property
+    def ends_session(self) -> bool:
+        """For a `sessions` change: the session is over (deleted, dropped with its collection, or its
+        expiry moved into the past in the shell)."""
+        if self.op in ("delete", "drop"):
+            return True
+        expires = (self.after or {}).get("expires_at")
+        return self.op == "update" and not (isinstance(expires, datetime) and expires > datetime.now(UTC))
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> Change | None:

@@ -175,8 +175,9 @@ class Hub:
         log.warning("%s of %s: collections and indexes made again, caches reset", kind, coll or "the database")
         await self.db.prepare()
         for name in list(self.observers) if coll is None else [coll]:
+            dropped = Change(self.position, name, "drop", None, None, None)
             for observer in self.observers.get(name, ()):
-                observer(None)
+                observer(dropped)
         if coll is None or coll in ("connections", "presence", "documents"):
             await self._load_board()
 

@@ -49,7 +49,7 @@ class Roster:
         """The hub's observer of `connections`: one of ours came back on the stream, so it is counted.
         None (the stream broke, or the collection was dropped): our records are written again at the
         next beat, in case they went."""
-        if change is None:
+        if change is None or change.op == "drop":
             self.restore_due = True
         elif change.op == "insert" and isinstance(change.id, str) and change.id in self.live:
             self.live[change.id].counted.set()
@@ -57,10 +57,12 @@ class Roster:
     def observe_sessions(self, change: Change | None) -> None:
         """The hub's observer of `sessions`: a session that ends (logout, expiry, deleted in the shell,
         on any instance) closes every socket of this process that authenticated with it."""
-        if change is None or change.op != "delete":
+        if change is None or not change.ends_session:
             return
-        for conn_id in list(self.by_session.get(str(change.id), ())):
-            self.live[conn_id].revoke("the session ended (logout, expiry or revocation): sign in again")
+        sessions = list(self.by_session) if change.op == "drop" else [str(change.id)]
+        for session in sessions:
+            for conn_id in list(self.by_session.get(session, ())):
+                self.live[conn_id].revoke("the session ended (logout, expiry or revocation): sign in again")
 
     async def connected(self, conn_id: str, user: Any, session: str, revoke: Callable[[str], None]) -> None:
         """Record the connection, and return once the hub has seen it come back on the stream, so a
