@@ -91,6 +91,7 @@ class Settings:
     ws_auth_timeout: float
     ws_send_queue: int
     ws_send_bytes: int
+    ws_per_user: int
     ws_max_frame: int
     ws_frame_rate: int
     presence_ttl: int
@@ -129,6 +130,7 @@ class Settings:
             ws_auth_timeout=env.number("WS_AUTH_TIMEOUT", 10.0, 0.1, 600.0),
             ws_send_queue=env.integer("WS_SEND_QUEUE", 1000, 1, 1_000_000),
             ws_send_bytes=env.integer("WS_SEND_BYTES", 4 << 20, 64 << 10, 1 << 30),
+            ws_per_user=env.integer("WS_PER_USER", 20, 1, 10_000),
             ws_max_frame=env.integer("WS_MAX_FRAME", 1 << 20, 1024, 64 << 20),
             ws_frame_rate=env.integer("WS_FRAME_RATE", 50, 1, 100_000),
             presence_ttl=env.integer("PRESENCE_TTL", 15, 2, 3600),

@@ -15,7 +15,7 @@ from .harness import wait_for
 
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
-    return {"WS_AUTH_TIMEOUT": "1.5", "WS_SEND_QUEUE": "16", "WS_FRAME_RATE": "20"}
+    return {"WS_AUTH_TIMEOUT": "1.5", "WS_SEND_QUEUE": "16", "WS_FRAME_RATE": "20", "WS_PER_USER": "4"}
 
 
 def test_a_connection_that_never_authenticates_is_closed_with_4001(server) -> None:
@@ -107,3 +107,30 @@ def test_a_user_runs_at_most_three_replays_at_once(server, signup, db) -> None:
             feed.close()
     with Feed(server, ann) as later:  # the stuck ones are gone: replays are possible again
         assert len(later.subscribe("c", "contacts", since=cursor)) == 4000
+
+
+def test_a_user_holds_at_most_ws_per_user_connections(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    held = [Feed(server, ann) for _ in range(4)]
+    try:
+        with Feed(server, ann, header=False) as fifth:
+            fifth.send(type="auth", token=ann.token)
+            code, reason = fifth.closed(10)
+            assert code == 1008 and "at most 4 connections" in reason
+        with Feed(server, bob):  # someone else is not affected
+            pass
+    finally:
+        for feed in held:
+            feed.close()
+    with Feed(server, ann):  # one closed: room again
+        pass
+
+
+def test_a_connection_gets_five_attempts_to_authenticate(server) -> None:
+    with Feed(server) as feed:
+        for _ in range(5):
+            feed.send(type="auth", token="mm_made-up")
+            assert feed.expect("error")["code"] == "unauthorized"
+        feed.send(type="auth", token="mm_made-up")
+        code, reason = feed.closed(10)
+        assert code == 4001 and "more than 5 attempts" in reason

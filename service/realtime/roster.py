@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ class Roster:
         self.instance_id = instance_id
         self.live: dict[str, LiveConnection] = {}  # this process's connections, to restore if reaped
         self.by_session: dict[str, set[str]] = {}  # login session key -> connection ids
+        self.per_user: Counter[Any] = Counter()  # user id -> open connections in this process
         self.beating_since: float | None = None  # this process's monotonic clock
         self.restore_due = False
         self.started = False
@@ -70,6 +72,7 @@ class Roster:
         record = {"_id": conn_id, "user": user, "instance": self.instance_id, "at": now()}
         live = self.live[conn_id] = LiveConnection(record, session, revoke)
         self.by_session.setdefault(session, set()).add(conn_id)
+        self.per_user[user] += 1
         await self.db.connections.insert_one(record)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(live.counted.wait(), 5.0)
@@ -77,6 +80,9 @@ class Roster:
     async def disconnected(self, conn_id: str) -> None:
         live = self.live.pop(conn_id, None)
         if live is not None:
+            self.per_user[live.record["user"]] -= 1
+            if self.per_user[live.record["user"]] <= 0:
+                del self.per_user[live.record["user"]]
             others = self.by_session.get(live.session, set())
             others.discard(conn_id)
             if not others:

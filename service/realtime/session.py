@@ -41,7 +41,9 @@ from .streams import STREAMS
 
 log = logging.getLogger("murmuration.ws")
 
+CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+MAX_AUTH_ATTEMPTS = 5  # auth frames per connection: each may cost a database lookup
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_TOO_SLOW = 4008
 MAX_SUBSCRIPTIONS = 100
@@ -89,6 +91,7 @@ class Session:
         self.user: User | None = None
         self.closing: Close | None = None
         self.expiry: asyncio.TimerHandle | None = None
+        self.auth_attempts = 0
         self.subs: dict[str, Subscription] = {}
         self.limiter = RateLimiter(settings.ws_frame_rate * 60, settings.ws_frame_rate * 2)
 
@@ -154,6 +157,10 @@ class Session:
                 await self.roster.disconnected(self.id)
 
     async def _open(self, identity: Identity) -> None:
+        if self.roster.per_user[identity.user.id] >= self.settings.ws_per_user:
+            # Each socket may hold WS_SEND_BYTES; this bounds what one user can make the worker hold.
+            self._close(CLOSE_POLICY, f"at most {self.settings.ws_per_user} connections per user; close one")
+            return
         self.user = user = identity.user
         await self.roster.connected(self.id, user.id, identity.session, self.revoke)
         # Expiry needs no database event (MongoDB's TTL monitor deletes the session up to a minute late).
@@ -193,6 +200,10 @@ class Session:
     async def _receive_auth(self, raw: str | bytes) -> None:
         """Before `ready`, only `{"type": "auth", "token": ...}`; a refusal is an error frame, and the
         client may try again until the time allowed is over."""
+        self.auth_attempts += 1
+        if self.auth_attempts > MAX_AUTH_ATTEMPTS:
+            self._close(CLOSE_UNAUTHENTICATED, f"more than {MAX_AUTH_ATTEMPTS} attempts to authenticate")
+            return
         try:
             frame = self._parse(raw)
             if frame.get("type") != "auth":
