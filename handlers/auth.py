@@ -7,6 +7,7 @@ from sanic.response import HTTPResponse, empty, json
 
 from models.users import AuthOut, LoginIn, MeOut, RegisterIn, user_out
 from service.context import context, current_user
+from service.errors import RateLimited
 
 from .inputs import body
 from .openapi import describe
@@ -18,7 +19,13 @@ bp = Blueprint("auth", url_prefix="/auth")
 @describe("Create an account and get a token", "accounts", body=RegisterIn, response=AuthOut, status=201,
           public=True, errors={"409": "conflict: the email is taken"})  # fmt: skip
 async def register(request: Request) -> HTTPResponse:
-    user, token = await context(request).accounts.register(body(request, RegisterIn))
+    ctx = context(request)
+    data = body(request, RegisterIn)
+    # Every account brings its own write budget: accounts per address are limited, per hour.
+    wait = ctx.register_limiter.hit(request.remote_addr or request.ip)
+    if wait:
+        raise RateLimited(wait, f"at most {ctx.settings.register_limit} new accounts an hour from one address")
+    user, token = await ctx.accounts.register(data)
     return json({"user": user_out(user.doc()), "token": token}, status=201)
 
 

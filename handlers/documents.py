@@ -79,8 +79,11 @@ async def get(request: Request, document_id: str) -> HTTPResponse:
 async def update(request: Request, document_id: str) -> HTTPResponse:
     patch = body(request, DocumentPatch)
     ctx = context(request)
-    kept = ctx.settings.revisions_kept
-    doc = await documents.update(ctx.db, current_user(request), document_id, patch, if_match(request), kept)
+    user = current_user(request)
+    doc = await documents.update(ctx.db, user, document_id, patch, if_match(request), ctx.settings.revisions_kept)
+    # The edit kept the whole previous version as a revision, whatever the size of the patch: the
+    # budget pays for the document, not the request (a 10-byte title change to a 1 MB body costs 1 MB).
+    ctx.write_limiter.spend(str(user.id), documents.stored_size(doc))
     return answer(doc)
 
 

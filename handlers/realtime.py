@@ -14,4 +14,5 @@ bp = Blueprint("realtime")
 @bp.websocket("/ws", ctx_public=True)  # type: ignore[untyped-decorator]
 async def feed(request: Request, ws: WebsocketImplProtocol) -> None:
     ctx = context(request)
-    await Connection(ws, ctx.hub, ctx.roster, ctx.accounts, ctx.db, ctx.settings).serve(bearer_token(request))
+    connection = Connection(ws, ctx.hub, ctx.roster, ctx.accounts, ctx.db, ctx.settings, ctx.write_limiter)
+    await connection.serve(bearer_token(request))

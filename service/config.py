@@ -85,6 +85,7 @@ class Settings:
     rate_burst: int
     anon_rate_limit: int
     write_budget: int
+    register_limit: int
     revisions_kept: int
     login_max_failures: int
     login_window: int
@@ -124,6 +125,7 @@ class Settings:
             rate_burst=env.integer("RATE_BURST", 600, 1, 10_000_000),
             anon_rate_limit=env.integer("ANON_RATE_LIMIT", 600, 1, 10_000_000),
             write_budget=env.integer("WRITE_BUDGET", 32 << 20, 64 << 10, 1 << 40),
+            register_limit=env.integer("REGISTER_LIMIT", 20, 1, 1_000_000),
             revisions_kept=env.integer("REVISIONS_KEPT", 100, 1, 1_000_000),
             login_max_failures=env.integer("LOGIN_MAX_FAILURES", 5, 1, 1000),
             login_window=env.integer("LOGIN_WINDOW", 300, 1, 86400),

@@ -39,6 +39,7 @@ class Context:
     limiter: RateLimiter
     anon_limiter: RateLimiter
     write_limiter: RateLimiter  # bytes a user may write per minute: the resume window is everyone's
+    register_limiter: RateLimiter  # accounts per address per hour: each new account is a new budget
 
 
 class AppState:

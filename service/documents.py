@@ -122,6 +122,12 @@ def _revision(doc: Document) -> Document:
     }
 
 
+def stored_size(doc: Document) -> int:
+    """About what an edit of `doc` writes to the oplog beyond the request: its revision and images."""
+    text = sum(len(doc.get(key) or "") for key in ("title", "body", "abstract") if isinstance(doc.get(key), str))
+    return 2 * text
+
+
 async def delete(db: Database, user: User, document_id: str) -> None:
     async def work(session: Session) -> None:
         doc = await visible(db, user, document_id, session)

@@ -78,6 +78,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
             limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
             anon_limiter=RateLimiter(settings.anon_rate_limit, max(10, settings.anon_rate_limit // 10)),
             write_limiter=RateLimiter(settings.write_budget, settings.write_budget),
+            register_limiter=RateLimiter(settings.register_limit / 60, settings.register_limit),
         )
 
 

@@ -15,7 +15,7 @@ class RateLimiter:
 
     __slots__ = ("buckets", "burst", "clock", "max_keys", "per_second")
 
-    def __init__(self, rate: int, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_second = rate / 60.0
         self.burst = float(burst)
         self.clock = clock
@@ -34,6 +34,14 @@ class RateLimiter:
             self._forget_full(now)
         self.buckets[key] = (tokens - cost, now)
         return 0.0
+
+    def spend(self, key: str, cost: float) -> None:
+        """Take `cost` whatever is left (a cost known only after the work is done): the bucket may go
+        into debt, down to one burst, which later calls wait off."""
+        now = self.clock()
+        tokens, last = self.buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.per_second)
+        self.buckets[key] = (max(-self.burst, tokens - cost), now)
 
     def _forget_full(self, now: float) -> None:
         # A bucket that has refilled holds no information: dropping it changes no answer.

@@ -14,7 +14,8 @@ from service.ratelimit import RateLimiter
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
     # PROXIES_COUNT=1: a test picks the caller's address with X-Forwarded-For, as nginx would set it.
-    return {"RATE_LIMIT": "60", "RATE_BURST": "5", "ANON_RATE_LIMIT": "60", "MAX_SESSIONS": "3", "PROXIES_COUNT": "1"}
+    return {"RATE_LIMIT": "60", "RATE_BURST": "5", "ANON_RATE_LIMIT": "60", "MAX_SESSIONS": "3", "PROXIES_COUNT": "1",
+            "REGISTER_LIMIT": "10"}  # fmt: skip
 
 
 def at(address: str) -> dict[str, str]:
@@ -107,3 +108,13 @@ def test_a_window_that_ended_counts_nothing_even_before_mongodbs_ttl_reaper_runs
                               {"_id": f"login:email:{ann.email}", "failures": 999, "expires_at": ended}])  # fmt: skip
     right = {"email": ann.email, "password": ann.password}
     assert anon.post("/auth/login", json=right, headers=at("10.5.0.1")).status_code == 200
+
+
+def test_one_address_makes_at_most_register_limit_accounts_an_hour(anon: httpx.Client) -> None:
+    def register(address: str, i: int) -> int:
+        account = {"email": f"sybil{i}-{address}@example.com", "password": "long enough", "name": "S"}
+        return anon.post("/auth/register", json=account, headers=at(address)).status_code
+
+    codes = [register("10.7.0.1", i) for i in range(12)]
+    assert codes[:10] == [201] * 10 and codes[10:] == [429, 429]  # each account would bring its own budget
+    assert register("10.7.0.2", 99) == 201

@@ -11,6 +11,7 @@ from ..accounts import Accounts
 from ..config import Settings
 from ..database import Database
 from ..metrics import SOCKETS
+from ..ratelimit import RateLimiter
 from .hub import Hub
 from .outbox import Outbox
 from .roster import Roster
@@ -20,12 +21,19 @@ from .wire import Wire
 
 class Connection:
     def __init__(
-        self, ws: WebsocketImplProtocol, hub: Hub, roster: Roster, accounts: Accounts, db: Database, settings: Settings
+        self,
+        ws: WebsocketImplProtocol,
+        hub: Hub,
+        roster: Roster,
+        accounts: Accounts,
+        db: Database,
+        settings: Settings,
+        writes: RateLimiter,
     ) -> None:
         self.ws = ws
         self.settings = settings
         self.outbox = Outbox(Wire(ws), settings.ws_send_queue, settings.ws_send_bytes)
-        self.session = Session(self.outbox, hub, roster, accounts, db, settings)
+        self.session = Session(self.outbox, hub, roster, accounts, db, settings, writes)
 
     async def serve(self, header_token: str | None) -> None:
         try:

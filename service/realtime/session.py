@@ -78,7 +78,14 @@ class Out(Protocol):
 
 class Session:
     def __init__(
-        self, out: Out, hub: Hub, roster: Roster, accounts: Accounts, db: Database, settings: Settings
+        self,
+        out: Out,
+        hub: Hub,
+        roster: Roster,
+        accounts: Accounts,
+        db: Database,
+        settings: Settings,
+        writes: RateLimiter | None = None,
     ) -> None:
         self.out = out
         self.hub = hub
@@ -94,6 +101,8 @@ class Session:
         self.auth_attempts = 0
         self.subs: dict[str, Subscription] = {}
         self.limiter = RateLimiter(settings.ws_frame_rate * 60, settings.ws_frame_rate * 2)
+        # The per-user write budget the REST routes spend (shared, so sockets are no way around it).
+        self.writes = writes or RateLimiter(settings.write_budget, settings.write_budget)
 
     # --- the sink the hub delivers to -------------------------------------------------------
 
@@ -303,7 +312,15 @@ class Session:
         self.hub.unsubscribe(sub)
         self.push(encode({"type": "unsubscribed", "id": sub.id}))
 
+    def _spend(self, user: User, size: int) -> None:
+        cost = min(3.0 * (size + 1024), float(self.settings.write_budget))
+        wait = self.writes.hit(str(user.id), cost)
+        if wait:
+            raise RateLimited(wait, f"write budget used up ({self.settings.write_budget / (1 << 20):g} MiB a minute)")
+
     async def on_chat_send(self, user: User, frame: dict[str, Any]) -> None:
+        text = frame.get("text")
+        self._spend(user, len(text) if isinstance(text, str) else 0)
         room = id_field(frame, "room")
         data = parse(MessageIn, {k: v for k, v in frame.items() if k in ("text", "client_id")})
         message, _ = await rooms.send(self.db, user, room, data)
@@ -311,12 +328,14 @@ class Session:
         self.push(encode({"type": "ack", "client_id": shown["client_id"], "message": shown}))
 
     async def on_chat_typing(self, user: User, frame: dict[str, Any]) -> None:
+        self._spend(user, 0)
         await rooms.typing(self.db, user, id_field(frame, "room"))
 
     async def on_presence(self, user: User, frame: dict[str, Any]) -> None:
         document_id, state = id_field(frame, "document"), frame.get("state")
         if state not in PRESENCE_STATES:
             raise BadRequest('state must be "viewing", "editing" or null')
+        self._spend(user, 0)
         doc = await documents.visible(self.db, user, document_id)
         key = f"{self.id}:{doc['_id']}"
         if state is None:
