@@ -118,8 +118,10 @@ def test_the_kubernetes_manifests_probe_health_and_name_only_real_settings() -> 
     labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == labels
     assert docs["Service"]["spec"]["selector"] == labels
-    # X-Forwarded-For is not trusted unless a proxy that sets it is configured in front.
-    assert docs["ConfigMap"]["data"]["PROXIES_COUNT"] == "0"
+    # X-Forwarded-For is trusted only because the manifest puts its one proxy in front: the Ingress.
+    ingress = docs["Ingress"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert ingress["name"] == docs["Service"]["metadata"]["name"]
+    assert docs["ConfigMap"]["data"]["PROXIES_COUNT"] == "1"
 
 
 def test_the_systemd_unit_runs_the_service_with_real_settings() -> None:
