@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -118,6 +119,9 @@ def run(mongo_url: str, mongo: MongoClient[dict[str, object]]) -> Iterator[Calla
         settings = Settings.from_env({"MONGO_URL": mongo_url, "MONGO_DB": names[-1], **env})
 
         async def main() -> None:
+            # `kill -USR1 <pytest>` prints where every task of a scenario waits (for a test that hangs).
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGUSR1, lambda: [task.print_stack() for task in asyncio.all_tasks(loop)])
             async with running(settings, Catalog.load(settings.catalog_path), 1.0) as context:
                 await scenario(context)
 

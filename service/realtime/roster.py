@@ -43,6 +43,7 @@ class Roster:
         self.live: dict[str, LiveConnection] = {}  # this process's connections, to restore if reaped
         self.by_session: dict[str, set[str]] = {}  # login session key -> connection ids
         self.per_user: Counter[Any] = Counter()  # user id -> open connections in this process
+        self.checking: asyncio.Task[None] | None = None  # a one-off check of sessions after a drop
         self.beating_since: float | None = None  # this process's monotonic clock
         self.restore_due = False
         self.started = False
@@ -61,10 +62,24 @@ class Roster:
         on any instance) closes every socket of this process that authenticated with it."""
         if change is None or not change.ends_session:
             return
-        sessions = list(self.by_session) if change.op == "drop" else [str(change.id)]
-        for session in sessions:
-            for conn_id in list(self.by_session.get(session, ())):
-                self.live[conn_id].revoke("the session ended (logout, expiry or revocation): sign in again")
+        if change.op == "drop":  # which sessions are gone is read back (new ones may exist already)
+            self.checking = asyncio.create_task(self._revoke_missing(), name="roster-sessions-check")
+            return
+        self._revoke(str(change.id))
+
+    def _revoke(self, session: str) -> None:
+        for conn_id in list(self.by_session.get(session, ())):
+            self.live[conn_id].revoke("the session ended (logout, expiry or revocation): sign in again")
+
+    async def _revoke_missing(self) -> None:
+        keys = list(self.by_session)
+        try:
+            found = {doc["_id"] async for doc in self.db.sessions.find({"_id": {"$in": keys}}, {"_id": 1})}
+        except DatabaseError as error:
+            log.warning("cannot check sessions after a drop (%s): their sockets stay open", type(error).__name__)
+            return
+        for key in set(keys) - found:
+            self._revoke(key)
 
     async def connected(self, conn_id: str, user: Any, session: str, revoke: Callable[[str], None]) -> None:
         """Record the connection, and return once the hub has seen it come back on the stream, so a
