@@ -98,19 +98,28 @@ class Accounts:
         so concurrent guesses cannot outrun the limit; a success gives them back."""
         email = data.email.strip().lower()
         limit = self.settings.login_max_failures
-        # This email from this address; this email from anywhere (distributed guessing); this address.
-        slots = {f"login:email:{email}:{address}": limit, f"login:email:{email}": limit * 10,
-                 f"login:addr:{address}": limit * 4}  # fmt: skip
-        await self._take(slots)
         doc = await self.db.users.find_one({"email": email})
+        known = doc.get("addresses") if doc else None
+        familiar = isinstance(known, list) and address in known
+        # This email from this address, and this address: always. This email from anywhere (guessing
+        # spread over many addresses): not for an address the account signed in from before, so
+        # nobody can lock its owner out of their usual places.
+        slots = {f"login:email:{email}:{address}": limit, f"login:addr:{address}": limit * 4}
+        if not familiar:
+            slots[f"login:email:{email}"] = limit * 10
+        await self._take(slots)
         stored = doc.get("password") if doc else None
         password_hash = stored if isinstance(stored, str) else _DUMMY_HASH
         if not await asyncio.to_thread(_verify, password_hash, data.password) or doc is None:
             raise Unauthorized("wrong email or password")  # the slots taken count this failure
         user = _user(doc)
-        emails, addresses = [key for key in slots if key.startswith("login:email:")], f"login:addr:{address}"
+        emails = [f"login:email:{email}:{address}", f"login:email:{email}"]
         await self.db.throttles.delete_many({"_id": {"$in": emails}})
-        await self.db.throttles.update_one({"_id": addresses}, {"$inc": {"failures": -1}})
+        await self.db.throttles.update_one({"_id": f"login:addr:{address}"}, {"$inc": {"failures": -1}})
+        if not familiar:  # the last 10 addresses it signed in from
+            await self.db.users.update_one(
+                {"_id": user.id}, {"$push": {"addresses": {"$each": [address], "$slice": -10}}}
+            )
         return user, await self._open_session(user)
 
     async def logout(self, token: str) -> None:

@@ -118,3 +118,15 @@ def test_one_address_makes_at_most_register_limit_accounts_an_hour(anon: httpx.C
     codes = [register("10.7.0.1", i) for i in range(12)]
     assert codes[:10] == [201] * 10 and codes[10:] == [429, 429]  # each account would bring its own budget
     assert register("10.7.0.2", 99) == 201
+
+
+def test_guessing_from_many_addresses_cannot_lock_the_owner_out_of_a_familiar_one(anon: httpx.Client, signup) -> None:
+    ann = signup("Ann")
+    right = {"email": ann.email, "password": ann.password}
+    assert anon.post("/auth/login", json=right, headers=at("10.8.0.1")).status_code == 200  # her usual place
+    wrong = {"email": ann.email, "password": "a guess"}
+    for attacker in range(11):  # 55 guesses from 11 addresses: past the whole email's window of 50
+        for _ in range(5):
+            anon.post("/auth/login", json=wrong, headers=at(f"10.8.1.{attacker}"))
+    assert anon.post("/auth/login", json=right, headers=at("10.8.2.1")).status_code == 429  # a new place: locked
+    assert anon.post("/auth/login", json=right, headers=at("10.8.0.1")).status_code == 200  # her usual one: not
