@@ -11,7 +11,8 @@ I/O: `hub` (the process's one change stream: dispatch, replay, observers), `rost
 instance's connections and presence in MongoDB, its heartbeat, reaping dead instances), `outbox`
 and `wire` (frames onto one socket, bounded), `connection` (reads a socket into its session).
 
-May import: `service`'s infrastructure (config, database, errors, metrics, ratelimit, payloads),
-the domains it authorizes against (accounts, documents, rooms), and `models`. Nothing outside the
-life cycle (`service.lifecycle`, `service.context`) imports it, and it never imports `payments`.
+May import: `service`'s infrastructure (config, database, errors, metrics, ratelimit, payloads,
+stored), the domains it authorizes against (accounts, documents, rooms), and `models`. Within
+`service/`, only the wiring (`app`, `lifecycle`, `context`) imports it; the websocket handler
+(`handlers/realtime.py`) hands it sockets; it never imports `payments` (tests/test_layout.py).
 """
