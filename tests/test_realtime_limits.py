@@ -15,7 +15,9 @@ from .harness import wait_for
 
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
-    return {"WS_AUTH_TIMEOUT": "1.5", "WS_SEND_QUEUE": "16", "WS_FRAME_RATE": "20", "WS_PER_USER": "4"}
+    # A large write budget: the slow-reader test saves a 200 KB document 120 times (budgets: test_budget).
+    return {"WS_AUTH_TIMEOUT": "1.5", "WS_SEND_QUEUE": "16", "WS_FRAME_RATE": "20", "WS_PER_USER": "4",
+            "WRITE_BUDGET": str(1 << 30)}  # fmt: skip
 
 
 def test_a_connection_that_never_authenticates_is_closed_with_4001(server) -> None:
