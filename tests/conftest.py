@@ -23,7 +23,7 @@ from service.context import Context
 from service.lifecycle import running
 from service.payments.catalog import Catalog
 
-from .harness import ROOT, Account, Server
+from .harness import LOGS, ROOT, Account, Server
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +108,13 @@ def signup(server: Server) -> Iterator[Callable[..., Account]]:
 Scenario = Callable[[Context], Awaitable[None]]
 
 
+def dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with open(LOGS / f"tasks-{os.getpid()}.txt", "a") as out:
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(file=out)
+
+
 @pytest.fixture
 def run(mongo_url: str, mongo: MongoClient[dict[str, object]]) -> Iterator[Callable[..., None]]:
     """`run(scenario, **env)`: `scenario(context)` against a running service's parts (the real life
@@ -119,9 +126,10 @@ def run(mongo_url: str, mongo: MongoClient[dict[str, object]]) -> Iterator[Calla
         settings = Settings.from_env({"MONGO_URL": mongo_url, "MONGO_DB": names[-1], **env})
 
         async def main() -> None:
-            # `kill -USR1 <pytest>` prints where every task of a scenario waits (for a test that hangs).
+            # `kill -USR1 <pytest>` writes where every task of a scenario waits (for a test that hangs)
+            # to var/test-logs/tasks-<pid>.txt.
             loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGUSR1, lambda: [task.print_stack() for task in asyncio.all_tasks(loop)])
+            loop.add_signal_handler(signal.SIGUSR1, dump_tasks, loop)
             async with running(settings, Catalog.load(settings.catalog_path), 1.0) as context:
                 await scenario(context)
 
