@@ -6,6 +6,7 @@ was replaced by `AsyncMongoClient` when Motor reached end of life) stays in one 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,7 @@ __all__ = [
     "ReturnDocument",
     "Session",
     "Stream",
+    "bounded",
     "failure",
     "history_lost",
     "now",
@@ -112,6 +114,21 @@ INDEXES: dict[str, list[IndexModel]] = {
 
 # Indexes earlier versions created that are replaced (dropped at start if present).
 OBSOLETE_INDEXES = {"messages": ["client_id_unique"], "sessions": ["by_user"]}
+
+
+async def bounded(closing: Awaitable[Any], seconds: float) -> None:
+    """Let `closing` (a close of the driver's) finish for up to `seconds`, then go on without it.
+
+    Not `wait_for`: that cancels and then waits for the cancellation, and a cursor whose getMore was
+    just cancelled can leave PyMongo's close waiting on a read that never comes (seen in the tests:
+    the change-stream follower, cancelled at shutdown, hung its worker for good). The server drops an
+    abandoned cursor by itself."""
+    task = asyncio.ensure_future(closing)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        log.warning("a MongoDB close did not finish within %.0fs; going on without it", seconds)
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("a MongoDB close failed: %s", type(task.exception()).__name__)
 
 
 def now() -> datetime:
@@ -298,4 +315,5 @@ class Database:
         return True
 
     async def close(self) -> None:
-        await self.client.close()
+        """Close the client; bounded, so a connection stuck mid-operation cannot hold a shutdown."""
+        await bounded(self.client.close(), 5.0)

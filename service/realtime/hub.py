@@ -8,7 +8,6 @@ tells the observers of its collection) -> the subscriptions' sessions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections import Counter
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import Settings
-from ..database import Database, DatabaseError, ObjectId, OperationFailure, history_lost, now
+from ..database import Database, DatabaseError, ObjectId, OperationFailure, bounded, history_lost, now
 from ..database import Stream as ChangeStream
 from ..errors import BadRequest, CursorExpired, RateLimited
 from ..metrics import EVENTS, REPLAY_READS, REPLAYS, SKIPPED_CHANGES, STREAM_LAG
@@ -107,8 +106,7 @@ class Hub:
     async def _drop_stream(self) -> None:
         stream, self.stream = self.stream, None
         if stream is not None:
-            with contextlib.suppress(Exception):
-                await stream.close()
+            await bounded(stream.close(), 2.0)  # a cursor cancelled mid-getMore may never close
 
     async def follow(self) -> None:
         """Route the stream until cancelled, reopening it from the last position with backoff.
@@ -282,7 +280,7 @@ class Hub:
             raise BadRequest("since is not a cursor this service handed out") from None
         last = since
         fragments = Fragments()
-        async with replay:
+        try:
             while True:
                 event = await replay.try_next()
                 if event is not None and (event := fragments.add(event)) is None:
@@ -301,6 +299,8 @@ class Hub:
                 if frame is not None:
                     await sub.sink.push_wait(frame)
                 last = token
+        finally:
+            await bounded(replay.close(), 2.0)  # cancelled mid-replay (the socket went): never hang
 
     def _go_live(self, sub: Subscription) -> None:
         frames = state(sub, self.board, self.position)  # first: if it fails, nothing is registered
