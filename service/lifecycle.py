@@ -58,7 +58,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
         stack.push_async_callback(hub.close)
         tasks.start("hub-follow", hub.follow)
         tasks.start("roster-heartbeat", roster.heartbeat)
-        stack.push_async_callback(tasks.stop, ["hub-follow", "roster-heartbeat"])
+        stack.push_async_callback(_stop_following, hub, roster, tasks)
         gateway, payments = _payments(settings, db, roster.instance_id, catalog)
         if payments is not None:
             loops = [f"payments-{i}" for i in range(payments.loops)]
@@ -113,6 +113,13 @@ def _payments(settings: Settings, db: Database, owner: str, catalog: Catalog) ->
         return None, None
     gateway = Gateway(settings.braintree, settings.braintree_timeout)
     return gateway, Payments(db, gateway, settings, owner, catalog)
+
+
+async def _stop_following(hub: Hub, roster: Roster, tasks: Supervisor) -> None:
+    """The follower and the heartbeat end by themselves between reads; cancelled only if they do not."""
+    hub.wind_down()
+    roster.wind_down()
+    await tasks.stop(["hub-follow", "roster-heartbeat"], grace=3.0)
 
 
 def draining(context: Context, grace: float) -> None:

@@ -60,6 +60,7 @@ class Hub:
         self.stream: ChangeStream | None = None
         self.replaying: Counter[Any] = Counter()  # user id -> replays under way in this process
         self.fragments = Fragments()
+        self.stopping = False
 
     def observe(self, collection: str, observer: Observer) -> None:
         """Call `observer` with every change of `collection` (and None when the stream breaks).
@@ -118,14 +119,19 @@ class Hub:
             self._lost()
             await self._drop_stream()
 
+    def wind_down(self) -> None:
+        """Stop following after the current read (at most the stream's 0.5 s wait): cancelling a read
+        in flight can leave PyMongo waiting for good."""
+        self.stopping = True
+
     async def _follow(self) -> None:
         backoff = 0.1
-        while True:
+        while not self.stopping:
             try:
                 if self.stream is None:
                     self.stream = await self.db.watch(self.pipeline, self.position or None)
                     log.info("change stream resumed")
-                while self.stream.alive:  # an invalidate (the database dropped) ends it: reopen after it
+                while self.stream.alive and not self.stopping:  # an invalidate ends it: reopen after it
                     event = await self.stream.try_next()
                     self.following = True
                     backoff = 0.1

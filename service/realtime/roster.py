@@ -46,6 +46,7 @@ class Roster:
         self.checking: asyncio.Task[None] | None = None  # a one-off check of sessions after a drop
         self.beating_since: float | None = None  # this process's monotonic clock
         self.restore_due = False
+        self.stopping = asyncio.Event()
         self.started = False
 
     def observe(self, change: Change | None) -> None:
@@ -120,11 +121,17 @@ class Roster:
 
     # --- heartbeat and reaping --------------------------------------------------------------
 
+    def wind_down(self) -> None:
+        """Stop beating now, between beats (a write cancelled in flight can leave PyMongo waiting)."""
+        self.stopping.set()
+
     async def heartbeat(self) -> None:
-        """Beat and reap until cancelled."""
+        """Beat and reap until wound down."""
         interval = self.settings.presence_ttl / 3
-        while True:
-            await asyncio.sleep(interval)
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), interval)
+                return
             try:
                 await self.beat()
                 if self.restore_due:
