@@ -14,5 +14,5 @@ bp = Blueprint("realtime")
 @bp.websocket("/ws", ctx_public=True)  # type: ignore[untyped-decorator]
 async def feed(request: Request, ws: WebsocketImplProtocol) -> None:
     ctx = context(request)
-    connection = Connection(ws, ctx.hub, ctx.roster, ctx.accounts, ctx.db, ctx.settings, ctx.write_limiter)
+    connection = Connection(ws, ctx.hub, ctx.roster, ctx.accounts, ctx.db, ctx.settings, ctx.writes)
     await connection.serve(bearer_token(request))

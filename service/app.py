@@ -27,7 +27,6 @@ log = logging.getLogger("murmuration")
 MAX_BODY = 2 * 1024 * 1024
 SHUTDOWN_GRACE = 5.0
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-WRITE_FLOOR = 1024
 
 App = Sanic[Config, AppState]
 
@@ -149,17 +148,11 @@ async def _guard(request: Request) -> HTTPResponse | None:
         return error_response(error)
     request.ctx.token = token
     if request.method in WRITES:
-        wait = ctx.write_limiter.hit(str(user.id), min(write_cost(request), ctx.settings.write_budget))
-        if wait:
-            budget = ctx.settings.write_budget / (1 << 20)
-            return error_response(RateLimited(wait, f"write budget used up ({budget:g} MiB a minute per user)"))
+        try:
+            ctx.writes.spend(user.id, len(request.body or b""))
+        except ServiceError as error:
+            return error_response(error)
     return None
-
-
-def write_cost(request: Request) -> float:
-    """What a write may cost the oplog: the body about three times over (the change, its pre-image, a
-    revision), and a floor for small writes."""
-    return 3.0 * (len(request.body or b"") + WRITE_FLOOR)
 
 
 async def _measure(request: Request, response: BaseHTTPResponse) -> None:

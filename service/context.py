@@ -12,6 +12,7 @@ from typing import cast
 from sanic import Request
 
 from .accounts import Accounts, User
+from .budget import WriteBudget
 from .config import Settings
 from .database import Database
 from .payments.catalog import Catalog
@@ -38,7 +39,7 @@ class Context:
     supervisor: Supervisor
     limiter: RateLimiter
     anon_limiter: RateLimiter
-    write_limiter: RateLimiter  # bytes a user may write per minute: the resume window is everyone's
+    writes: WriteBudget  # bytes a user may write per minute: the resume window is everyone's
     register_limiter: RateLimiter  # accounts per address per hour: each new account is a new budget
 
 

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from .accounts import Accounts
+from .budget import WriteBudget
 from .config import Settings
 from .context import Context
 from .database import Database, DatabaseError
@@ -77,7 +78,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
             supervisor=tasks,
             limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
             anon_limiter=RateLimiter(settings.anon_rate_limit, max(10, settings.anon_rate_limit // 10)),
-            write_limiter=RateLimiter(settings.write_budget, settings.write_budget),
+            writes=WriteBudget(settings.write_budget),
             register_limiter=RateLimiter(settings.register_limit / 60, settings.register_limit),
         )
 

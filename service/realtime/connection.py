@@ -8,10 +8,10 @@ import asyncio
 from sanic.server.websockets.impl import WebsocketImplProtocol
 
 from ..accounts import Accounts
+from ..budget import WriteBudget
 from ..config import Settings
 from ..database import Database
 from ..metrics import SOCKETS
-from ..ratelimit import RateLimiter
 from .hub import Hub
 from .outbox import Outbox
 from .roster import Roster
@@ -28,7 +28,7 @@ class Connection:
         accounts: Accounts,
         db: Database,
         settings: Settings,
-        writes: RateLimiter,
+        writes: WriteBudget,
     ) -> None:
         self.ws = ws
         self.settings = settings

@@ -27,6 +27,7 @@ from models.users import user_out
 
 from .. import documents, rooms, stored
 from ..accounts import Accounts, Identity, User
+from ..budget import WriteBudget
 from ..config import Settings
 from ..database import Database, DatabaseError, ObjectId, failure, now
 from ..errors import BadRequest, Conflict, Forbidden, RateLimited, ServiceError, Unauthorized
@@ -85,7 +86,7 @@ class Session:
         accounts: Accounts,
         db: Database,
         settings: Settings,
-        writes: RateLimiter | None = None,
+        writes: WriteBudget | None = None,
     ) -> None:
         self.out = out
         self.hub = hub
@@ -102,7 +103,7 @@ class Session:
         self.subs: dict[str, Subscription] = {}
         self.limiter = RateLimiter(settings.ws_frame_rate * 60, settings.ws_frame_rate * 2)
         # The per-user write budget the REST routes spend (shared, so sockets are no way around it).
-        self.writes = writes or RateLimiter(settings.write_budget, settings.write_budget)
+        self.writes = writes or WriteBudget(settings.write_budget)
 
     # --- the sink the hub delivers to -------------------------------------------------------
 
@@ -312,15 +313,9 @@ class Session:
         self.hub.unsubscribe(sub)
         self.push(encode({"type": "unsubscribed", "id": sub.id}))
 
-    def _spend(self, user: User, size: int) -> None:
-        cost = min(3.0 * (size + 1024), float(self.settings.write_budget))
-        wait = self.writes.hit(str(user.id), cost)
-        if wait:
-            raise RateLimited(wait, f"write budget used up ({self.settings.write_budget / (1 << 20):g} MiB a minute)")
-
     async def on_chat_send(self, user: User, frame: dict[str, Any]) -> None:
         text = frame.get("text")
-        self._spend(user, len(text) if isinstance(text, str) else 0)
+        self.writes.spend(user.id, len(text) if isinstance(text, str) else 0)
         room = id_field(frame, "room")
         data = parse(MessageIn, {k: v for k, v in frame.items() if k in ("text", "client_id")})
         message, _ = await rooms.send(self.db, user, room, data)
@@ -328,14 +323,14 @@ class Session:
         self.push(encode({"type": "ack", "client_id": shown["client_id"], "message": shown}))
 
     async def on_chat_typing(self, user: User, frame: dict[str, Any]) -> None:
-        self._spend(user, 0)
+        self.writes.spend(user.id, 0)
         await rooms.typing(self.db, user, id_field(frame, "room"))
 
     async def on_presence(self, user: User, frame: dict[str, Any]) -> None:
         document_id, state = id_field(frame, "document"), frame.get("state")
         if state not in PRESENCE_STATES:
             raise BadRequest('state must be "viewing", "editing" or null')
-        self._spend(user, 0)
+        self.writes.spend(user.id, 0)
         doc = await documents.visible(self.db, user, document_id)
         key = f"{self.id}:{doc['_id']}"
         if state is None:
