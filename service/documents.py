@@ -67,7 +67,7 @@ async def update(
     document_id: str,
     patch: DocumentPatch,
     if_match: set[int] | None,
-    revisions_kept: int = 100,
+    revisions_kept: int,
 ) -> Document:
     """Apply `patch` as version + 1, keeping the previous version as a revision, atomically.
 

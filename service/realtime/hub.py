@@ -106,6 +106,7 @@ class Hub:
 
     async def _drop_stream(self) -> None:
         stream, self.stream = self.stream, None
+        self.fragments = Fragments()  # a split event half read is read again, whole, from the position
         if stream is not None:
             await bounded(stream.close(), 2.0)  # a cursor cancelled mid-getMore may never close
 
@@ -172,10 +173,13 @@ class Hub:
     async def _structural(self, event: dict[str, Any]) -> None:
         """A collection (or the database) was dropped or renamed, say in the shell: its validator and
         indexes are made again, what was learned from it is forgotten, and the board is read again."""
-        self.position = event["_id"]["_data"]
         kind, coll = event["operationType"], (event.get("ns") or {}).get("coll")
-        if kind == "invalidate":
-            return
+        if kind != "invalidate":
+            await self._remake(kind, coll)
+        # Only once remade: if that failed, the stream reopens before this event and it is tried again.
+        self.position = event["_id"]["_data"]
+
+    async def _remake(self, kind: str, coll: str | None) -> None:
         log.warning("%s of %s: collections and indexes made again, caches reset", kind, coll or "the database")
         await self.db.prepare()
         for name in list(self.observers) if coll is None else [coll]:
