@@ -83,7 +83,7 @@ async def update(request: Request, document_id: str) -> HTTPResponse:
     doc = await documents.update(ctx.db, user, document_id, patch, if_match(request), ctx.settings.revisions_kept)
     # The edit kept the whole previous version as a revision, whatever the size of the patch: the
     # budget pays for the document, not the request (a 10-byte title change to a 1 MB body costs 1 MB).
-    ctx.write_limiter.spend(str(user.id), documents.stored_size(doc))
+    ctx.writes.owe(user.id, documents.stored_size(doc))
     return answer(doc)
 
 
@@ -99,14 +99,19 @@ async def delete(request: Request, document_id: str) -> HTTPResponse:
           response=DocumentOut, errors=MISSING_OR_HIDDEN)  # fmt: skip
 async def share(request: Request, document_id: str) -> HTTPResponse:
     data = body(request, CollaboratorIn)
-    return answer(await documents.add_collaborator(context(request).db, current_user(request), document_id, data))
+    ctx, user = context(request), current_user(request)
+    doc = await documents.add_collaborator(ctx.db, user, document_id, data)
+    ctx.writes.owe(user.id, documents.stored_size(doc))  # its change carries the whole document, twice
+    return answer(doc)
 
 
 @bp.delete("/<document_id>/collaborators/<user_id>")
 @describe("Unshare (owner), or leave (a collaborator removing themself)", "documents", response=DocumentOut,
           errors=MISSING_OR_HIDDEN)  # fmt: skip
 async def unshare(request: Request, document_id: str, user_id: str) -> HTTPResponse:
-    doc = await documents.remove_collaborator(context(request).db, current_user(request), document_id, user_id)
+    ctx, user = context(request), current_user(request)
+    doc = await documents.remove_collaborator(ctx.db, user, document_id, user_id)
+    ctx.writes.owe(user.id, documents.stored_size(doc))
     return answer(doc)
 
 

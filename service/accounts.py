@@ -116,10 +116,10 @@ class Accounts:
         emails = [f"login:email:{email}:{address}", f"login:email:{email}"]
         await self.db.throttles.delete_many({"_id": {"$in": emails}})
         await self.db.throttles.update_one({"_id": f"login:addr:{address}"}, {"$inc": {"failures": -1}})
-        if not familiar:  # the last 10 addresses it signed in from
-            await self.db.users.update_one(
-                {"_id": user.id}, {"$push": {"addresses": {"$each": [address], "$slice": -10}}}
-            )
+        if not familiar:  # the last 10 addresses it signed in from (whatever the shell left in the field)
+            kept = {"$cond": [{"$isArray": "$addresses"}, "$addresses", []]}
+            last = {"$slice": [{"$concatArrays": [kept, [address]]}, -10]}
+            await self.db.users.update_one({"_id": user.id}, [{"$set": {"addresses": last}}])
         return user, await self._open_session(user)
 
     async def logout(self, token: str) -> None:
@@ -137,9 +137,14 @@ class Accounts:
 
     def cached(self, token: str) -> User | None:
         """The user of a token known to be valid, without asking the database (None if not known)."""
-        cached = self.cache.get(token_hash(token))
+        known = self._known(token_hash(token))
+        return known[0] if known else None
+
+    def _known(self, key: str) -> tuple[User, datetime] | None:
+        cached = self.cache.get(key)
         if cached is not None and self.trusted() and cached[1] > now():
-            return cached[0]
+            self.cache.move_to_end(key)
+            return cached
         return None
 
     async def authenticate(self, token: str) -> User:
@@ -148,10 +153,9 @@ class Accounts:
     async def identify(self, token: str) -> Identity:
         """Who a token belongs to, its session and when that ends; 401 if it is not a live session."""
         key = token_hash(token)
-        cached = self.cache.get(key)
-        if cached is not None and self.trusted() and cached[1] > now():
-            self.cache.move_to_end(key)
-            return Identity(cached[0], key, cached[1])
+        known = self._known(key)
+        if known is not None:
+            return Identity(known[0], key, known[1])
         # A revocation heard while this lookup waits on MongoDB must win: what it read may be stale.
         generation = self.generation
         session = await self.db.sessions.find_one({"_id": key})

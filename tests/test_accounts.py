@@ -110,3 +110,10 @@ def test_a_header_that_is_not_utf8_is_an_unknown_token_not_a_500(anon) -> None:
     assert anon.get("/auth/me", headers=odd).status_code == 401
     assert anon.get("/openapi.json", headers=odd).status_code == 200  # public: the token is not even needed
     assert anon.post("/auth/login", json={"email": "a@b.cd", "password": "x"}, headers=odd).status_code == 401
+
+
+def test_a_login_history_written_by_hand_as_anything_but_a_list_does_not_stop_logins(anon, signup, db) -> None:
+    ann = signup("Ann")
+    db.users.update_one({"email": ann.email}, {"$set": {"addresses": "1.2.3.4"}})
+    assert anon.post("/auth/login", json={"email": ann.email, "password": ann.password}).status_code == 200
+    assert isinstance(db.users.find_one({"email": ann.email})["addresses"], list)

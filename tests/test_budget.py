@@ -55,3 +55,15 @@ def test_chat_over_the_websocket_spends_the_same_budget(server, signup) -> None:
     refused = [f for f in frames if f["type"] == "error"]
     assert refused and all(f["code"] == "rate_limited" and "write budget" in f["message"] for f in refused)
     assert sum(f["type"] == "ack" for f in frames) < 90
+
+
+def test_sharing_a_big_document_pays_for_the_document(signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    doc = ann.post("/documents", json={"title": "big", "body": "x" * 300_000}).json()
+    codes = []
+    for _ in range(3):
+        codes.append(
+            ann.post(f"/documents/{doc['id']}/collaborators", json={"email": bob.email, "role": "viewer"}).status_code
+        )
+        codes.append(ann.delete(f"/documents/{doc['id']}/collaborators/{bob.id}").status_code)
+    assert codes[0] == 200 and 429 in codes, codes  # each change carries the whole 300 KB document
