@@ -10,7 +10,7 @@ from models.orders import CatalogOut, ClientTokenOut, OrderIn, OrderOut, OrderPa
 from service.context import context, current_user
 from service.errors import BadRequest, PaymentsUnavailable
 from service.payments import orders
-from service.payments.gateway import BadWebhook, Gateway
+from service.payments.gateway import BadWebhook, Gateway, GatewayUnavailable
 from service.stored import one, shown
 
 from .inputs import PAGING, body, page_args
@@ -45,10 +45,14 @@ async def catalog(request: Request) -> HTTPResponse:
 @describe("A client token for Braintree's client SDK (Drop-in)", "payments", response=ClientTokenOut,
           errors=UNAVAILABLE)  # fmt: skip
 async def client_token(request: Request) -> HTTPResponse:
-    token = await gateway(request).client_token()
-    braintree = context(request).settings.braintree
-    environment = braintree.environment if braintree else ""
-    return json({"client_token": token, "environment": "local" if environment.startswith("http") else environment})
+    try:
+        token = await gateway(request).client_token()
+    except GatewayUnavailable:
+        raise PaymentsUnavailable("the payment gateway does not answer; try again in a minute") from None
+    settings = context(request).settings
+    environment = settings.braintree.environment if settings.braintree else ""
+    return json({"client_token": token, "environment": "local" if environment.startswith("http") else environment,
+                 "drop_in": settings.braintree_dropin})  # fmt: skip
 
 
 @bp.post("/orders")
@@ -80,6 +84,18 @@ async def get(request: Request, order_id: str) -> HTTPResponse:
     return json(one("orders", await orders.mine(context(request).db, current_user(request), order_id), order_out))
 
 
+@bp.post("/orders/<order_id>/cancel")
+@describe("Give a paid order's money back: voided if not yet settled, else refunded, exactly once (202); "
+          "repeating it is harmless", "payments", response=OrderOut, status=202,
+          errors={**UNAVAILABLE, "409": "conflict: the order was never charged, or is being charged"})  # fmt: skip
+async def cancel(request: Request, order_id: str) -> HTTPResponse:
+    ctx = context(request)
+    doc = await orders.cancel(ctx.db, current_user(request), order_id)
+    if ctx.payments is not None:
+        ctx.payments.nudge()
+    return json(one("orders", doc, order_out), status=202)
+
+
 @bp.post("/payments/webhooks", ctx_public=True)
 @describe("Braintree webhook (form fields bt_signature, bt_payload); a bad signature is 400", "payments",
           public=True, errors=UNAVAILABLE)  # fmt: skip
@@ -93,5 +109,9 @@ async def webhook(request: Request) -> HTTPResponse:
         event = gateway(request).parse_webhook(signature, payload)
     except BadWebhook:
         raise BadRequest("the webhook signature does not verify") from None
-    matched = await orders.record_webhook(context(request).db, event)
+    ctx = context(request)
+    matched = await orders.record_webhook(ctx.db, event)
+    if matched and ctx.payments is not None:
+        ctx.payments.nudge_sweep()
+        ctx.payments.nudge()
     return json({"kind": event.kind, "matched": matched})

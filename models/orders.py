@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Annotated, Any, Protocol
@@ -44,6 +45,7 @@ class CatalogOut(Output):
 class ClientTokenOut(Output):
     client_token: str
     environment: str  # an addition: sandbox, production, or local (the emulator: use test nonces)
+    drop_in: bool  # an addition: whether a page should show Braintree's Drop-in (else test nonces)
 
 
 class Line(Output):
@@ -64,6 +66,12 @@ class OrderError(Output):
     message: str
 
 
+class Change(Output):
+    status: str
+    at: str
+    reason: str
+
+
 class OrderOut(Output):
     id: str
     status: str
@@ -72,6 +80,8 @@ class OrderOut(Output):
     items: list[Line]
     transaction: Transaction | None
     errors: list[OrderError]
+    refund: Transaction | None  # an addition: the credit that refunded the order
+    history: list[Change]  # an addition: every status change, with its reason, oldest first
     created_at: str
     updated_at: str
 
@@ -95,8 +105,20 @@ def pair(entry: Any, first: str, second: str) -> dict[str, str]:
     return {first: text(entry, first), second: text(entry, second)}
 
 
+def history_out(doc: dict[str, Any]) -> list[dict[str, str]]:
+    """The status changes; an entry the shell (or another version) left unreadable is left out
+    rather than hiding the whole order."""
+    entries = doc.get("history")
+    shown = []
+    for entry in entries if isinstance(entries, list) else []:
+        with contextlib.suppress(Unreadable, TypeError, AttributeError, KeyError):
+            shown.append({"status": text(entry, "status"), "at": moment(entry, "at"), "reason": text(entry, "reason")})
+    return shown
+
+
 def order_out(doc: dict[str, Any]) -> dict[str, Any]:
     transaction = doc.get("transaction")
+    refund = doc.get("refund")
     return {
         "id": ident(doc["_id"]),
         "status": text(doc, "status"),
@@ -105,6 +127,8 @@ def order_out(doc: dict[str, Any]) -> dict[str, Any]:
         "items": [line_out(line) for line in listed(doc, "items")],
         "transaction": None if transaction is None else pair(transaction, "id", "status"),
         "errors": [pair(error, "code", "message") for error in listed(doc, "errors")],
+        "refund": None if refund is None else pair(refund, "id", "status"),
+        "history": history_out(doc),
         "created_at": moment(doc, "created_at"),
         "updated_at": moment(doc, "updated_at"),
     }

@@ -99,8 +99,14 @@ class Settings:
     braintree: Braintree | None
     braintree_timeout: float
     payment_lease: float
+    braintree_threads: int
+    braintree_dropin: bool
     payment_workers: int
     payment_poll: float
+    payment_settle_delay: float
+    payment_uncertain_for: float
+    payment_sweep: float
+    payment_sweep_days: int
     catalog_path: Path
 
     @classmethod
@@ -139,18 +145,38 @@ class Settings:
             braintree=_braintree(env),
             braintree_timeout=(timeout := env.number("BRAINTREE_TIMEOUT", 20.0, 0.5, 300.0)),
             payment_lease=_lease(env, timeout),
+            braintree_threads=env.integer("BRAINTREE_THREADS", 8, 1, 256),
+            braintree_dropin=_dropin(env),
             payment_workers=env.integer("PAYMENT_WORKERS", 2, 0, 64),
             payment_poll=env.number("PAYMENT_POLL", 1.0, 0.05, 60.0),
+            payment_settle_delay=env.number("PAYMENT_SETTLE_DELAY", 60.0, 0.0, 86400.0),
+            payment_uncertain_for=env.number("PAYMENT_UNCERTAIN_FOR", 3600.0, 1.0, 30 * 86400.0),
+            payment_sweep=env.number("PAYMENT_SWEEP", 300.0, 0.1, 86400.0),
+            payment_sweep_days=env.integer("PAYMENT_SWEEP_DAYS", 7, 1, 365),
             catalog_path=Path(env.text("CATALOG_PATH", str(ROOT / "service" / "payments" / "catalog.json"))),
         )
 
 
+# Time a worker needs after a gateway call to record its outcome, on top of the call's deadline.
+LEASE_MARGIN = 5.0
+
+
 def _lease(env: _Env, timeout: float) -> float:
     lease = env.number("PAYMENT_LEASE", max(60.0, 3 * timeout), 1.0, 3600.0)
-    if lease <= timeout:
-        # A lease shorter than a gateway call would let a second worker charge while the first waits.
-        raise ConfigError(f"PAYMENT_LEASE={lease} must be longer than BRAINTREE_TIMEOUT={timeout}")
+    if lease < timeout + LEASE_MARGIN:
+        # A lease that lapses while a call may still be in flight would let a second worker act on
+        # the order (the lease is also renewed during calls; this keeps one missed renewal harmless).
+        raise ConfigError(
+            f"PAYMENT_LEASE={lease} must be at least BRAINTREE_TIMEOUT={timeout} + {LEASE_MARGIN:g} seconds"
+        )
     return lease
+
+
+def _dropin(env: _Env) -> bool:
+    """Braintree's Drop-in on the dashboard: on for sandbox and production (it loads from Braintree's
+    CDN), off for a local emulator (test nonces instead); BRAINTREE_DROPIN=on|off overrides."""
+    default = "off" if env.text("BRAINTREE_ENVIRONMENT", "sandbox").startswith("http") else "on"
+    return env.choice("BRAINTREE_DROPIN", default, ("on", "off")) == "on"
 
 
 def _braintree(env: _Env) -> Braintree | None:

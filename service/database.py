@@ -108,6 +108,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("owner", ASCENDING), ("idempotency_key", ASCENDING)], unique=True, name="idempotency_key"),
         IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="work_queue"),
         IndexModel([("transaction.id", ASCENDING)], sparse=True, name="by_transaction"),
+        IndexModel([("status", ASCENDING), ("reconcile_after", ASCENDING)], name="reconcile_queue"),
     ],
 }
 

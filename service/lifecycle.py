@@ -1,7 +1,8 @@
 """The life cycle of a worker: one owner builds its parts in order and tears them down in reverse.
 
     database -> hub (stream open, board loaded) -> accounts -> roster (first beat) -> payments
-    -> background tasks, under one supervisor: the hub's follower, the roster's heartbeat, the payment loops
+    -> background tasks, under one supervisor: the hub's follower, the roster's heartbeat, the payment
+    loops and the payment sweep
 
 Teardown runs the other way: payment loops finish the order in hand (bounded) and give back
 unstarted leases, the other tasks are cancelled, this instance's records go, the stream closes,
@@ -65,6 +66,9 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
             loops = [f"payments-{i}" for i in range(payments.loops)]
             for name in loops:
                 tasks.start(name, payments.run)
+            if loops:  # an instance that takes no payment work (PAYMENT_WORKERS=0) does not sweep either
+                loops.append("payments-sweep")
+                tasks.start("payments-sweep", payments.sweep_forever)
             stack.push_async_callback(_stop_payments, payments, tasks, loops, shutdown_grace)
         yield Context(
             settings=settings,
@@ -112,7 +116,7 @@ def _payments(settings: Settings, db: Database, owner: str, catalog: Catalog) ->
     if settings.braintree is None:
         log.info("payments are off: set BRAINTREE_MERCHANT_ID, BRAINTREE_PUBLIC_KEY, BRAINTREE_PRIVATE_KEY")
         return None, None
-    gateway = Gateway(settings.braintree, settings.braintree_timeout)
+    gateway = Gateway(settings.braintree, settings.braintree_timeout, settings.braintree_threads)
     return gateway, Payments(db, gateway, settings, owner, catalog)
 
 

@@ -45,6 +45,9 @@ SKIPPED_CHANGES = Counter(
     ["collection"],
 )
 PAYMENTS = Counter("murmuration_payment_outcomes_total", "Orders that reached a final status", ["status"])
+PAYMENT_CORRECTIONS = Counter(
+    "murmuration_payment_corrections_total", "Orders the reconciliation sweep corrected", ["from_status", "to_status"]
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

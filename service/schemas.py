@@ -200,7 +200,7 @@ SCHEMAS: dict[str, Schema] = {
         status=_t(
             "string",
             "must be an order status",
-            enum=["pending", "processing", "paid", "declined", "failed", "voided", "refunded"],
+            enum=["pending", "processing", "paid", "declined", "failed", "cancelling", "voided", "refunded"],
         ),
         amount=_t("string", "must be a decimal string with two decimals", pattern=r"^[0-9]+\.[0-9]{2}$"),
         currency=TEXT,

@@ -164,4 +164,5 @@ def payments_env(gateway: GatewayServer) -> dict[str, str]:
     catalog.parent.mkdir(exist_ok=True)
     catalog.write_text(json.dumps(CATALOG))
     return {**PAYMENT_KEYS, "BRAINTREE_ENVIRONMENT": gateway.url, "CATALOG_PATH": str(catalog),
-            "BRAINTREE_TIMEOUT": "2", "PAYMENT_LEASE": "6", "PAYMENT_POLL": "0.2"}  # fmt: skip
+            "BRAINTREE_TIMEOUT": "2", "PAYMENT_LEASE": "7", "PAYMENT_POLL": "0.2",
+            "PAYMENT_SETTLE_DELAY": "1", "PAYMENT_SWEEP": "1"}  # fmt: skip

@@ -1,9 +1,11 @@
 """The payment gateway adapter: Braintree's official SDK, called off the event loop.
 
-No SDK object leaves this module: callers get `Charge`s and `Webhook`s. The SDK is synchronous,
-so every call runs in a thread of its own, a daemon: a call still waiting on the gateway when the
-worker stops must not keep the process alive (the order was marked `sale_attempted` before the sale,
-so whoever claims it next looks the sale up at the gateway first). Credentials are never logged.
+No SDK object leaves this module: callers get `Record`s, `Refusal`s and `Webhook`s. The SDK is
+synchronous and its timeout is per socket read, not per call, so every call runs in a thread of this
+module's own bounded set (never the default pool that password hashing uses) under a total deadline:
+past it the caller gets `GatewayUnavailable` and goes on, while the thread, a daemon, finishes on its
+own and only then frees its slot. A call that may have reached the gateway says so (`sent`): the
+worker then never repeats it before the gateway's record is conclusive. Credentials are never logged.
 """
 
 from __future__ import annotations
@@ -22,20 +24,33 @@ from urllib.parse import urlsplit
 
 import braintree
 import requests
+from braintree.exceptions.authentication_error import AuthenticationError
+from braintree.exceptions.authorization_error import AuthorizationError
 from braintree.exceptions.braintree_error import BraintreeError
+from braintree.exceptions.http.timeout_error import ConnectTimeoutError
 from braintree.exceptions.invalid_signature_error import InvalidSignatureError
 from braintree.exceptions.not_found_error import NotFoundError
+from braintree.exceptions.too_many_requests_error import TooManyRequestsError
+from braintree.exceptions.upgrade_required_error import UpgradeRequiredError
 
 from ..config import Braintree
+from .states import Record
 
 log = logging.getLogger("murmuration.gateway")
 T = TypeVar("T")
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+# Errors raised before the gateway could act on the request: repeating the call is safe at once.
+NOT_SENT = (ConnectTimeoutError, TooManyRequestsError, AuthenticationError, AuthorizationError, UpgradeRequiredError)
 
 
 class GatewayUnavailable(Exception):
-    """The gateway did not answer usably (timeout, 5xx, connection): try again later."""
+    """The gateway did not answer usably (deadline, 5xx, connection): try again later. `sent`: the
+    request may have reached the gateway, so what it asked for may have happened."""
+
+    def __init__(self, message: str, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class BadWebhook(Exception):
@@ -43,25 +58,13 @@ class BadWebhook(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Charge:
-    """A gateway transaction, as much of it as orders need."""
-
-    id: str
-    status: str  # Braintree's: authorized, submitted_for_settlement, settled, processor_declined, ...
-    amount: Decimal
-    code: str | None  # processor response code, or the gateway rejection reason
-    text: str | None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status in ("authorized", "submitted_for_settlement", "settling", "settled", "settlement_pending")
-
-
-@dataclass(frozen=True, slots=True)
 class Refusal:
-    """A sale refused before any transaction existed: validation errors (consumed nonce, ...)."""
+    """A call refused before any transaction changed: validation errors (consumed nonce, ...)."""
 
     errors: list[dict[str, str]]
+
+    def has(self, code: str) -> bool:
+        return any(error["code"] == code for error in self.errors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,28 +72,49 @@ class Webhook:
     kind: str
     transaction_id: str | None
     transaction_status: str | None
+    order_id: str | None  # our order id, as the sale carried it to the gateway
 
 
-async def _in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
+class Threads:
+    """At most `size` gateway calls at once, each answered within `deadline` seconds or given up."""
 
-    def settle(outcome: Callable[[], None]) -> None:
-        if not future.done():  # the caller may have been cancelled meanwhile
-            outcome()
+    def __init__(self, size: int, deadline: float) -> None:
+        self.slots = asyncio.Semaphore(size)
+        self.deadline = deadline
 
-    def work() -> None:
+    async def run(self, what: str, function: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self.deadline
+        try:
+            await asyncio.wait_for(self.slots.acquire(), self.deadline)
+        except TimeoutError:
+            raise GatewayUnavailable(f"{what}: every gateway thread is busy", sent=False) from None
+        future: asyncio.Future[T] = loop.create_future()
+        threading.Thread(target=self._work, args=(loop, future, function, args), name="braintree-call",
+                         daemon=True).start()  # fmt: skip
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(0.0, ends - loop.time()))
+        except TimeoutError:
+            raise GatewayUnavailable(f"{what}: no answer within {self.deadline:g} s") from None
+        finally:
+            future.cancel()  # given up (or cancelled): the thread's late answer is dropped; it still frees its slot
+
+    def _work(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[T], function: Callable[..., T],
+              args: tuple[Any, ...]) -> None:  # fmt: skip
         try:
             result = function(*args)
         except BaseException as error:
             answer: Callable[[], None] = functools.partial(future.set_exception, error)
         else:
             answer = functools.partial(future.set_result, result)
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, answer)
 
-    threading.Thread(target=work, name="braintree-call", daemon=True).start()
-    return await future
+        def settle() -> None:
+            self.slots.release()
+            if not future.done():  # the caller may have given up meanwhile
+                answer()
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle)
 
 
 def _environment(name: str) -> Any:
@@ -104,11 +128,16 @@ def _environment(name: str) -> Any:
     return braintree.Environment.parse_environment(name)
 
 
-def _charge(transaction: Any) -> Charge:
-    return Charge(
+def _record(transaction: Any) -> Record:
+    refunds = getattr(transaction, "refund_ids", None) or []
+    refunded = getattr(transaction, "refunded_transaction_id", None)
+    return Record(
         id=str(transaction.id),
+        kind=str(getattr(transaction, "type", None) or "sale"),
         status=str(transaction.status),
         amount=Decimal(str(transaction.amount)),
+        refunds=tuple(str(refund) for refund in refunds),
+        refunded=str(refunded) if refunded else None,
         code=getattr(transaction, "processor_response_code", None)
         or getattr(transaction, "gateway_rejection_reason", None),
         text=getattr(transaction, "processor_response_text", None),
@@ -121,13 +150,17 @@ def _refusal(result: Any) -> Refusal:
     return Refusal(errors or [{"code": "refused", "message": str(result.message)}])
 
 
-def _outcome(result: Any) -> Charge | Refusal:
-    return _charge(result.transaction) if result.is_success else _refusal(result)
+def _outcome(result: Any) -> Record | Refusal:
+    """A transaction made (even declined) or changed, or the refusal of one."""
+    if result.is_success or getattr(result, "transaction", None) is not None:
+        return _record(result.transaction)
+    return _refusal(result)
 
 
 class Gateway:
-    def __init__(self, config: Braintree, timeout: float = 20.0) -> None:
+    def __init__(self, config: Braintree, timeout: float = 20.0, threads: int = 8) -> None:
         self.merchant_id = config.merchant_id
+        self.threads = Threads(threads, timeout)
         self.sdk = braintree.BraintreeGateway(
             braintree.Configuration(
                 environment=_environment(config.environment),
@@ -141,9 +174,12 @@ class Gateway:
 
     async def _call(self, what: str, function: Any, *args: Any) -> Any:
         try:
-            return await _in_daemon_thread(function, *args)
+            return await self.threads.run(what, function, *args)
         except (NotFoundError, InvalidSignatureError):
             raise
+        except NOT_SENT as error:
+            log.warning("gateway %s refused before acting: %s", what, type(error).__name__)
+            raise GatewayUnavailable(f"{what}: {type(error).__name__}", sent=False) from None
         except (BraintreeError, requests.RequestException, OSError) as error:
             log.warning("gateway %s failed: %s", what, type(error).__name__)
             raise GatewayUnavailable(f"{what}: {type(error).__name__}") from None
@@ -151,36 +187,34 @@ class Gateway:
     async def client_token(self) -> str:
         return str(await self._call("client token", self.sdk.client_token.generate))
 
-    async def sale(self, order_id: str, amount: Decimal, nonce: str) -> Charge | Refusal:
+    async def sale(self, order_id: str, amount: Decimal, nonce: str) -> Record | Refusal:
         params = {
             "amount": str(amount),
             "payment_method_nonce": nonce,
             "order_id": order_id,
             "options": {"submit_for_settlement": True},
         }
-        result = await self._call("sale", self.sdk.transaction.sale, params)
-        if result.is_success or result.transaction is not None:
-            return _charge(result.transaction)
-        return _refusal(result)
+        return _outcome(await self._call("sale", self.sdk.transaction.sale, params))
 
-    async def find(self, transaction_id: str) -> Charge | None:
+    async def find(self, transaction_id: str) -> Record | None:
         try:
-            return _charge(await self._call("find", self.sdk.transaction.find, transaction_id))
+            return _record(await self._call("find", self.sdk.transaction.find, transaction_id))
         except NotFoundError:
             return None
 
-    async def find_by_order(self, order_id: str) -> list[Charge]:
-        """Every transaction made for our order id (Braintree's `order_id`), to never charge twice."""
+    async def records(self, order_id: str) -> list[Record]:
+        """Every transaction made for our order id (Braintree's `order_id`: sales and their refunds),
+        as the gateway's search shows them, which may lag behind what was just made."""
 
         def search() -> list[Any]:
             return list(self.sdk.transaction.search(braintree.TransactionSearch.order_id == order_id).items)
 
-        return [_charge(t) for t in await self._call("search", search)]
+        return [_record(t) for t in await self._call("search", search)]
 
-    async def void(self, transaction_id: str) -> Charge | Refusal:
+    async def void(self, transaction_id: str) -> Record | Refusal:
         return _outcome(await self._call("void", self.sdk.transaction.void, transaction_id))
 
-    async def refund(self, transaction_id: str) -> Charge | Refusal:
+    async def refund(self, transaction_id: str) -> Record | Refusal:
         return _outcome(await self._call("refund", self.sdk.transaction.refund, transaction_id))
 
     def parse_webhook(self, signature: str, payload: str) -> Webhook:
@@ -192,8 +226,10 @@ class Gateway:
         dispute = getattr(notification, "dispute", None)
         if transaction is None and dispute is not None:
             transaction = getattr(dispute, "transaction", None)
+        order_id = getattr(transaction, "order_id", None) if transaction is not None else None
         return Webhook(
             kind=str(notification.kind),
             transaction_id=str(transaction.id) if transaction is not None else None,
             transaction_status=str(getattr(transaction, "status", "") or "") or None,
+            order_id=str(order_id) if order_id else None,
         )

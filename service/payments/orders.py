@@ -9,11 +9,12 @@ from decimal import Decimal
 from models.orders import OrderIn
 
 from ..accounts import User
-from ..database import Database, Document, DuplicateKeyError, now
+from ..database import Database, Document, DuplicateKeyError, ReturnDocument, now, parse_id
 from ..errors import BadRequest, Conflict, ValidationFailed
 from ..pages import newest_first, one
 from .catalog import CENT, Catalog
 from .gateway import Webhook
+from .states import GATEWAY_STATUS, change
 
 MAX_KEY = 200
 
@@ -67,6 +68,7 @@ async def create(db: Database, catalog: Catalog, user: User, key: str | None, da
         "lease_owner": None,
         "lease_until": None,
         "next_attempt_at": stamp,
+        "history": [{"status": "pending", "at": stamp, "reason": "placed"}],
         "created_at": stamp,
         "updated_at": stamp,
     }
@@ -90,6 +92,30 @@ async def listing(db: Database, user: User, limit: int, after: str | None) -> tu
     return await newest_first(db.orders, {"owner": user.id}, limit, after)
 
 
+async def cancel(db: Database, user: User, order_id: str) -> Document:
+    """Ask for a paid order's money back (the worker voids or refunds it); a repeat, or an order
+    already given back, is answered as it stands. Never charged: 409."""
+    for _ in range(3):  # the status may move between the read and the write: read again
+        doc = await mine(db, user, order_id)
+        status = doc.get("status")
+        if status in ("cancelling", "voided", "refunded"):
+            return doc
+        if status in ("pending", "processing"):
+            raise Conflict("this order is still being charged: cancel it once it is paid")
+        if status != "paid":
+            raise Conflict(f"this order was never charged ({status}): there is nothing to give back")
+        stamp = now()
+        fields = {"status": "cancelling", "next_attempt_at": stamp, "cancel_started_at": None, "give_back_attempts": 0}
+        cancelled: Document | None = await db.orders.find_one_and_update(
+            {"_id": doc["_id"], "owner": user.id, "status": "paid"},
+            change(fields, stamp, "cancelled by its owner"),
+            return_document=ReturnDocument.AFTER,
+        )
+        if cancelled is not None:
+            return cancelled
+    raise Conflict("this order is changing: try again")
+
+
 # What a webhook kind says about the transaction, when its payload does not say it itself.
 WEBHOOK_STATUS = {
     "transaction_settled": "settled",
@@ -102,11 +128,31 @@ WEBHOOK_STATUS = {
 
 
 async def record_webhook(db: Database, event: Webhook) -> bool:
-    """Record what a verified webhook says of one of our transactions; whether it matched an order."""
+    """Record what a verified webhook says of one of our transactions; whether it matched an order.
+    A webhook naming an order that failed or is unsure of its sale makes it looked up at the gateway
+    at once (the caller nudges the sweep): the gateway's record decides, not the webhook."""
     status = WEBHOOK_STATUS.get(event.kind, event.transaction_status)
-    if event.transaction_id is None or not status:
-        return False
-    result = await db.orders.update_one(
-        {"transaction.id": event.transaction_id}, {"$set": {"transaction.status": status, "updated_at": now()}}
-    )
-    return result.matched_count > 0
+    matched = False
+    if event.transaction_id is not None and status:
+        stamp = now()
+        result = await db.orders.update_one(
+            {"transaction.id": event.transaction_id}, {"$set": {"transaction.status": status, "updated_at": stamp}}
+        )
+        matched = result.matched_count > 0
+        now_means = GATEWAY_STATUS.get(status)  # disputes are not transaction statuses: the money stays
+        if now_means in ("declined", "failed"):
+            await db.orders.update_one(
+                {"transaction.id": event.transaction_id, "status": "paid"},
+                change({"status": now_means}, stamp, f"the gateway says the sale is {status} ({event.kind})"),
+            )
+    if event.order_id is not None and len(event.order_id) == 24:
+        try:
+            order_id = parse_id(event.order_id)
+        except BadRequest:  # another system's order id, on the same merchant account
+            return matched
+        stamp = now()
+        uncertain = {"_id": order_id, "sale_attempted": True}
+        for status, due in (("failed", "reconcile_after"), ("processing", "next_attempt_at")):
+            nudged = await db.orders.update_one({**uncertain, "status": status}, {"$set": {due: stamp}})
+            matched = matched or nudged.matched_count > 0
+    return matched

@@ -1,9 +1,15 @@
-"""The payment worker: every instance charges pending orders in the background, exactly once.
+"""The payment worker: every instance charges and gives back orders in the background, exactly once.
 
-An order is claimed with a lease in MongoDB, so two workers never process it at once. Before the
-sale, the order is marked `sale_attempted`; an order claimed again with that mark (a crash, a
-timeout, a restart between "charged" and "recorded") is first looked up at the gateway by our order
-id, so it is never charged twice. The lease is longer than a gateway call can take.
+An order is claimed with a lease in MongoDB, so two workers never act on it at once; the lease is
+renewed while a gateway call is in flight, and every call has a total deadline shorter than the
+lease. Before a sale (or a void or refund) the order records that the call started. An order claimed
+again after an uncertain call (a deadline, a lost answer, a crash) is first looked up at the gateway,
+and nothing is repeated until the gateway's record is conclusive: the call's deadline plus
+`PAYMENT_SETTLE_DELAY`, the time Braintree's search takes to show a new transaction. A sale refused
+as a reuse of its nonce (93107) after an uncertain one means the first went through: the order waits
+for the gateway to show it (`PAYMENT_UNCERTAIN_FOR` at most, then `failed`, and the sweep keeps
+looking for a week). The sweep (`sweep`) compares failed orders that attempted a sale with the
+gateway's record and corrects them; every correction is in the order's `history`.
 """
 
 from __future__ import annotations
@@ -12,20 +18,26 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import Settings
 from ..database import ASCENDING, Database, DatabaseError, Document, OperationFailure, ReturnDocument, now, transient
-from ..metrics import PAYMENTS
+from ..metrics import PAYMENT_CORRECTIONS, PAYMENTS
 from .catalog import CENT, Catalog
-from .gateway import Charge, Gateway, GatewayUnavailable, Refusal
+from .gateway import Gateway, GatewayUnavailable, Refusal
+from .states import QUEUED, REFUNDABLE, VOIDABLE, Record, change, chosen_sale, meaning, settles_at, truth
 
 log = logging.getLogger("murmuration.payments")
+T = TypeVar("T")
 
 MAX_BACKOFF = 60.0
+MAX_GIVE_BACK_ATTEMPTS = 5  # voids/refunds refused in a row before the order goes back to `paid`
+SWEEP_BATCH = 50  # orders one sweep looks up at most (a bound on gateway searches)
+MAX_SWEEP_INTERVAL = timedelta(hours=12)  # the longest wait between two looks at one failed order
 
 
 class LeaseLost(Exception):
@@ -34,23 +46,22 @@ class LeaseLost(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    status: str  # paid | declined | failed
+    status: str  # paid | declined | failed | voided
     transaction: dict[str, str] | None
     errors: list[dict[str, str]] = field(default_factory=list)
 
 
-def outcome_of(charge: Charge) -> Outcome:
-    """What a gateway transaction means for its order."""
-    transaction = {"id": charge.id, "status": charge.status}
-    if charge.succeeded:
-        return Outcome("paid", transaction)
-    if charge.status in ("processor_declined", "gateway_rejected"):
-        code = charge.code or charge.status
-        message = charge.text or f"{charge.status.replace('_', ' ')}: {charge.code}"
-        return Outcome("declined", transaction, [{"code": str(code), "message": message}])
-    return Outcome(
-        "failed", transaction, [{"code": str(charge.code or charge.status), "message": charge.text or charge.status}]
-    )
+def outcome_of(record: Record) -> Outcome:
+    """What a gateway sale means for its order."""
+    transaction = {"id": record.id, "status": record.status}
+    status = meaning(record.status)
+    if status in ("paid", "voided"):
+        return Outcome(status, transaction)
+    if record.status not in ("processor_declined", "gateway_rejected", "settlement_declined", "failed"):
+        log.error("transaction %s has a status this service does not know: %r", record.id, record.status)
+    code = record.code or record.status
+    message = record.text or f"{record.status.replace('_', ' ')}: {code}"
+    return Outcome(status, transaction, [{"code": str(code), "message": message}])
 
 
 def unchargeable(order: Document, catalog: Catalog) -> str | None:
@@ -86,6 +97,21 @@ def _amount(order: Document) -> Decimal | None:
     return amount
 
 
+def _transaction_id(order: Document) -> str | None:
+    transaction = order.get("transaction")
+    found = transaction.get("id") if isinstance(transaction, dict) else None
+    return found if isinstance(found, str) and found else None
+
+
+def _count(order: Document, key: str) -> int:
+    value = order.get(key)
+    return value if type(value) is int and value >= 0 else 0
+
+
+def _backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(MAX_BACKOFF, 0.5 * 2 ** min(max(attempts, 1), 8)))
+
+
 class Payments:
     def __init__(self, db: Database, gateway: Gateway, settings: Settings, owner: str, catalog: Catalog) -> None:
         self.db = db
@@ -93,15 +119,26 @@ class Payments:
         self.catalog = catalog
         self.owner = owner
         self.lease = timedelta(seconds=settings.payment_lease)
+        self.timeout = settings.braintree_timeout
+        self.settle_delay = settings.payment_settle_delay
+        self.uncertain_for = timedelta(seconds=settings.payment_uncertain_for)
+        self.sweep_every = settings.payment_sweep
+        self.sweep_days = settings.payment_sweep_days
         self.poll = settings.payment_poll
         self.loops = settings.payment_workers
         self.wake = asyncio.Event()
+        self.sweep_wake = asyncio.Event()
         self.stopping = False
         self.deadline: float | None = None
+        self.in_flight: set[Any] = set()  # ids of orders with a gateway call under way
 
     def nudge(self) -> None:
-        """A new order was stored: look for work now instead of at the next poll."""
+        """A new order was stored (or one cancelled): look for work now instead of at the next poll."""
         self.wake.set()
+
+    def nudge_sweep(self) -> None:
+        """A webhook named an order that may need correcting: sweep now."""
+        self.sweep_wake.set()
 
     def finish_up(self, grace: float) -> float:
         """Stop claiming: each loop ends once the order in hand is done. Returns the seconds left of
@@ -110,18 +147,21 @@ class Payments:
             self.deadline = time.monotonic() + grace
         self.stopping = True
         self.wake.set()
+        self.sweep_wake.set()
         return max(0.0, self.deadline - time.monotonic())
 
     async def release(self) -> None:
-        """Give back the leases of orders claimed but not yet sent to the gateway."""
+        """Give back the leases of orders claimed but with no gateway call under way."""
         with contextlib.suppress(DatabaseError):
             await self.db.orders.update_many(
-                {"lease_owner": self.owner, "sale_attempted": False},
+                {"lease_owner": self.owner, "_id": {"$nin": list(self.in_flight)}},
                 {"$set": {"lease_owner": None, "lease_until": None}},
             )
 
+    # --- the loop ----------------------------------------------------------------------------
+
     async def run(self) -> None:
-        """One payment loop: claim, charge, record, until `finish_up`. No order can stop it: one that
+        """One payment loop: claim, act, record, until `finish_up`. No order can stop it: one that
         MongoDB refuses to update is failed, an unexpected error is logged and tried again later."""
         while not self.stopping:
             try:
@@ -140,6 +180,10 @@ class Payments:
     async def _attempt(self, order: Document) -> None:
         try:
             await self.process(order)
+        except GatewayUnavailable as error:  # a lookup failed: looking up again is always safe
+            log.warning("order %s left for a later attempt: %s", order["_id"], error)
+            with contextlib.suppress(DatabaseError):
+                await self._postpone(order, now() + _backoff(_count(order, "attempts")))
         except OperationFailure as error:
             if transient(error) or order.get("sale_attempted"):  # a sale may exist: looked up next time
                 log.warning("order %s left for a later attempt: %s", order["_id"], type(error).__name__)
@@ -150,14 +194,14 @@ class Payments:
         except Exception:
             log.exception("order %s: unexpected failure; it is tried again later", order["_id"])
             with contextlib.suppress(DatabaseError):
-                await self._retry_later(order)
+                await self._postpone(order, now() + _backoff(_count(order, "attempts")))
 
     async def claim(self) -> Document | None:
         """The next due order, leased to this worker. Found first, then claimed by id: an order MongoDB
         refuses to update (grown near 16 MB in the shell) is failed instead of blocking the queue."""
         stamp = now()
         due: Document = {
-            "status": {"$in": ["pending", "processing"]},
+            "status": {"$in": list(QUEUED)},
             "next_attempt_at": {"$lte": stamp},
             "$or": [{"lease_until": None}, {"lease_until": {"$lt": stamp}}],
         }
@@ -171,7 +215,7 @@ class Payments:
                 [
                     {
                         "$set": {
-                            "status": "processing",
+                            "status": {"$cond": [{"$eq": ["$status", "pending"]}, "processing", "$status"]},
                             "lease_owner": self.owner,
                             "lease_until": stamp + self.lease,
                             "updated_at": stamp,
@@ -193,6 +237,230 @@ class Payments:
             return None
         return doc
 
+    async def process(self, order: Document) -> None:
+        if order.get("status") == "cancelling":
+            await self.give_back(order)
+        else:
+            await self.charge(order)
+
+    # --- charging ----------------------------------------------------------------------------
+
+    async def charge(self, order: Document) -> None:
+        order_id = str(order["_id"])
+        if order.get("sale_attempted") and not await self._after_uncertain_sale(order):
+            return
+        problem = unchargeable(order, self.catalog)
+        if problem is not None:
+            log.warning("order %s cannot be charged (%s): it fails", order_id, problem)
+            failed = Outcome("failed", None, [{"code": "unchargeable", "message": problem}])
+            await self._finish(order, failed, f"cannot be charged as stored: {problem}")
+            return
+        again = bool(order.get("sale_attempted"))
+        started = now()
+        await self._mark(order, [{"$set": {"sale_attempted": True, "sale_started_at": started,
+                                           "first_sale_at": {"$ifNull": ["$first_sale_at", started]}}}])  # fmt: skip
+        try:
+            result = await self._holding(order, self.gateway.sale(order_id, _amount(order) or Decimal(0),
+                                                                   order["nonce"]))  # fmt: skip
+        except GatewayUnavailable as error:
+            if error.sent:
+                log.warning("order %s: the sale's outcome is unknown (%s); it is looked up later", order_id, error)
+                await self._postpone(order, settles_at(started, self.timeout, self.settle_delay) or started)
+            else:
+                await self._mark(order, [{"$set": {"sale_attempted": again}}])
+                await self._postpone(order, now() + _backoff(_count(order, "attempts")))
+            return
+        if isinstance(result, Refusal):
+            if again and result.has("93107"):
+                # The nonce was used: by this order's earlier sale, which the gateway's search does
+                # not show yet. Never "failed" on that alone: the order waits for the sale to show.
+                log.warning("order %s: its nonce was used by an earlier sale; waiting for the gateway", order_id)
+                await self._mark(order, [{"$set": {"nonce_consumed": True}}])
+                await self._postpone(order, now() + timedelta(seconds=max(self.settle_delay, 1.0)))
+                return
+            await self._finish(order, Outcome("failed", None, result.errors), "refused by the gateway")
+            return
+        await self._finish(order, await self.confirm(order, result), "the gateway's answer to the sale")
+
+    async def _after_uncertain_sale(self, order: Document) -> bool:
+        """An order whose earlier sale may exist: adopt it if the gateway shows it, else wait until
+        its record is conclusive. True when a new sale may be made."""
+        records = await self.gateway.records(str(order["_id"]))
+        sale = chosen_sale(records)
+        if sale is not None:
+            log.info("order %s: adopting transaction %s found at the gateway", order["_id"], sale.id)
+            outcome = await self.confirm(order, sale)
+            await self._finish(order, outcome, f"transaction {sale.id} found at the gateway after an interrupted sale")
+            return False
+        stamp = now()
+        conclusive = settles_at(order.get("sale_started_at"), self.timeout, self.settle_delay)
+        if conclusive is not None and stamp < conclusive:
+            await self._postpone(order, conclusive)
+            return False
+        if not order.get("nonce_consumed"):
+            return True
+        first = order.get("first_sale_at") or order.get("sale_started_at")
+        if isinstance(first, datetime) and stamp - first < self.uncertain_for:
+            await self._postpone(order, stamp + _backoff(_count(order, "attempts")))
+            return False
+        message = "the payment method was used, but the gateway shows no transaction for this order"
+        unconfirmed = Outcome("failed", None, [{"code": "unconfirmed", "message": message}])
+        await self._finish(order, unconfirmed, f"{message}; the sweep keeps looking for {self.sweep_days} days")
+        return False
+
+    async def confirm(self, order: Document, sale: Record) -> Outcome:
+        """Read the transaction back and check it charged exactly the order's amount."""
+        if not sale.charged:
+            return outcome_of(sale)
+        found = await self.gateway.find(sale.id) or sale
+        outcome = outcome_of(found)
+        if outcome.status == "paid" and found.amount != _amount(order):
+            log.error(
+                "order %s: gateway charged %s instead of %s; voiding", order["_id"], found.amount, order.get("amount")
+            )
+            voided = await self.gateway.void(found.id)
+            status = voided.status if isinstance(voided, Record) else found.status
+            message = f"the gateway charged {found.amount} instead of {order.get('amount')}"
+            return Outcome(
+                "failed", {"id": found.id, "status": status}, [{"code": "amount_mismatch", "message": message}]
+            )
+        return outcome
+
+    # --- giving back ---------------------------------------------------------------------------
+
+    async def give_back(self, order: Document) -> None:
+        """Void a charge not yet settled, refund a settled one: once, whatever was interrupted."""
+        transaction_id = _transaction_id(order)
+        if transaction_id is None:
+            await self._keep_paid(order, "the order has no transaction to give back")
+            return
+        stamp = now()
+        conclusive = settles_at(order.get("cancel_started_at"), self.timeout, self.settle_delay)
+        if conclusive is not None and stamp < conclusive:
+            await self._postpone(order, conclusive)  # an earlier void or refund may still land
+            return
+        sale = await self.gateway.find(transaction_id)
+        if sale is None:
+            await self._keep_paid(order, f"the gateway has no transaction {transaction_id}")
+            return
+        if await self._given_back(order, sale):
+            return
+        tries = _count(order, "give_back_attempts")
+        if tries >= MAX_GIVE_BACK_ATTEMPTS:
+            await self._keep_paid(order, f"transaction {transaction_id} ({sale.status}) could not be given back")
+            return
+        await self._mark(order, [{"$set": {"cancel_started_at": stamp, "give_back_attempts": tries + 1}}])
+        if sale.status not in VOIDABLE | REFUNDABLE:  # authorizing, ...: it can be given back once it moves on
+            await self._mark(order, [{"$set": {"cancel_started_at": None}}])
+            await self._postpone(order, stamp + _backoff(tries + 1))
+            return
+        call = self.gateway.void if sale.status in VOIDABLE else self.gateway.refund
+        try:
+            result = await self._holding(order, call(transaction_id))
+        except GatewayUnavailable as error:
+            if error.sent:
+                await self._postpone(order, settles_at(stamp, self.timeout, self.settle_delay) or stamp)
+            else:
+                await self._mark(order, [{"$set": {"cancel_started_at": None}}])
+                await self._postpone(order, now() + _backoff(tries + 1))
+            return
+        if isinstance(result, Refusal):
+            # The sale moved meanwhile (settled before the void, ...): the next pass looks again.
+            log.warning("order %s: giving back %s was refused: %s", order["_id"], transaction_id, result.errors)
+            await self._mark(order, [{"$set": {"cancel_started_at": None}}])
+            await self._postpone(order, now() + _backoff(tries + 1))
+            return
+        if not await self._given_back(order, await self.gateway.find(transaction_id) or sale):
+            await self._postpone(order, now())
+
+    async def _given_back(self, order: Document, sale: Record) -> bool:
+        """Record what the gateway says of a sale being given back, once it is settled one way or the
+        other: refunded, voided, or never charged after all. False while it is still charged."""
+        status = truth(sale, [])
+        transaction = {"id": sale.id, "status": sale.status}
+        if status == "refunded":
+            credit = await self.gateway.find(sale.refunds[0])
+            refund = {"id": sale.refunds[0], "status": credit.status if credit else "unknown"}
+            await self._finish(order, Outcome("refunded", transaction), f"refunded by transaction {refund['id']}",
+                               refund)  # fmt: skip
+            return True
+        if status == "paid":
+            return False
+        reason = "voided at the gateway" if status == "voided" else f"the gateway says the sale is {sale.status}"
+        await self._finish(order, Outcome(status, transaction), reason)
+        return True
+
+    async def _keep_paid(self, order: Document, why: str) -> None:
+        log.error("order %s cannot be given back: %s", order["_id"], why)
+        errors = [{"code": "cancel_refused", "message": why}]
+        await self._mark(order, change({"status": "paid", "errors": errors, "cancel_started_at": None,
+                                         "lease_owner": None, "lease_until": None}, now(), why))  # fmt: skip
+
+    # --- recording -----------------------------------------------------------------------------
+
+    async def _holding(self, order: Document, call: Awaitable[T]) -> T:
+        """Run a gateway call while renewing the order's lease, so it cannot lapse while the call
+        is in flight (the call's own deadline is shorter than the lease anyway)."""
+        done = asyncio.Event()
+        renewer = asyncio.create_task(self._renew(order["_id"], done))
+        self.in_flight.add(order["_id"])
+        try:
+            return await call
+        finally:
+            self.in_flight.discard(order["_id"])
+            done.set()  # the renewer ends between writes: a write is never cancelled halfway
+            await renewer
+
+    async def _renew(self, order_id: Any, done: asyncio.Event) -> None:
+        every = self.lease.total_seconds() / 3
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), every)
+            if done.is_set():
+                return
+            try:
+                renewed = await self.db.orders.update_one(
+                    {"_id": order_id, "lease_owner": self.owner}, {"$set": {"lease_until": now() + self.lease}}
+                )
+            except DatabaseError as error:
+                log.warning("order %s: cannot renew its lease: %s", order_id, type(error).__name__)
+                continue
+            if renewed.matched_count == 0:
+                log.error("order %s: its lease was lost during a gateway call", order_id)
+                return
+
+    async def _mark(self, order: Document, pipeline: list[Document]) -> None:
+        """Update an order this worker holds; LeaseLost if it does not any more."""
+        marked = await self.db.orders.update_one({"_id": order["_id"], "lease_owner": self.owner}, pipeline)
+        if marked.matched_count == 0:
+            raise LeaseLost()
+
+    async def _finish(self, order: Document, outcome: Outcome, reason: str, refund: Document | None = None) -> None:
+        fields: Document = {"status": outcome.status, "transaction": outcome.transaction, "errors": outcome.errors,
+                            "lease_owner": None, "lease_until": None}  # fmt: skip
+        if refund is not None:
+            fields["refund"] = refund
+        # The nonce is single-use and no longer needed.
+        pipeline = [*change(fields, now(), reason), {"$unset": ["nonce"]}]
+        try:
+            await self._mark(order, pipeline)
+        except OperationFailure as error:
+            if transient(error):
+                raise
+            # The stored order cannot take the outcome (grown near 16 MB by hand): its status at least,
+            # which is what the customer and the queue need.
+            log.error("order %s: only its status could be recorded (%s)", order["_id"], outcome.status)
+            await self._mark(order, [{"$set": {"status": outcome.status, "lease_owner": None, "lease_until": None}}])
+        log.info("order %s is %s: %s", order["_id"], outcome.status, reason)
+        PAYMENTS.labels(outcome.status).inc()
+
+    async def _postpone(self, order: Document, at: datetime) -> None:
+        """Give the order back to the queue until `at`, its status unchanged."""
+        await self.db.orders.update_one(
+            {"_id": order["_id"], "lease_owner": self.owner},
+            {"$set": {"lease_owner": None, "lease_until": None, "next_attempt_at": at}},
+        )
+
     async def _give_up(self, order_id: Any, why: str) -> None:
         """Fail an order that cannot be processed as stored; if even that write is refused (a document
         at 16 MB), the smallest change that takes it out of the queue: its status."""
@@ -205,86 +473,74 @@ class Payments:
             await self.db.orders.update_one({"_id": order_id}, {"$set": {"status": "failed"}})
         PAYMENTS.labels("failed").inc()
 
-    async def process(self, order: Document) -> None:
-        try:
-            outcome = await self.charge(order)
-        except GatewayUnavailable:
-            await self._retry_later(order)
-            return
-        await self._finish(order, outcome)
+    # --- the sweep -----------------------------------------------------------------------------
 
-    async def charge(self, order: Document) -> Outcome:
-        order_id = str(order["_id"])
-        if order.get("sale_attempted"):
-            earlier = await self.gateway.find_by_order(order_id)
-            if earlier:
-                chosen = next((charge for charge in earlier if charge.succeeded), earlier[-1])
-                log.info("order %s was charged before its outcome was recorded: adopting %s", order_id, chosen.id)
-                return await self.confirm(order, chosen)
-        problem = unchargeable(order, self.catalog)
-        if problem is not None:
-            log.warning("order %s cannot be charged (%s): it fails", order_id, problem)
-            return Outcome("failed", None, [{"code": "unchargeable", "message": problem}])
-        marked = await self.db.orders.update_one(
-            {"_id": order["_id"], "lease_owner": self.owner}, {"$set": {"sale_attempted": True}}
-        )
-        if marked.matched_count == 0:
-            raise LeaseLost()
-        order["sale_attempted"] = True
-        result = await self.gateway.sale(order_id, _amount(order) or Decimal(0), order["nonce"])
-        if isinstance(result, Refusal):
-            return Outcome("failed", None, result.errors)
-        return await self.confirm(order, result)
+    async def sweep_forever(self) -> None:
+        """Every `PAYMENT_SWEEP` seconds (or when a webhook asks), reconcile failed orders."""
+        while not self.stopping:
+            try:
+                await self.sweep()
+            except DatabaseError as error:
+                log.warning("the payment sweep could not read orders: %s", type(error).__name__)
+            self.sweep_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.sweep_wake.wait(), self.sweep_every)
 
-    async def confirm(self, order: Document, charge: Charge) -> Outcome:
-        """Read the transaction back and check it charged exactly the order's amount."""
-        if not charge.succeeded:
-            return outcome_of(charge)
-        found = await self.gateway.find(charge.id) or charge
-        outcome = outcome_of(found)
-        if outcome.status == "paid" and found.amount != _amount(order):
-            log.error(
-                "order %s: gateway charged %s instead of %s; voiding", order["_id"], found.amount, order.get("amount")
-            )
-            voided = await self.gateway.void(found.id)
-            status = voided.status if isinstance(voided, Charge) else found.status
-            message = f"the gateway charged {found.amount} instead of {order.get('amount')}"
-            return Outcome(
-                "failed", {"id": found.id, "status": status}, [{"code": "amount_mismatch", "message": message}]
-            )
-        return outcome
+    async def sweep(self) -> int:
+        """Look up at the gateway failed orders that attempted a sale and are due; returns how many
+        were corrected. Each order is claimed for its look by moving its next look further away."""
+        corrected = 0
+        for _ in range(SWEEP_BATCH):
+            if self.stopping:
+                break
+            order = await self._next_to_reconcile()
+            if order is None:
+                break
+            try:
+                corrected += await self.reconcile(order)
+            except GatewayUnavailable as error:
+                log.warning("the payment sweep stops for now: %s", error)
+                break
+        return corrected
 
-    async def _finish(self, order: Document, outcome: Outcome) -> None:
-        mine = {"_id": order["_id"], "lease_owner": self.owner}
-        update = {
-            "$set": {
-                "status": outcome.status,
-                "transaction": outcome.transaction,
-                "errors": outcome.errors,
-                "lease_owner": None,
-                "lease_until": None,
-                "updated_at": now(),
-            },
-            "$unset": {"nonce": ""},  # single-use, and no longer needed
+    async def _next_to_reconcile(self) -> Document | None:
+        stamp = now()
+        due: Document = {
+            "status": "failed",
+            "sale_attempted": True,
+            "created_at": {"$gte": stamp - timedelta(days=self.sweep_days)},
+            "$or": [{"reconcile_after": None}, {"reconcile_after": {"$lte": stamp}}],
         }
-        try:
-            result = await self.db.orders.update_one(mine, update)
-        except OperationFailure as error:
-            if transient(error):
-                raise
-            # The stored order cannot take the outcome (grown near 16 MB by hand): its status at least,
-            # which is what the customer and the queue need.
-            log.error("order %s: only its status could be recorded (%s)", order["_id"], outcome.status)
-            update = {"$set": {"status": outcome.status, "lease_owner": None, "lease_until": None}}
-            result = await self.db.orders.update_one(mine, update)
-        if result.matched_count == 0:
-            raise LeaseLost()
-        PAYMENTS.labels(outcome.status).inc()
-
-    async def _retry_later(self, order: Document) -> None:
-        attempts = order.get("attempts")
-        delay = min(MAX_BACKOFF, 0.5 * 2 ** min(attempts if isinstance(attempts, int) else 1, 8))
-        await self.db.orders.update_one(
-            {"_id": order["_id"], "lease_owner": self.owner},
-            {"$set": {"lease_owner": None, "lease_until": None, "next_attempt_at": now() + timedelta(seconds=delay)}},
+        looks = {"$convert": {"input": "$reconcile_looks", "to": "long", "onError": 0, "onNull": 0}}
+        wait = {"$min": [MAX_SWEEP_INTERVAL.total_seconds() * 1000,
+                         {"$multiply": [self.sweep_every * 1000, {"$pow": [2, {"$min": [looks, 16]}]}]}]}  # fmt: skip
+        found: Document | None = await self.db.orders.find_one_and_update(
+            due,
+            [{"$set": {"reconcile_after": {"$add": [stamp, wait]}, "reconcile_looks": {"$add": [looks, 1]}}}],
+            sort=[("reconcile_after", ASCENDING)],
+            return_document=ReturnDocument.AFTER,
         )
+        return found
+
+    async def reconcile(self, order: Document) -> int:
+        """Set the truth for one failed order: a charge the gateway has for it makes it `paid` (or
+        `refunded`). Returns 1 when the order was corrected."""
+        records = await self.gateway.records(str(order["_id"]))
+        sale = chosen_sale(records)
+        if sale is None or truth(sale, records) not in ("paid", "refunded"):
+            return 0
+        outcome = await self.confirm(order, sale)
+        if truth(sale, records) == "refunded":
+            outcome = Outcome("refunded", {"id": sale.id, "status": sale.status})
+        if outcome.status == "failed":
+            return 0
+        reason = f"reconciled: the gateway has transaction {sale.id} ({sale.status}) for this order"
+        fields = {"status": outcome.status, "transaction": outcome.transaction, "errors": outcome.errors}
+        result = await self.db.orders.update_one(
+            {"_id": order["_id"], "status": "failed"}, [*change(fields, now(), reason), {"$unset": ["nonce"]}]
+        )
+        if result.modified_count == 0:
+            return 0
+        log.warning("order %s corrected from failed to %s: %s", order["_id"], outcome.status, reason)
+        PAYMENT_CORRECTIONS.labels("failed", outcome.status).inc()
+        return 1

@@ -148,8 +148,8 @@ def orders_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
     return _order_readers(change, board, delta)
 
 
-def _order_state(doc: dict[str, Any] | None) -> tuple[Any, Any] | None:
-    return (doc.get("status"), doc.get("transaction")) if doc else None
+def _order_state(doc: dict[str, Any] | None) -> tuple[Any, Any, Any] | None:
+    return (doc.get("status"), doc.get("transaction"), doc.get("refund")) if doc else None
 
 
 def online_audience(board: Board) -> Audience:

@@ -1,0 +1,109 @@
+"""What the gateway's record means for an order: one table, and pure decisions over it (no I/O).
+
+An order's `status` says where the money is: `pending` / `processing` (not decided yet), `paid`
+(taken), `declined` / `failed` (never taken), `cancelling` (being given back), `voided` / `refunded`
+(given back). Every change of status is recorded on the order with its reason (`history`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+# Braintree's transaction statuses (Transaction.Status) and the order status each means.
+GATEWAY_STATUS: dict[str, str] = {
+    "authorizing": "paid",
+    "authorized": "paid",
+    "submitted_for_settlement": "paid",
+    "settling": "paid",
+    "settlement_pending": "paid",
+    "settled": "paid",
+    "settlement_confirmed": "paid",
+    "processor_declined": "declined",
+    "gateway_rejected": "declined",
+    "settlement_declined": "declined",
+    "failed": "failed",
+    "settlement_failed": "failed",
+    "authorization_expired": "failed",
+    "voided": "voided",
+}
+
+# A sale in these statuses is given back by a void; once settling or settled, by a refund.
+VOIDABLE = frozenset({"authorized", "submitted_for_settlement", "settlement_pending"})
+REFUNDABLE = frozenset({"settling", "settled", "settlement_confirmed"})
+
+# The order statuses in which money may have been taken and not given back.
+CHARGED = frozenset({"paid", "cancelling"})
+# What a worker picks up: orders to charge, and orders to give back.
+QUEUED = ("pending", "processing", "cancelling")
+STATUSES = ("pending", "processing", "paid", "declined", "failed", "cancelling", "voided", "refunded")
+
+HISTORY_KEPT = 50  # entries of `history` kept on an order (the oldest go first)
+
+
+def meaning(gateway_status: str) -> str:
+    """The order status a gateway transaction status means; an unknown one is a failure (logged by
+    the caller): it never counts as money taken."""
+    return GATEWAY_STATUS.get(gateway_status, "failed")
+
+
+def is_charge(gateway_status: str) -> bool:
+    return meaning(gateway_status) == "paid"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A transaction as the gateway keeps it, as much of it as orders need."""
+
+    id: str
+    kind: str  # sale | credit
+    status: str
+    amount: Decimal
+    refunds: tuple[str, ...] = ()  # ids of the credits that refund this sale
+    refunded: str | None = None  # for a credit: the sale it refunds
+    code: str | None = None  # processor response code, or the gateway's rejection reason
+    text: str | None = None
+
+    @property
+    def charged(self) -> bool:
+        return is_charge(self.status)
+
+
+def chosen_sale(records: list[Record]) -> Record | None:
+    """The sale that decides an order: one that took money if any (there is never more than one),
+    else the latest attempt."""
+    sales = [record for record in records if record.kind == "sale"]
+    return next((sale for sale in sales if is_charge(sale.status) or sale.status == "voided"), None) or (
+        sales[-1] if sales else None
+    )
+
+
+def truth(sale: Record, records: list[Record]) -> str:
+    """The order status the gateway's record of a sale (and its refunds) says."""
+    credits = set(sale.refunds) | {record.id for record in records if record.refunded == sale.id}
+    if credits and is_charge(sale.status):
+        return "refunded"
+    return meaning(sale.status)
+
+
+def settles_at(started: Any, timeout: float, settle_delay: float) -> datetime | None:
+    """When a gateway call started at `started` can no longer create anything unseen: its deadline,
+    plus the time the gateway's search takes to show what it created. None when never started."""
+    if not isinstance(started, datetime):
+        return None
+    return started + timedelta(seconds=timeout + settle_delay)
+
+
+def change(fields: dict[str, Any], at: datetime, reason: str) -> list[dict[str, Any]]:
+    """An update pipeline setting `fields` (one of them `status`) and appending the change to
+    `history`, bounded. A pipeline, with every value literal: a `history` the shell left as anything
+    but an array is started again instead of making the update fail, and no text (a gateway message)
+    is ever read as an expression."""
+    entry = {"status": fields["status"], "at": at, "reason": reason}
+    kept = {"$cond": [{"$isArray": "$history"}, "$history", []]}
+    return [
+        {"$set": {key: {"$literal": value} for key, value in {**fields, "updated_at": at}.items()}},
+        {"$set": {"history": {"$slice": [{"$concatArrays": [kept, [{"$literal": entry}]]}, -HISTORY_KEPT]}}},
+    ]
