@@ -39,7 +39,13 @@ def cluster() -> Iterator[Cluster]:
         mongo_ports=[free_port(), free_port(), free_port()],
         home=home,
         db_name="cluster",
-        extra_env={"PRESENCE_TTL": "3", "BRAINTREE_TIMEOUT": "4", "PAYMENT_LEASE": "9", "PAYMENT_SETTLE_DELAY": "1", "PAYMENT_POLL": "0.2"},
+        extra_env={
+            "PRESENCE_TTL": "3",
+            "BRAINTREE_TIMEOUT": "4",
+            "PAYMENT_LEASE": "9",
+            "PAYMENT_SETTLE_DELAY": "1",
+            "PAYMENT_POLL": "0.2",
+        },
     )
     try:
         yield running.start()

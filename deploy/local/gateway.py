@@ -5,16 +5,27 @@
 Point the service at it with BRAINTREE_ENVIRONMENT=http://127.0.0.1:8500 and any merchant id and
 keys (it checks none). It follows Braintree's documented sandbox behaviour:
 
-- nonces: `fake-valid-*nonce` and `fake-paypal-one-time-nonce` succeed; `fake-processor-declined-*`
-  are declined (2000 Do Not Honor); `fake-processor-failure-*` fail (3000); `fake-gateway-rejected-fraud-nonce`
-  is gateway-rejected (fraud); `fake-consumed-nonce`, `fake-luhn-invalid-nonce` and unknown or reused
-  nonces are validation errors (422);
+- nonces: `fake-valid-*nonce` and `fake-paypal-one-time-nonce` succeed (and may be reused, as in the
+  sandbox); a UUID or `tokencc_*` nonce, the shape Drop-in hands out, succeeds once, like a real one;
+  `fake-processor-declined-*` are declined (2000 Do Not Honor); `fake-processor-failure-*` fail (3000);
+  `fake-gateway-rejected-fraud-nonce` is gateway-rejected (fraud); `fake-consumed-nonce`,
+  `fake-luhn-invalid-nonce` and unknown or reused nonces are validation errors (422, reuse is 93107);
 - amounts: 2000.00-2999.99 processor-declined with that code, 3000.00-3000.99 failed (3000),
   5001.00 gateway-rejected (application_incomplete).
 
-Tests (and curious operators) steer it through `/__emulator/...` JSON routes: make the next sales
-time out or fail, list its transactions, settle one. It keeps every transaction, so a test can
-check that one order made exactly one sale.
+Tests (and curious operators) steer it through `/__emulator/...` JSON routes:
+- `POST /__emulator/faults` `{"call": "sale"|"void"|"refund"|"client_token"|"find"|"search", "mode": ...,
+  "delay": s, "count": n, "status": s}` queues faults for the next calls of that kind (default `sale`):
+  `error` (500) and `unavailable` (503) answer at once and do nothing; `timeout` stalls `delay` seconds,
+  answers 504 and does nothing; `timeout_after` does the call, then stalls and answers 504 (the answer
+  is lost; `timeout_after_sale` is its old name); `slow` does the call and sends the answer a few bytes
+  at a time over `delay` seconds (each read is quick, the whole is slow); `status` makes the next sale a
+  transaction with that Braintree status;
+- `POST /__emulator/search_lag` `{"seconds": n}`: new transactions show in searches only n seconds after
+  they are made (Braintree's search is not immediately consistent; finding by id is);
+- `POST /__emulator/settle/<id>`, `POST /__emulator/status/<id>` `{"status"}`, `GET /__emulator/transactions`,
+  `POST /__emulator/reset` (faults and search lag).
+It keeps every transaction, so a test can check that one order made exactly one sale.
 """
 
 from __future__ import annotations
@@ -38,31 +49,53 @@ from braintree.util.xml_util import XmlUtil
 SETTLEABLE = ("authorized", "submitted_for_settlement", "settling")
 
 
+SINGLE_USE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|tokencc_[a-z0-9_]+")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+    stall: float = 0.0  # seconds to wait before answering
+    drip: float = 0.0  # seconds over which the answer is sent, a few bytes at a time
+
+
 @dataclass
 class Emulator:
     transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
     used_nonces: set[str] = field(default_factory=set)
-    faults: list[dict[str, Any]] = field(default_factory=list)  # applied to the next sales, in order
+    faults: list[dict[str, Any]] = field(default_factory=list)  # applied to the next calls, in order
+    search_lag: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- the gateway ---------------------------------------------------------------------
 
-    def sale(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
-        """(HTTP status, body, seconds to stall before answering)."""
+    def fault(self, call: str) -> dict[str, Any] | None:
         with self.lock:
-            fault = self.faults.pop(0) if self.faults else None
-        if fault and fault["mode"] == "error":
-            return 500, {}, 0.0
-        if fault and fault["mode"] == "unavailable":
-            return 503, {}, 0.0
-        if fault and fault["mode"] == "timeout":
-            return 504, {}, float(fault.get("delay", 30))
-        status, body = self._sale(params)
-        if fault and fault["mode"] == "timeout_after_sale":  # charged, but the answer never arrives
-            return 504, {}, float(fault.get("delay", 30))
-        return status, body, 0.0
+            for index, fault in enumerate(self.faults):
+                if fault.get("call", "sale") == call:
+                    return self.faults.pop(index)
+        return None
 
-    def _sale(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def call(self, call: str, act: Any) -> Answer:
+        """Answer one gateway call, with the next fault queued for its kind, if any."""
+        fault = self.fault(call)
+        mode = fault["mode"] if fault else None
+        delay = float(fault.get("delay", 30)) if fault else 0.0
+        if mode == "error":
+            return Answer(500, {})
+        if mode == "unavailable":
+            return Answer(503, {})
+        if mode == "timeout":
+            return Answer(504, {}, stall=delay)
+        status, body = act(fault)
+        if mode in ("timeout_after", "timeout_after_sale"):  # done, but the answer never arrives
+            return Answer(504, {}, stall=delay)
+        if mode == "slow":
+            return Answer(status, body, drip=delay)
+        return Answer(status, body)
+
+    def sale(self, params: dict[str, Any], fault: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         nonce = str(params.get("payment_method_nonce") or "")
         try:
             amount = Decimal(str(params.get("amount"))).quantize(Decimal("0.01"))
@@ -77,7 +110,7 @@ class Emulator:
                 )
             if nonce == "fake-luhn-invalid-nonce":
                 return 422, _validation("81715", "number", "Credit card number is invalid.")
-            if not re.fullmatch(r"fake-[a-z0-9-]+-nonce", nonce):
+            if not re.fullmatch(r"fake-[a-z0-9-]+-nonce", nonce) and not SINGLE_USE.fullmatch(nonce):
                 return 422, _validation("91565", "payment_method_nonce", "Unknown or expired payment_method_nonce.")
             if not nonce.startswith("fake-valid"):
                 self.used_nonces.add(nonce)  # fake-valid nonces may be reused, as in the sandbox
@@ -86,6 +119,8 @@ class Emulator:
             transaction.update(outcome)
             if transaction["status"] == "authorized" and (params.get("options") or {}).get("submit_for_settlement"):
                 transaction["status"] = "submitted_for_settlement"
+            if fault and fault["mode"] == "status":
+                transaction["status"] = str(fault["status"])
             self.transactions[transaction["id"]] = transaction
         if transaction["status"] in ("processor_declined", "gateway_rejected", "failed"):
             message = (
@@ -93,13 +128,14 @@ class Emulator:
                 or f"Gateway Rejected: {transaction.get('gateway_rejection_reason')}"
             )
             return 422, {
-                "api_error_response": {"errors": {"errors": []}, "message": message, "transaction": transaction}
+                "api_error_response": {"errors": {"errors": []}, "message": message, "transaction": _shown(transaction)}
             }
-        return 201, {"transaction": transaction}
+        return 201, {"transaction": _shown(transaction)}
 
     def _transaction(self, params: dict[str, Any], amount: Decimal) -> dict[str, Any]:
         stamp = datetime.now(UTC).replace(microsecond=0)
         return {
+            "_visible_at": time.monotonic() + self.search_lag,
             "id": secrets.token_hex(4),
             "type": "sale",
             "amount": str(amount),
@@ -114,9 +150,9 @@ class Emulator:
     def find(self, transaction_id: str) -> dict[str, Any] | None:
         with self.lock:
             found = self.transactions.get(transaction_id)
-            return dict(found) if found else None
+            return _shown(found) if found else None
 
-    def void(self, transaction_id: str) -> tuple[int, dict[str, Any]]:
+    def void(self, transaction_id: str, fault: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
         with self.lock:
             transaction = self.transactions.get(transaction_id)
             if transaction is None:
@@ -128,26 +164,30 @@ class Emulator:
                     "Transaction can only be voided if status is authorized or submitted_for_settlement.",
                 )
             transaction["status"] = "voided"
-            return 200, {"transaction": dict(transaction)}
+            return 200, {"transaction": _shown(transaction)}
 
-    def refund(self, transaction_id: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def refund(self, transaction_id: str, params: dict[str, Any], fault: Any = None) -> tuple[int, dict[str, Any]]:
         with self.lock:
             original = self.transactions.get(transaction_id)
             if original is None:
                 return 404, {}
-            if original["status"] not in ("settled", "settling"):
+            if original["status"] not in ("settled", "settling", "settlement_confirmed"):
                 return 422, _validation("91506", "base", "Cannot refund a transaction unless it is settled.")
+            if original["refund_ids"]:
+                return 422, _validation("91512", "base", "Transaction has already been completely refunded.")
             amount = Decimal(str(params.get("amount") or original["amount"])).quantize(Decimal("0.01"))
             credit = self._transaction({"order_id": original.get("order_id")}, amount)
             credit.update(type="credit", status="submitted_for_settlement", refunded_transaction_id=transaction_id)
             original["refund_ids"].append(credit["id"])
             self.transactions[credit["id"]] = credit
-            return 201, {"transaction": credit}
+            return 201, {"transaction": _shown(credit)}
 
     def search_ids(self, criteria: dict[str, Any]) -> list[str]:
         order = (criteria.get("order_id") or {}).get("is")
+        clock = time.monotonic()
         with self.lock:
-            return [tid for tid, t in self.transactions.items() if order is None or t.get("order_id") == order]
+            return [tid for tid, t in self.transactions.items()
+                    if (order is None or t.get("order_id") == order) and t["_visible_at"] <= clock]  # fmt: skip
 
     # --- steering, for tests -----------------------------------------------------------------
 
@@ -158,6 +198,19 @@ class Emulator:
                 return False
             transaction["status"] = "settled"
             return True
+
+    def set_status(self, transaction_id: str, status: str) -> bool:
+        with self.lock:
+            transaction = self.transactions.get(transaction_id)
+            if transaction is None:
+                return False
+            transaction["status"] = status
+            return True
+
+
+def _shown(transaction: dict[str, Any]) -> dict[str, Any]:
+    """A transaction as the API shows it (without the emulator's own bookkeeping)."""
+    return {key: value for key, value in transaction.items() if not key.startswith("_")}
 
 
 def _outcome(nonce: str, amount: Decimal) -> dict[str, Any]:
@@ -223,15 +276,26 @@ def handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             raw = self._body()
             return XmlUtil.dict_from_xml(raw) if raw.strip() else {}
 
-        def _answer(self, status: int, body: dict[str, Any] | None = None, stall: float = 0.0) -> None:
-            if stall:
-                time.sleep(stall)
-            payload = _xml(body) if body else b""
-            self.send_response(status)
+        def _answer(self, status: int, body: dict[str, Any] | None = None) -> None:
+            self._send(Answer(status, body or {}))
+
+        def _send(self, answer: Answer) -> None:
+            if answer.stall:
+                time.sleep(answer.stall)
+            payload = _xml(answer.body) if answer.body else b""
+            self.send_response(answer.status)
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            if not answer.drip:
+                self.wfile.write(payload)
+                return
+            pieces = max(1, int(answer.drip / 0.25))  # a piece every quarter second: no read times out
+            size = max(1, -(-len(payload) // pieces))
+            for start in range(0, len(payload), size):
+                self.wfile.write(payload[start : start + size])
+                self.wfile.flush()
+                time.sleep(answer.drip / pieces)
 
         def _json(self, status: int, body: Any) -> None:
             payload = json.dumps(body, default=str).encode()
@@ -246,19 +310,27 @@ def handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 order = re.search(r"order_id=([^&]+)", self.path)
                 with emulator.lock:
                     found = [
-                        t for t in emulator.transactions.values() if not order or t.get("order_id") == order.group(1)
+                        _shown(t)
+                        for t in emulator.transactions.values()
+                        if not order or t.get("order_id") == order.group(1)
                     ]
                 return self._json(200, found)
             match = re.fullmatch(r"/merchants/[^/]+/transactions/([^/]+)", self.path)
-            transaction = emulator.find(match.group(1)) if match else None
-            self._answer(200, {"transaction": transaction}) if transaction else self._answer(404)
+            if match is None:
+                return self._answer(404)
+
+            def find(fault: Any) -> tuple[int, dict[str, Any]]:
+                transaction = emulator.find(match.group(1))
+                return (200, {"transaction": transaction}) if transaction else (404, {})
+
+            self._send(emulator.call("find", find))
 
         def do_PUT(self) -> None:
             match = re.fullmatch(r"/merchants/[^/]+/transactions/([^/]+)/void", self.path)
             if not match:
                 return self._answer(404)
             self._body()
-            self._answer(*emulator.void(match.group(1)))
+            self._send(emulator.call("void", lambda fault: emulator.void(match.group(1), fault)))
 
         def do_POST(self) -> None:
             path = self.path
@@ -269,13 +341,18 @@ def handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 return self._answer(404)
             params = self._params()
             if path.endswith("/client_token"):
-                return self._answer(201, {"client_token": {"value": _client_token(merchant.group(1))}})
+                token = {"client_token": {"value": _client_token(merchant.group(1))}}
+                return self._send(emulator.call("client_token", lambda fault: (201, token)))
             if path.endswith("/transactions"):
-                status, body, stall = emulator.sale(params.get("transaction") or {})
-                return self._answer(status, body, stall)
+                return self._send(emulator.call("sale", lambda fault: emulator.sale(params.get("transaction") or {},
+                                                                                    fault)))  # fmt: skip
             if path.endswith("/transactions/advanced_search_ids"):
-                ids = emulator.search_ids(params.get("search") or {})
-                return self._answer(200, {"search_results": {"page_size": 50, "ids": ids}})
+
+                def search(fault: Any) -> tuple[int, dict[str, Any]]:
+                    ids = emulator.search_ids(params.get("search") or {})
+                    return 200, {"search_results": {"page_size": 50, "ids": ids}}
+
+                return self._send(emulator.call("search", search))
             if path.endswith("/transactions/advanced_search"):
                 ids = (params.get("search") or {}).get("ids") or []
                 wanted = ids if isinstance(ids, list) else ids.get("in") or []
@@ -283,7 +360,8 @@ def handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
                 return self._answer(200, {"credit_card_transactions": {"transaction": found}})
             refund = re.fullmatch(r"/merchants/[^/]+/transactions/([^/]+)/refund", path)
             if refund:
-                return self._answer(*emulator.refund(refund.group(1), params.get("transaction") or {}))
+                transaction = params.get("transaction") or {}
+                return self._send(emulator.call("refund", lambda fault: emulator.refund(refund.group(1), transaction)))
             self._answer(404)
 
         def _control(self, path: str) -> None:
@@ -298,9 +376,16 @@ def handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             settle = re.fullmatch(r"/__emulator/settle/([^/]+)", path)
             if settle:
                 return self._json(200 if emulator.settle(settle.group(1)) else 409, {})
+            status = re.fullmatch(r"/__emulator/status/([^/]+)", path)
+            if status:
+                return self._json(200 if emulator.set_status(status.group(1), str(body.get("status"))) else 404, {})
+            if path == "/__emulator/search_lag":
+                emulator.search_lag = float(body.get("seconds", 0))
+                return self._json(200, {"search_lag": emulator.search_lag})
             if path == "/__emulator/reset":
                 with emulator.lock:
                     emulator.faults.clear()
+                    emulator.search_lag = 0.0
                 return self._json(200, {})
             self._json(404, {})
 
