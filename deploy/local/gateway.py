@@ -25,7 +25,8 @@ Tests (and curious operators) steer it through `/__emulator/...` JSON routes:
   they are made (Braintree's search is not immediately consistent; finding by id is);
 - `POST /__emulator/settle/<id>`, `POST /__emulator/status/<id>` `{"status"}`, `GET /__emulator/transactions`,
   `POST /__emulator/reset` (faults and search lag).
-It keeps every transaction, so a test can check that one order made exactly one sale.
+It keeps every transaction, so a test can check that one order made exactly one sale; unlike Braintree it
+lets a sale be refunded twice, so that a test sees a second refund instead of the gateway hiding it.
 """
 
 from __future__ import annotations
@@ -173,8 +174,6 @@ class Emulator:
                 return 404, {}
             if original["status"] not in ("settled", "settling", "settlement_confirmed"):
                 return 422, _validation("91506", "base", "Cannot refund a transaction unless it is settled.")
-            if original["refund_ids"]:
-                return 422, _validation("91512", "base", "Transaction has already been completely refunded.")
             amount = Decimal(str(params.get("amount") or original["amount"])).quantize(Decimal("0.01"))
             credit = self._transaction({"order_id": original.get("order_id")}, amount)
             credit.update(type="credit", status="submitted_for_settlement", refunded_transaction_id=transaction_id)

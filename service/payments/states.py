@@ -96,14 +96,18 @@ def settles_at(started: Any, timeout: float, settle_delay: float) -> datetime | 
     return started + timedelta(seconds=timeout + settle_delay)
 
 
-def change(fields: dict[str, Any], at: datetime, reason: str) -> list[dict[str, Any]]:
-    """An update pipeline setting `fields` (one of them `status`) and appending the change to
-    `history`, bounded. A pipeline, with every value literal: a `history` the shell left as anything
-    but an array is started again instead of making the update fail, and no text (a gateway message)
-    is ever read as an expression."""
-    entry = {"status": fields["status"], "at": at, "reason": reason}
+def appended(status: str, at: datetime, reason: str) -> dict[str, Any]:
+    """`history` with one more entry, as an aggregation expression, bounded. A `history` the shell
+    left as anything but an array is started again instead of making the update fail."""
     kept = {"$cond": [{"$isArray": "$history"}, "$history", []]}
+    entry = {"status": status, "at": at, "reason": reason}
+    return {"$slice": [{"$concatArrays": [kept, [{"$literal": entry}]]}, -HISTORY_KEPT]}
+
+
+def change(fields: dict[str, Any], at: datetime, reason: str) -> list[dict[str, Any]]:
+    """An update pipeline setting `fields` (one of them `status`) and recording the change in
+    `history`. Every value is literal: no text (a gateway's message) is ever read as an expression."""
     return [
+        {"$set": {"history": appended(fields["status"], at, reason)}},
         {"$set": {key: {"$literal": value} for key, value in {**fields, "updated_at": at}.items()}},
-        {"$set": {"history": {"$slice": [{"$concatArrays": [kept, [{"$literal": entry}]]}, -HISTORY_KEPT]}}},
     ]

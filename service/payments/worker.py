@@ -29,7 +29,18 @@ from ..database import ASCENDING, Database, DatabaseError, Document, OperationFa
 from ..metrics import PAYMENT_CORRECTIONS, PAYMENTS
 from .catalog import CENT, Catalog
 from .gateway import Gateway, GatewayUnavailable, Refusal
-from .states import QUEUED, REFUNDABLE, VOIDABLE, Record, change, chosen_sale, meaning, settles_at, truth
+from .states import (
+    QUEUED,
+    REFUNDABLE,
+    VOIDABLE,
+    Record,
+    appended,
+    change,
+    chosen_sale,
+    meaning,
+    settles_at,
+    truth,
+)
 
 log = logging.getLogger("murmuration.payments")
 T = TypeVar("T")
@@ -215,6 +226,17 @@ class Payments:
                 [
                     {
                         "$set": {
+                            "history": {
+                                "$cond": [
+                                    {"$eq": ["$status", "pending"]},
+                                    appended("processing", stamp, "claimed by a payment worker"),
+                                    "$history",
+                                ]
+                            }
+                        }
+                    },
+                    {
+                        "$set": {
                             "status": {"$cond": [{"$eq": ["$status", "pending"]}, "processing", "$status"]},
                             "lease_owner": self.owner,
                             "lease_until": stamp + self.lease,
@@ -226,7 +248,7 @@ class Payments:
                                 ]
                             },
                         }
-                    }
+                    },
                 ],
                 return_document=ReturnDocument.AFTER,
             )
@@ -456,10 +478,12 @@ class Payments:
 
     async def _postpone(self, order: Document, at: datetime) -> None:
         """Give the order back to the queue until `at`, its status unchanged."""
-        await self.db.orders.update_one(
+        result = await self.db.orders.update_one(
             {"_id": order["_id"], "lease_owner": self.owner},
             {"$set": {"lease_owner": None, "lease_until": None, "next_attempt_at": at}},
         )
+        if result.matched_count == 0:
+            log.warning("order %s: another worker holds it now (this one's lease lapsed); left to it", order["_id"])
 
     async def _give_up(self, order_id: Any, why: str) -> None:
         """Fail an order that cannot be processed as stored; if even that write is refused (a document
