@@ -248,6 +248,73 @@ def test_an_order_placed_in_the_page_goes_to_paid_live(signup, window) -> None:
     assert statuses == ["declined", "paid"] and ann.get("/orders").json()["items"][1]["amount"] == "39.98"
 
 
+# A stand-in for Braintree's Drop-in, served in place of Braintree's CDN (unreachable here): it records
+# how the page created it and hands out one single-use nonce.
+DROP_IN_STAND_IN = """
+window.braintree = { dropin: { create(options) {
+  window.__dropIn = { authorization: options.authorization, requested: 0, cleared: 0 };
+  const card = document.createElement("p");
+  card.textContent = "Card ending 1111 (Drop-in stand-in)";
+  options.container.append(card);
+  return Promise.resolve({
+    requestPaymentMethod() {
+      window.__dropIn.requested += 1;
+      return Promise.resolve({ nonce: "%s", type: "CreditCard" });
+    },
+    clearSelectedPaymentMethod() { window.__dropIn.cleared += 1; },
+  });
+} } };
+"""
+
+
+def test_with_real_credentials_the_page_pays_through_braintree_drop_in(
+    browser: Browser, mongo_url: str, server_env: dict[str, str]
+) -> None:
+    import base64
+    import json
+    import uuid
+
+    dropin_server = Server(mongo_url, f"dashboard_dropin_{uuid.uuid4().hex[:6]}",
+                           env={**server_env, "BRAINTREE_DROPIN": "on"}).start()  # fmt: skip
+    nonce = str(uuid.uuid4())
+    asked: list[str] = []
+    context = browser.new_context(base_url=dropin_server.url, viewport={"width": 1200, "height": 900})
+    try:
+        ann = Account.register(dropin_server.url, "Ann")
+        policy = httpx.get(f"{dropin_server.url}/").headers["content-security-policy"]
+        assert "script-src 'self' https://js.braintreegateway.com" in policy
+
+        def cdn(route) -> None:
+            asked.append(route.request.url)
+            route.fulfill(status=200, content_type="text/javascript", body=DROP_IN_STAND_IN % nonce)
+
+        context.route("https://js.braintreegateway.com/**", cdn)
+        page = context.new_page()
+        page.goto("/")
+        page.get_by_label("Email").fill(ann.email)
+        page.get_by_label("Password").fill(ann.password)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#status")).to_have_text("live")
+        page.get_by_role("link", name="Orders").click()
+        expect(page.locator("[data-drop-in]")).to_contain_text("Drop-in stand-in")
+        assert asked == ["https://js.braintreegateway.com/web/dropin/1.43.0/js/dropin.min.js"]
+        token = json.loads(base64.b64decode(page.evaluate("window.__dropIn.authorization")))
+        assert token["authorizationFingerprint"]  # created with the client token the server issued
+        page.get_by_label("Quantity of T-shirt").fill("1")
+        with page.expect_request(lambda r: r.url.endswith("/orders") and r.method == "POST") as placed:
+            page.get_by_role("button", name="Place order").click()
+        assert placed.value.post_data_json["payment_method_nonce"] == nonce
+        expect(page.locator("[data-orders] li").first.locator("[data-status]")).to_have_text("paid")
+        assert page.evaluate("window.__dropIn.cleared") == 1
+        page.get_by_role("button", name="Cancel and refund").click()
+        expect(page.locator("[data-orders] li").first.locator("[data-status]")).to_have_text("voided")
+        snap(page, "orders-drop-in")
+        assert [o["status"] for o in ann.get("/orders").json()["items"]] == ["voided"]
+    finally:
+        context.close()
+        dropin_server.stop()
+
+
 def test_after_a_restart_the_page_reconnects_with_nothing_missed_or_twice(server: Server, signup, window) -> None:
     ann, bob = signup("Ann"), signup("Bob")
     room = ann.post("/rooms", json={"name": "Ops", "members": [bob.email]}).json()
@@ -279,6 +346,7 @@ def test_the_page_is_served_without_outside_resources(anon: httpx.Client) -> Non
     page = anon.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "braintree" not in page.headers["content-security-policy"]  # the emulator: no Drop-in, no CDN
     assert not re.search(r"(src|href)=\"(https?:)?//", page.text)  # no CDN
     script = anon.get("/app/feed.js")
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]

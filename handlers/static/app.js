@@ -8,6 +8,9 @@ import { Feed } from "./feed.js";
 const $ = (selector, root = document) => root.querySelector(selector);
 const TYPING_EVERY_MS = 3000;
 const TYPING_SHOWN_MS = 6000;
+// Braintree's Drop-in, from Braintree's CDN (the page's CSP allows that host only when the server says
+// Drop-in is on: sandbox or production credentials).
+const DROP_IN = "https://js.braintreegateway.com/web/dropin/1.43.0/js/dropin.min.js";
 const NONCES = [
   ["fake-valid-nonce", "Visa ending 1111: approved"],
   ["fake-processor-declined-visa-nonce", "Visa: declined by the bank"],
@@ -637,6 +640,15 @@ function roomsView(main, roomId) {
   };
 }
 
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const script = el("script", { src });
+    script.addEventListener("load", resolve);
+    script.addEventListener("error", () => reject(new Error(`could not load ${src}`)));
+    document.head.append(script);
+  });
+}
+
 function uid() {
   if (crypto.randomUUID) return crypto.randomUUID();
   return [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
@@ -657,25 +669,51 @@ function ordersView(main) {
       `${order.amount} ${order.currency} · ${order.items.map((item) => `${item.quantity} × ${item.name || item.sku}`).join(", ")}`,
       order.errors?.length ? el("span", { class: "muted" }, ` · ${order.errors.map((e) => e.message).join("; ")}`) : null,
       el("span", { class: "muted" }, ` · ${new Date(order.created_at).toLocaleString()}`),
+      order.status === "paid" ? el("button", { type: "button", class: "link", "data-cancel": order.id }, "Cancel and refund") : null,
     )));
     if (!orders.length) $("[data-orders]", main).append(el("li", { class: "muted" }, "No orders yet."));
   };
 
-  Promise.all([api("GET", "/catalog"), api("GET", "/payments/client-token")]).then(([catalog, token]) => {
+  let dropIn = null; // Braintree's Drop-in instance, when the server says to use it
+  Promise.all([api("GET", "/catalog"), api("GET", "/payments/client-token")]).then(async ([catalog, token]) => {
     $("[data-catalog]", main).replaceChildren(...catalog.data.items.map((item) => el("label", { class: "row" },
       el("span", { class: "grow" }, `${item.name} (${item.price} ${item.currency})`),
       el("input", { type: "number", name: `qty-${item.sku}`, "data-sku": item.sku, min: "0", max: "10", value: "0", "aria-label": `Quantity of ${item.name}` }))));
     const payment = $("[data-payment]", main);
-    if (token.data.environment === "local") {
+    if (token.data.drop_in) {
+      const container = el("div", { "data-drop-in": "" });
+      payment.replaceChildren(container);
+      await loadScript(DROP_IN);
+      dropIn = await window.braintree.dropin.create({ authorization: token.data.client_token, container });
+    } else if (token.data.environment === "local") {
       payment.replaceChildren(el("fieldset", {}, el("legend", {}, "Test card (local Braintree emulator)"),
         ...NONCES.map(([nonce, label], index) => el("label", { class: "row" },
           el("input", { type: "radio", name: "nonce", value: nonce, checked: index === 0 }), label))));
     } else {
-      payment.replaceChildren(el("p", { class: "muted" }, "Braintree Drop-in loads from Braintree's CDN, which this page does not use. " +
+      payment.replaceChildren(el("p", { class: "muted" }, "Drop-in is off on this server (BRAINTREE_DROPIN=off). " +
         "Paste a payment method nonce from your Braintree client:"),
       el("label", {}, "Payment method nonce ", el("input", { name: "nonce", required: true })));
     }
   }).catch((failure) => { error.textContent = explain(failure); form.querySelector("button[type=submit]").disabled = true; });
+
+  const paymentNonce = async () => {
+    if (dropIn) return (await dropIn.requestPaymentMethod()).nonce;
+    return form.querySelector("[name=nonce]:checked, input[name=nonce]:not([type=radio])")?.value;
+  };
+
+  $("[data-orders]", main).addEventListener("click", async (clicked) => {
+    const button = clicked.target.closest("[data-cancel]");
+    if (!button) return;
+    button.disabled = true;
+    try {
+      const { data } = await api("POST", `/orders/${button.dataset.cancel}/cancel`);
+      state.orders.items.set(data.id, data);
+      renderOrders();
+    } catch (failure) {
+      error.textContent = explain(failure);
+      button.disabled = false;
+    }
+  });
 
   form.addEventListener("input", () => { key = null; });
   form.addEventListener("submit", async (submitted) => {
@@ -686,11 +724,12 @@ function ordersView(main) {
     if (!items.length) { error.textContent = "Choose at least one item."; return; }
     key = key || uid();
     try {
-      const nonce = form.querySelector("[name=nonce]:checked, input[name=nonce]:not([type=radio])")?.value;
+      const nonce = await paymentNonce();
       const { data } = await api("POST", "/orders", { body: { items, payment_method_nonce: nonce }, headers: { "Idempotency-Key": key } });
       if (!state.orders.items.has(data.id) || state.orders.items.get(data.id).status === "pending") state.orders.items.set(data.id, data);
       key = null;
       for (const input of form.querySelectorAll("[data-sku]")) input.value = "0";
+      dropIn?.clearSelectedPaymentMethod();
       renderOrders();
     } catch (failure) {
       error.textContent = explain(failure);
