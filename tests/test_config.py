@@ -52,3 +52,19 @@ def test_the_service_refuses_to_start_with_a_broken_catalog_and_names_it(tmp_pat
     assert done.returncode == 2
     assert f"configuration error: CATALOG_PATH={broken}" in done.stderr.decode()
     assert b"Traceback" not in done.stderr
+
+
+def test_a_lease_too_short_for_a_gateway_call_and_its_margin_is_refused() -> None:
+    with pytest.raises(ConfigError, match="PAYMENT_LEASE"):
+        Settings.from_env({"BRAINTREE_TIMEOUT": "20", "PAYMENT_LEASE": "24"})
+    assert Settings.from_env({"BRAINTREE_TIMEOUT": "20", "PAYMENT_LEASE": "25"}).payment_lease == 25
+
+
+def test_drop_in_is_on_for_braintree_and_off_for_an_emulator_unless_told() -> None:
+    assert Settings.from_env({}).braintree_dropin
+    assert not Settings.from_env({"BRAINTREE_ENVIRONMENT": "http://127.0.0.1:8500"}).braintree_dropin
+    assert Settings.from_env(
+        {"BRAINTREE_ENVIRONMENT": "http://127.0.0.1:8500", "BRAINTREE_DROPIN": "on"}
+    ).braintree_dropin
+    with pytest.raises(ConfigError, match="BRAINTREE_DROPIN"):
+        Settings.from_env({"BRAINTREE_DROPIN": "maybe"})
