@@ -17,7 +17,7 @@ from handlers import blueprints
 from .config import Settings
 from .context import AppState, bearer_token, context
 from .database import DatabaseError, failure
-from .errors import BY_STATUS, BadRequest, RateLimited, ServiceError, Unauthorized
+from .errors import BY_STATUS, BadRequest, MethodNotAllowed, RateLimited, ServiceError, Unauthorized
 from .lifecycle import draining, running
 from .metrics import LATENCY, REQUESTS
 from .payments.catalog import Catalog
@@ -37,6 +37,9 @@ def error_for(exception: BaseException) -> ServiceError:
         return exception
     if isinstance(exception, SanicException):
         status = int(getattr(exception, "status_code", 500) or 500)
+        if status == 405:
+            allow = (getattr(exception, "headers", None) or {}).get("Allow", "")
+            return MethodNotAllowed(str(exception) or None, allow=allow)
         cls = BY_STATUS.get(status)
         if cls is not None:
             message = str(exception) if status not in (413, 500) else None

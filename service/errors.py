@@ -64,6 +64,13 @@ class NotFound(ServiceError):
 class MethodNotAllowed(ServiceError):
     status, code, default_message = 405, "method_not_allowed", "method not allowed"
 
+    def __init__(self, message: str | None = None, allow: str = "") -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow} if self.allow else {}  # RFC 9110: a 405 names the methods that work
+
 
 class Conflict(ServiceError):
     status, code, default_message = 409, "conflict", "conflict"

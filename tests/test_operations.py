@@ -79,3 +79,10 @@ def test_by_default_a_made_up_x_forwarded_for_does_not_buy_a_fresh_rate_limit_bu
     codes = [anon.get("/auth/me", headers={"X-Forwarded-For": f"10.9.{i // 250}.{i % 250}"}).status_code
              for i in range(80)]  # fmt: skip
     assert 429 in codes  # PROXIES_COUNT=0: the address is the socket's, whatever the header says
+
+
+def test_a_wrong_method_is_a_405_that_names_the_methods_that_work(anon: httpx.Client) -> None:
+    answer = anon.delete("/catalog")
+    assert answer.status_code == 405 and answer.json()["error"]["code"] == "method_not_allowed"
+    assert set(answer.headers["allow"].replace(" ", "").split(",")) >= {"GET"}
+    assert "DELETE" not in answer.headers["allow"]
