@@ -28,7 +28,11 @@ async def watch(url: str, token: str, stream: str, params: dict, since: str | No
                 await ws.send(json.dumps(frame))
                 async for raw in ws:
                     message = json.loads(raw)
-                    if message["type"] == "event":
+                    if message["type"] == "subscribed" and message.get("cursor"):
+                        # The stream's position when the subscription began: a drop before the first
+                        # event resumes from here, so nothing written meanwhile is missed.
+                        since = since or message["cursor"]
+                    elif message["type"] == "event":
                         since = message["cursor"]
                         print(json.dumps(message), flush=True)
                         seen += 1
