@@ -51,7 +51,7 @@ def credits(gateway: GatewayServer, sale_id: str) -> list[dict]:
 def reached(account: Account, order_id: str, status: str, timeout: float = 40) -> dict:
     def now() -> dict | None:
         doc = account.get(f"/orders/{order_id}").json()
-        return doc if doc["status"] == status else None
+        return doc if doc.get("status") == status else None  # a hand-made order may be unreadable (409) meanwhile
 
     return wait_for(
         now, timeout, f"order {order_id} to be {status}", lambda: str(account.get(f"/orders/{order_id}").json())
@@ -247,3 +247,18 @@ def test_a_client_token_while_the_gateway_is_down_is_a_503_with_a_message(signup
     fault(gateway, call="client_token", mode="timeout", delay=5)  # past the 2 s deadline
     assert ann.get("/payments/client-token").status_code == 503
     assert ann.get("/payments/client-token").status_code == 200
+
+
+def test_a_cancelling_order_the_shell_left_without_its_transaction_is_settled_by_the_gateways_record(
+    signup, gateway, db
+) -> None:
+    ann = signup()
+    paid = settled(ann, order(ann, "k-shell-cancel-paid").json()["id"])
+    never = settled(ann, order(ann, "k-shell-cancel-never", "fake-luhn-invalid-nonce").json()["id"])
+    assert never["status"] == "failed" and never["transaction"] is None
+    for placed, transaction in ((paid, "garbage"), (never, None)):
+        hand_made = {"status": "cancelling", "transaction": transaction, "give_back_attempts": "x"}
+        db.orders.update_one({"_id": ObjectId(placed["id"])}, {"$set": hand_made}, bypass_document_validation=True)
+    assert reached(ann, paid["id"], "voided")["transaction"]["id"] == paid["transaction"]["id"]
+    assert gateway.emulator.transactions[paid["transaction"]["id"]]["status"] == "voided"
+    assert reached(ann, never["id"], "failed")["errors"][0]["code"] == "not_charged"

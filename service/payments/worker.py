@@ -352,9 +352,8 @@ class Payments:
 
     async def give_back(self, order: Document) -> None:
         """Void a charge not yet settled, refund a settled one: once, whatever was interrupted."""
-        transaction_id = _transaction_id(order)
+        transaction_id = _transaction_id(order) or await self._sale_at_gateway(order)
         if transaction_id is None:
-            await self._keep_paid(order, "the order has no transaction to give back")
             return
         stamp = now()
         conclusive = settles_at(order.get("cancel_started_at"), self.timeout, self.settle_delay)
@@ -394,6 +393,16 @@ class Payments:
             return
         if not await self._given_back(order, await self.gateway.find(transaction_id) or sale):
             await self._postpone(order, now())
+
+    async def _sale_at_gateway(self, order: Document) -> str | None:
+        """The sale of an order that has lost its transaction (a hand edit): the gateway's, found by our
+        order id; with none there, the order was never charged and says so."""
+        sale = chosen_sale(await self.gateway.records(str(order["_id"])))
+        if sale is not None:
+            return sale.id
+        reason = "the gateway has no sale for this order: there is nothing to give back"
+        await self._finish(order, Outcome("failed", None, [{"code": "not_charged", "message": reason}]), reason)
+        return None
 
     async def _given_back(self, order: Document, sale: Record) -> bool:
         """Record what the gateway says of a sale being given back, once it is settled one way or the
