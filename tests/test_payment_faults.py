@@ -10,6 +10,7 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -150,7 +151,7 @@ def test_a_failed_order_the_shell_left_without_its_charge_is_set_right_by_the_sw
     paid = settled(ann, order(ann, "k-shell-failed").json()["id"])
     db.orders.update_one(
         {"_id": ObjectId(paid["id"])},
-        {"$set": {"status": "failed", "transaction": None, "history": "lost", "reconcile_after": None}},
+        {"$set": {"status": "failed", "transaction": None, "history": "lost", "reconcile_after": datetime.now(UTC)}},
     )
     done = reached(ann, paid["id"], "paid", timeout=20)
     assert done["transaction"]["id"] == paid["transaction"]["id"]
@@ -262,3 +263,48 @@ def test_a_cancelling_order_the_shell_left_without_its_transaction_is_settled_by
     assert reached(ann, paid["id"], "voided")["transaction"]["id"] == paid["transaction"]["id"]
     assert gateway.emulator.transactions[paid["transaction"]["id"]]["status"] == "voided"
     assert reached(ann, never["id"], "failed")["errors"][0]["code"] == "not_charged"
+
+
+def test_refusals_a_client_can_cause_at_will_never_queue_for_the_sweep(signup, db) -> None:
+    ann = signup()
+    for nonce in ("fake-luhn-invalid-nonce", "fake-consumed-nonce", "fake-processor-failure-visa-nonce"):
+        failed = settled(ann, order(ann, f"k-queue-{nonce}", nonce).json()["id"])
+        assert failed["status"] == "failed"
+        assert "reconcile_after" not in db.orders.find_one({"_id": ObjectId(failed["id"])})
+
+
+def test_an_outage_during_a_cancel_delays_it_but_does_not_end_it(signup, gateway) -> None:
+    ann = signup()
+    paid = settled(ann, order(ann, "k-void-outage").json()["id"])
+    fault(gateway, call="void", mode="unavailable", count=6)
+    assert ann.post(f"/orders/{paid['id']}/cancel").status_code == 202
+    assert reached(ann, paid["id"], "voided", timeout=60)["errors"] == []
+
+
+def test_a_gateway_that_answers_nonsense_makes_client_tokens_503_not_500(mongo_url, server_env) -> None:
+    from .harness import free_port
+
+    port = free_port()  # the service itself stands in for a gateway that answers 404 to everything
+    env = {**server_env, "BRAINTREE_ENVIRONMENT": f"http://127.0.0.1:{port}"}
+    server = Server(mongo_url, f"payments_nonsense_{uuid.uuid4().hex[:6]}", env=env, port=port).start()
+    try:
+        ann = Account.register(server.url, "Ann")
+        answer = ann.get("/payments/client-token")
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "payments_unavailable"
+    finally:
+        server.stop()
+
+
+def test_a_signed_webhook_the_sdk_cannot_read_is_a_400(anon, gateway) -> None:
+    import base64
+
+    from braintree.util.crypto import Crypto
+
+    from .harness import PAYMENT_KEYS
+
+    payload = base64.b64encode(b"this is not xml").decode()
+    signature = f"{PAYMENT_KEYS['BRAINTREE_PUBLIC_KEY']}|" + Crypto.sha1_hmac_hash(
+        PAYMENT_KEYS["BRAINTREE_PRIVATE_KEY"], payload
+    )
+    answer = anon.post("/payments/webhooks", data={"bt_signature": signature, "bt_payload": payload})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request"

@@ -161,6 +161,9 @@ class Gateway:
     def __init__(self, config: Braintree, timeout: float = 20.0, threads: int = 8) -> None:
         self.merchant_id = config.merchant_id
         self.threads = Threads(threads, timeout)
+        # Client tokens, which any signed-in user can ask for, get threads of their own: a flood of them
+        # (or a gateway slow to make them) never takes the threads charging and giving back need.
+        self.token_threads = Threads(max(1, threads // 2), timeout)
         self.sdk = braintree.BraintreeGateway(
             braintree.Configuration(
                 environment=_environment(config.environment),
@@ -172,9 +175,9 @@ class Gateway:
             )
         )
 
-    async def _call(self, what: str, function: Any, *args: Any) -> Any:
+    async def _call(self, what: str, function: Any, *args: Any, threads: Threads | None = None) -> Any:
         try:
-            return await self.threads.run(what, function, *args)
+            return await (threads or self.threads).run(what, function, *args)
         except (NotFoundError, InvalidSignatureError):
             raise
         except NOT_SENT as error:
@@ -185,7 +188,13 @@ class Gateway:
             raise GatewayUnavailable(f"{what}: {type(error).__name__}") from None
 
     async def client_token(self) -> str:
-        return str(await self._call("client token", self.sdk.client_token.generate))
+        try:
+            return str(await self._call("client token", self.sdk.client_token.generate, threads=self.token_threads))
+        except GatewayUnavailable:
+            raise
+        except Exception as error:  # a 404 or an answer the SDK cannot read: not a gateway we can use now
+            log.warning("gateway client token failed: %s", type(error).__name__)
+            raise GatewayUnavailable(f"client token: {type(error).__name__}") from None
 
     async def sale(self, order_id: str, amount: Decimal, nonce: str) -> Record | Refusal:
         params = {
@@ -219,17 +228,21 @@ class Gateway:
 
     def parse_webhook(self, signature: str, payload: str) -> Webhook:
         try:
-            notification = self.sdk.webhook_notification.parse(signature, payload)
-        except (InvalidSignatureError, BraintreeError, ValueError, KeyError) as error:
+            return _webhook(self.sdk.webhook_notification.parse(signature, payload))
+        except Exception as error:  # a bad signature, or a signed payload the SDK cannot read
             raise BadWebhook(type(error).__name__) from None
-        transaction = getattr(notification, "transaction", None)
-        dispute = getattr(notification, "dispute", None)
-        if transaction is None and dispute is not None:
-            transaction = getattr(dispute, "transaction", None)
-        order_id = getattr(transaction, "order_id", None) if transaction is not None else None
-        return Webhook(
-            kind=str(notification.kind),
-            transaction_id=str(transaction.id) if transaction is not None else None,
-            transaction_status=str(getattr(transaction, "status", "") or "") or None,
-            order_id=str(order_id) if order_id else None,
-        )
+
+
+def _webhook(notification: Any) -> Webhook:
+    transaction = getattr(notification, "transaction", None)
+    dispute = getattr(notification, "dispute", None)
+    if transaction is None and dispute is not None:
+        transaction = getattr(dispute, "transaction", None)
+    transaction_id = getattr(transaction, "id", None)
+    order_id = getattr(transaction, "order_id", None)
+    return Webhook(
+        kind=str(notification.kind),
+        transaction_id=str(transaction_id) if transaction_id else None,
+        transaction_status=str(getattr(transaction, "status", "") or "") or None,
+        order_id=str(order_id) if order_id else None,
+    )

@@ -327,7 +327,8 @@ class Payments:
             return False
         message = "the payment method was used, but the gateway shows no transaction for this order"
         unconfirmed = Outcome("failed", None, [{"code": "unconfirmed", "message": message}])
-        await self._finish(order, unconfirmed, f"{message}; the sweep keeps looking for {self.sweep_days} days")
+        await self._finish(order, unconfirmed, f"{message}; the sweep keeps looking for {self.sweep_days} days",
+                           extra={"reconcile_after": stamp})  # fmt: skip
         return False
 
     async def confirm(self, order: Document, sale: Record) -> Outcome:
@@ -370,11 +371,11 @@ class Payments:
         if tries >= MAX_GIVE_BACK_ATTEMPTS:
             await self._keep_paid(order, f"transaction {transaction_id} ({sale.status}) could not be given back")
             return
-        await self._mark(order, [{"$set": {"cancel_started_at": stamp, "give_back_attempts": tries + 1}}])
         if sale.status not in VOIDABLE | REFUNDABLE:  # authorizing, ...: it can be given back once it moves on
-            await self._mark(order, [{"$set": {"cancel_started_at": None}}])
+            await self._mark(order, [{"$set": {"give_back_attempts": tries + 1}}])
             await self._postpone(order, stamp + _backoff(tries + 1))
             return
+        await self._mark(order, [{"$set": {"cancel_started_at": stamp}}])
         call = self.gateway.void if sale.status in VOIDABLE else self.gateway.refund
         try:
             result = await self._holding(order, call(transaction_id))
@@ -388,7 +389,8 @@ class Payments:
         if isinstance(result, Refusal):
             # The sale moved meanwhile (settled before the void, ...): the next pass looks again.
             log.warning("order %s: giving back %s was refused: %s", order["_id"], transaction_id, result.errors)
-            await self._mark(order, [{"$set": {"cancel_started_at": None}}])
+            # Only refusals count toward giving up: an outage, however long, just delays the cancel.
+            await self._mark(order, [{"$set": {"cancel_started_at": None, "give_back_attempts": tries + 1}}])
             await self._postpone(order, now() + _backoff(tries + 1))
             return
         if not await self._given_back(order, await self.gateway.find(transaction_id) or sale):
@@ -466,9 +468,10 @@ class Payments:
         if marked.matched_count == 0:
             raise LeaseLost()
 
-    async def _finish(self, order: Document, outcome: Outcome, reason: str, refund: Document | None = None) -> None:
+    async def _finish(self, order: Document, outcome: Outcome, reason: str, refund: Document | None = None,
+                      extra: Document | None = None) -> None:  # fmt: skip
         fields: Document = {"status": outcome.status, "transaction": outcome.transaction, "errors": outcome.errors,
-                            "lease_owner": None, "lease_until": None}  # fmt: skip
+                            "lease_owner": None, "lease_until": None, **(extra or {})}  # fmt: skip
         if refund is not None:
             fields["refund"] = refund
         # The nonce is single-use and no longer needed.
@@ -520,8 +523,8 @@ class Payments:
                 await asyncio.wait_for(self.sweep_wake.wait(), self.sweep_every)
 
     async def sweep(self) -> int:
-        """Look up at the gateway failed orders that attempted a sale and are due; returns how many
-        were corrected. Each order is claimed for its look by moving its next look further away."""
+        """Look up at the gateway the failed orders queued for it (`reconcile_after`) that are due;
+        returns how many were corrected. Each order is claimed for its look by moving its next look further away."""
         corrected = 0
         for _ in range(SWEEP_BATCH):
             if self.stopping:
@@ -542,7 +545,9 @@ class Payments:
             "status": "failed",
             "sale_attempted": True,
             "created_at": {"$gte": stamp - timedelta(days=self.sweep_days)},
-            "$or": [{"reconcile_after": None}, {"reconcile_after": {"$lte": stamp}}],
+            # Only orders put in the queue: failures that may hide a charge (unconfirmed, or named by a
+            # webhook), not the refusals any client can cause at will; the longest waiting first.
+            "reconcile_after": {"$lte": stamp},
         }
         looks = {"$convert": {"input": "$reconcile_looks", "to": "long", "onError": 0, "onNull": 0}}
         wait = {"$min": [MAX_SWEEP_INTERVAL.total_seconds() * 1000,
