@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,6 +180,16 @@ def _dropin(env: _Env) -> bool:
     return env.choice("BRAINTREE_DROPIN", default, ("on", "off")) == "on"
 
 
+def _emulator(url: str) -> bool:
+    """An http://HOST:PORT URL, with a port that is one."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return parts.scheme == "http" and bool(parts.hostname) and port is not None
+
+
 def _braintree(env: _Env) -> Braintree | None:
     names = ("BRAINTREE_MERCHANT_ID", "BRAINTREE_PUBLIC_KEY", "BRAINTREE_PRIVATE_KEY")
     values = [env.optional(name) for name in names]
@@ -189,7 +200,8 @@ def _braintree(env: _Env) -> Braintree | None:
         raise ConfigError(f"Braintree is half configured: set {', '.join(missing)} too, or none of them")
     merchant_id, public_key, private_key = (value or "" for value in values)
     environment = env.text("BRAINTREE_ENVIRONMENT", "sandbox")
-    if environment not in ("sandbox", "production", "development", "qa") and not environment.startswith("http"):
+    if environment not in ("sandbox", "production", "development", "qa") and not _emulator(environment):
+        # https:// is refused too: a URL is spoken as plain HTTP (an emulator), keys included.
         raise ConfigError(
             "BRAINTREE_ENVIRONMENT must be sandbox, production, or http://HOST:PORT of a local gateway emulator"
         )

@@ -6,6 +6,8 @@ import pytest
 
 from service.config import ConfigError, Settings
 
+KEYS = {"BRAINTREE_MERCHANT_ID": "m", "BRAINTREE_PUBLIC_KEY": "pub-key", "BRAINTREE_PRIVATE_KEY": "priv-key"}
+
 
 def test_defaults_need_no_environment() -> None:
     settings = Settings.from_env({})
@@ -24,6 +26,8 @@ def test_defaults_need_no_environment() -> None:
         ({"MONGO_URL": "postgres://x"}, "MONGO_URL"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"BRAINTREE_MERCHANT_ID": "m"}, "BRAINTREE_PUBLIC_KEY"),
+        ({**KEYS, "BRAINTREE_ENVIRONMENT": "http://127.0.0.1:notaport"}, "BRAINTREE_ENVIRONMENT"),
+        ({**KEYS, "BRAINTREE_ENVIRONMENT": "https://api.braintreegateway.com"}, "BRAINTREE_ENVIRONMENT"),
     ],
 )
 def test_a_bad_value_is_refused_with_its_name(env: dict[str, str], named: str) -> None:
