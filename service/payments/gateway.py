@@ -23,10 +23,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import braintree
-import requests
 from braintree.exceptions.authentication_error import AuthenticationError
 from braintree.exceptions.authorization_error import AuthorizationError
-from braintree.exceptions.braintree_error import BraintreeError
 from braintree.exceptions.http.timeout_error import ConnectTimeoutError
 from braintree.exceptions.invalid_signature_error import InvalidSignatureError
 from braintree.exceptions.not_found_error import NotFoundError
@@ -178,23 +176,20 @@ class Gateway:
     async def _call(self, what: str, function: Any, *args: Any, threads: Threads | None = None) -> Any:
         try:
             return await (threads or self.threads).run(what, function, *args)
-        except (NotFoundError, InvalidSignatureError):
+        except (NotFoundError, InvalidSignatureError, GatewayUnavailable):
             raise
         except NOT_SENT as error:
             log.warning("gateway %s refused before acting: %s", what, type(error).__name__)
             raise GatewayUnavailable(f"{what}: {type(error).__name__}", sent=False) from None
-        except (BraintreeError, requests.RequestException, OSError) as error:
+        except Exception as error:  # 5xx, a connection, or an answer the SDK cannot read (not XML, ...)
             log.warning("gateway %s failed: %s", what, type(error).__name__)
             raise GatewayUnavailable(f"{what}: {type(error).__name__}") from None
 
     async def client_token(self) -> str:
         try:
             return str(await self._call("client token", self.sdk.client_token.generate, threads=self.token_threads))
-        except GatewayUnavailable:
-            raise
-        except Exception as error:  # a 404 or an answer the SDK cannot read: not a gateway we can use now
-            log.warning("gateway client token failed: %s", type(error).__name__)
-            raise GatewayUnavailable(f"client token: {type(error).__name__}") from None
+        except NotFoundError:  # a URL that is no gateway: not one we can use now
+            raise GatewayUnavailable("client token: NotFoundError", sent=False) from None
 
     async def sale(self, order_id: str, amount: Decimal, nonce: str) -> Record | Refusal:
         params = {

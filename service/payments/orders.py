@@ -145,7 +145,7 @@ async def record_webhook(db: Database, event: Webhook) -> bool:
                 {"transaction.id": event.transaction_id, "status": "paid"},
                 change({"status": now_means}, stamp, f"the gateway says the sale is {status} ({event.kind})"),
             )
-    if event.order_id is not None and len(event.order_id) == 24:
+    if event.order_id is not None:
         try:
             order_id = parse_id(event.order_id)
         except BadRequest:  # another system's order id, on the same merchant account

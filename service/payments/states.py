@@ -34,11 +34,8 @@ GATEWAY_STATUS: dict[str, str] = {
 VOIDABLE = frozenset({"authorized", "submitted_for_settlement", "settlement_pending"})
 REFUNDABLE = frozenset({"settling", "settled", "settlement_confirmed"})
 
-# The order statuses in which money may have been taken and not given back.
-CHARGED = frozenset({"paid", "cancelling"})
 # What a worker picks up: orders to charge, and orders to give back.
 QUEUED = ("pending", "processing", "cancelling")
-STATUSES = ("pending", "processing", "paid", "declined", "failed", "cancelling", "voided", "refunded")
 
 HISTORY_KEPT = 50  # entries of `history` kept on an order (the oldest go first)
 

@@ -194,7 +194,7 @@ class Payments:
         except GatewayUnavailable as error:  # a lookup failed: looking up again is always safe
             log.warning("order %s left for a later attempt: %s", order["_id"], error)
             with contextlib.suppress(DatabaseError):
-                await self._postpone(order, now() + _backoff(_count(order, "attempts")))
+                await self._postpone(order, self._later(order))
         except OperationFailure as error:
             if transient(error) or order.get("sale_attempted"):  # a sale may exist: looked up next time
                 log.warning("order %s left for a later attempt: %s", order["_id"], type(error).__name__)
@@ -205,7 +205,7 @@ class Payments:
         except Exception:
             log.exception("order %s: unexpected failure; it is tried again later", order["_id"])
             with contextlib.suppress(DatabaseError):
-                await self._postpone(order, now() + _backoff(_count(order, "attempts")))
+                await self._postpone(order, self._later(order))
 
     async def claim(self) -> Document | None:
         """The next due order, leased to this worker. Found first, then claimed by id: an order MongoDB
@@ -219,6 +219,8 @@ class Payments:
         candidate = await self.db.orders.find_one(due, {"_id": 1}, sort=[("next_attempt_at", ASCENDING)])
         if candidate is None:
             return None
+        pending = {"$eq": ["$status", "pending"]}
+        claimed = appended("processing", stamp, "claimed by a payment worker")
         try:
             doc: Document | None = await self.db.orders.find_one_and_update(
                 {**due, "_id": candidate["_id"]},
@@ -226,18 +228,9 @@ class Payments:
                 [
                     {
                         "$set": {
-                            "history": {
-                                "$cond": [
-                                    {"$eq": ["$status", "pending"]},
-                                    appended("processing", stamp, "claimed by a payment worker"),
-                                    "$history",
-                                ]
-                            }
-                        }
-                    },
-                    {
-                        "$set": {
-                            "status": {"$cond": [{"$eq": ["$status", "pending"]}, "processing", "$status"]},
+                            # Both read the stored status: a pending order becomes processing, in history too.
+                            "history": {"$cond": [pending, claimed, "$history"]},
+                            "status": {"$cond": [pending, "processing", "$status"]},
                             "lease_owner": self.owner,
                             "lease_until": stamp + self.lease,
                             "updated_at": stamp,
@@ -248,7 +241,7 @@ class Payments:
                                 ]
                             },
                         }
-                    },
+                    }
                 ],
                 return_document=ReturnDocument.AFTER,
             )
@@ -289,16 +282,14 @@ class Payments:
                 log.warning("order %s: the sale's outcome is unknown (%s); it is looked up later", order_id, error)
                 await self._postpone(order, settles_at(started, self.timeout, self.settle_delay) or started)
             else:
-                await self._mark(order, [{"$set": {"sale_attempted": again}}])
-                await self._postpone(order, now() + _backoff(_count(order, "attempts")))
+                await self._postpone(order, self._later(order), sale_attempted=again)
             return
         if isinstance(result, Refusal):
             if again and result.has("93107"):
                 # The nonce was used: by this order's earlier sale, which the gateway's search does
                 # not show yet. Never "failed" on that alone: the order waits for the sale to show.
                 log.warning("order %s: its nonce was used by an earlier sale; waiting for the gateway", order_id)
-                await self._mark(order, [{"$set": {"nonce_consumed": True}}])
-                await self._postpone(order, now() + timedelta(seconds=max(self.settle_delay, 1.0)))
+                await self._postpone(order, now() + timedelta(seconds=max(self.settle_delay, 1.0)), nonce_consumed=True)
                 return
             await self._finish(order, Outcome("failed", None, result.errors), "refused by the gateway")
             return
@@ -372,8 +363,7 @@ class Payments:
             await self._keep_paid(order, f"transaction {transaction_id} ({sale.status}) could not be given back")
             return
         if sale.status not in VOIDABLE | REFUNDABLE:  # authorizing, ...: it can be given back once it moves on
-            await self._mark(order, [{"$set": {"give_back_attempts": tries + 1}}])
-            await self._postpone(order, stamp + _backoff(tries + 1))
+            await self._postpone(order, stamp + _backoff(tries + 1), give_back_attempts=tries + 1)
             return
         await self._mark(order, [{"$set": {"cancel_started_at": stamp}}])
         call = self.gateway.void if sale.status in VOIDABLE else self.gateway.refund
@@ -383,15 +373,14 @@ class Payments:
             if error.sent:
                 await self._postpone(order, settles_at(stamp, self.timeout, self.settle_delay) or stamp)
             else:
-                await self._mark(order, [{"$set": {"cancel_started_at": None}}])
-                await self._postpone(order, now() + _backoff(tries + 1))
+                await self._postpone(order, now() + _backoff(tries + 1), cancel_started_at=None)
             return
         if isinstance(result, Refusal):
             # The sale moved meanwhile (settled before the void, ...): the next pass looks again.
             log.warning("order %s: giving back %s was refused: %s", order["_id"], transaction_id, result.errors)
             # Only refusals count toward giving up: an outage, however long, just delays the cancel.
-            await self._mark(order, [{"$set": {"cancel_started_at": None, "give_back_attempts": tries + 1}}])
-            await self._postpone(order, now() + _backoff(tries + 1))
+            await self._postpone(order, now() + _backoff(tries + 1), cancel_started_at=None,
+                                 give_back_attempts=tries + 1)  # fmt: skip
             return
         if not await self._given_back(order, await self.gateway.find(transaction_id) or sale):
             await self._postpone(order, now())
@@ -488,11 +477,15 @@ class Payments:
         log.info("order %s is %s: %s", order["_id"], outcome.status, reason)
         PAYMENTS.labels(outcome.status).inc()
 
-    async def _postpone(self, order: Document, at: datetime) -> None:
-        """Give the order back to the queue until `at`, its status unchanged."""
+    def _later(self, order: Document) -> datetime:
+        """When to try an order again after a failure that says nothing about it: backoff by attempts."""
+        return now() + _backoff(_count(order, "attempts"))
+
+    async def _postpone(self, order: Document, at: datetime, **fields: Any) -> None:
+        """Give the order back to the queue until `at`, its status unchanged, writing `fields` with it."""
         result = await self.db.orders.update_one(
             {"_id": order["_id"], "lease_owner": self.owner},
-            {"$set": {"lease_owner": None, "lease_until": None, "next_attempt_at": at}},
+            {"$set": {**fields, "lease_owner": None, "lease_until": None, "next_attempt_at": at}},
         )
         if result.matched_count == 0:
             log.warning("order %s: another worker holds it now (this one's lease lapsed); left to it", order["_id"])
@@ -504,7 +497,7 @@ class Payments:
         fields = {"status": "failed", "errors": [{"code": "unprocessable", "message": why}],
                   "lease_owner": None, "lease_until": None}  # fmt: skip
         try:
-            await self.db.orders.update_one({"_id": order_id}, {"$set": fields})
+            await self.db.orders.update_one({"_id": order_id}, change(fields, now(), why))
         except OperationFailure:
             await self.db.orders.update_one({"_id": order_id}, {"$set": {"status": "failed"}})
         PAYMENTS.labels("failed").inc()
@@ -565,11 +558,13 @@ class Payments:
         `refunded`). Returns 1 when the order was corrected."""
         records = await self.gateway.records(str(order["_id"]))
         sale = chosen_sale(records)
-        if sale is None or truth(sale, records) not in ("paid", "refunded"):
+        found = truth(sale, records) if sale is not None else None
+        if sale is None or found not in ("paid", "refunded"):
             return 0
-        outcome = await self.confirm(order, sale)
-        if truth(sale, records) == "refunded":
+        if found == "refunded":
             outcome = Outcome("refunded", {"id": sale.id, "status": sale.status})
+        else:
+            outcome = await self.confirm(order, sale)
         if outcome.status == "failed":
             return 0
         reason = f"reconciled: the gateway has transaction {sale.id} ({sale.status}) for this order"
