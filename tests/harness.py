@@ -106,6 +106,13 @@ class Server:
         process, self.process = self.process, None
         terminate(process, timeout)
 
+    def __enter__(self) -> Server:
+        """`with Server(...) as server:` starts it, and stops it however the block ends."""
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def kill(self) -> None:
         """Crash the whole instance (main process and Sanic workers) with SIGKILL: no cleanup runs."""
         process, self.process = self.process, None

@@ -54,6 +54,17 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     launched.close()
 
 
+def sign_in(page: Page, account: Account) -> Page:
+    """Sign `account` in through the page's form, and wait for the live feed."""
+    page.goto("/")
+    page.get_by_label("Email").fill(account.email)
+    page.get_by_label("Password").fill(account.password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#status")).to_have_text("live")
+    expect(page.locator("#me")).to_have_text(account.user["name"])
+    return page
+
+
 @pytest.fixture
 def window(browser: Browser, server: Server) -> Iterator[Callable[[Account], Page]]:
     """`window(ann)`: a new browser window (its own context) where ann has signed in through the form."""
@@ -64,14 +75,7 @@ def window(browser: Browser, server: Server) -> Iterator[Callable[[Account], Pag
         context.grant_permissions(["notifications"], origin=server.url)
         context.add_init_script(NOTIFICATION_SPY)
         contexts.append(context)
-        page = context.new_page()
-        page.goto("/")
-        page.get_by_label("Email").fill(account.email)
-        page.get_by_label("Password").fill(account.password)
-        page.get_by_role("button", name="Sign in").click()
-        expect(page.locator("#status")).to_have_text("live")
-        expect(page.locator("#me")).to_have_text(account.user["name"])
-        return page
+        return sign_in(context.new_page(), account)
 
     yield open_as
     for context in contexts:
@@ -274,45 +278,39 @@ def test_with_real_credentials_the_page_pays_through_braintree_drop_in(
     import json
     import uuid
 
-    dropin_server = Server(mongo_url, f"dashboard_dropin_{uuid.uuid4().hex[:6]}",
-                           env={**server_env, "BRAINTREE_DROPIN": "on"}).start()  # fmt: skip
     nonce = str(uuid.uuid4())
     asked: list[str] = []
-    context = browser.new_context(base_url=dropin_server.url, viewport={"width": 1200, "height": 900})
-    try:
-        ann = Account.register(dropin_server.url, "Ann")
-        policy = httpx.get(f"{dropin_server.url}/").headers["content-security-policy"]
-        assert "script-src 'self' https://js.braintreegateway.com" in policy
+    env = {**server_env, "BRAINTREE_DROPIN": "on"}
+    with Server(mongo_url, f"dashboard_dropin_{uuid.uuid4().hex[:6]}", env=env) as dropin_server:
+        context = browser.new_context(base_url=dropin_server.url, viewport={"width": 1200, "height": 900})
+        try:
+            ann = Account.register(dropin_server.url, "Ann")
+            policy = httpx.get(f"{dropin_server.url}/").headers["content-security-policy"]
+            assert "script-src 'self' https://js.braintreegateway.com" in policy
 
-        def cdn(route) -> None:
-            asked.append(route.request.url)
-            route.fulfill(status=200, content_type="text/javascript", body=DROP_IN_STAND_IN % nonce)
+            def cdn(route) -> None:
+                asked.append(route.request.url)
+                route.fulfill(status=200, content_type="text/javascript", body=DROP_IN_STAND_IN % nonce)
 
-        context.route("https://js.braintreegateway.com/**", cdn)
-        page = context.new_page()
-        page.goto("/")
-        page.get_by_label("Email").fill(ann.email)
-        page.get_by_label("Password").fill(ann.password)
-        page.get_by_role("button", name="Sign in").click()
-        expect(page.locator("#status")).to_have_text("live")
-        page.get_by_role("link", name="Orders").click()
-        expect(page.locator("[data-drop-in]")).to_contain_text("Drop-in stand-in")
-        assert asked == ["https://js.braintreegateway.com/web/dropin/1.43.0/js/dropin.min.js"]
-        token = json.loads(base64.b64decode(page.evaluate("window.__dropIn.authorization")))
-        assert token["authorizationFingerprint"]  # created with the client token the server issued
-        page.get_by_label("Quantity of T-shirt").fill("1")
-        with page.expect_request(lambda r: r.url.endswith("/orders") and r.method == "POST") as placed:
-            page.get_by_role("button", name="Place order").click()
-        assert placed.value.post_data_json["payment_method_nonce"] == nonce
-        expect(page.locator("[data-orders] li").first.locator("[data-status]")).to_have_text("paid")
-        assert page.evaluate("window.__dropIn.cleared") == 1
-        page.get_by_role("button", name="Cancel and refund").click()
-        expect(page.locator("[data-orders] li").first.locator("[data-status]")).to_have_text("voided")
-        snap(page, "orders-drop-in")
-        assert [o["status"] for o in ann.get("/orders").json()["items"]] == ["voided"]
-    finally:
-        context.close()
-        dropin_server.stop()
+            context.route("https://js.braintreegateway.com/**", cdn)
+            page = sign_in(context.new_page(), ann)
+            page.get_by_role("link", name="Orders").click()
+            expect(page.locator("[data-drop-in]")).to_contain_text("Drop-in stand-in")
+            assert asked == ["https://js.braintreegateway.com/web/dropin/1.43.0/js/dropin.min.js"]
+            token = json.loads(base64.b64decode(page.evaluate("window.__dropIn.authorization")))
+            assert token["authorizationFingerprint"]  # created with the client token the server issued
+            page.get_by_label("Quantity of T-shirt").fill("1")
+            with page.expect_request(lambda r: r.url.endswith("/orders") and r.method == "POST") as placed:
+                page.get_by_role("button", name="Place order").click()
+            assert placed.value.post_data_json["payment_method_nonce"] == nonce
+            expect(page.locator("[data-orders] li").first.locator("[data-status]")).to_have_text("paid")
+            assert page.evaluate("window.__dropIn.cleared") == 1
+            page.get_by_role("button", name="Cancel and refund").click()
+            expect(page.locator("[data-orders] li").first.locator("[data-status]")).to_have_text("voided")
+            snap(page, "orders-drop-in")
+            assert [o["status"] for o in ann.get("/orders").json()["items"]] == ["voided"]
+        finally:
+            context.close()
 
 
 def test_after_a_restart_the_page_reconnects_with_nothing_missed_or_twice(server: Server, signup, window) -> None:

@@ -6,24 +6,25 @@ and PAYMENT_SWEEP=1 (see `payments_env`); tests that need other timings start th
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import braintree
 import httpx
 import pytest
+from braintree.util.crypto import Crypto
 from bson import ObjectId
 
 from deploy.local.gateway import GatewayServer
 from service.payments.states import GATEWAY_STATUS
 
 from .feed import Feed
-from .harness import Account, Server, payments_env, wait_for
-from .test_payments import order, sales, settled
-
-FINAL = ("paid", "declined", "failed", "voided", "refunded")
+from .harness import PAYMENT_KEYS, Account, Server, payments_env, wait_for
+from .test_payments import order, sales, settled, signer
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +123,7 @@ def test_an_order_failed_for_want_of_a_record_is_corrected_live_when_the_charge_
     mongo_url, gateway, server_env
 ) -> None:
     env = {**server_env, "PAYMENT_UNCERTAIN_FOR": "3"}
-    server = Server(mongo_url, f"payments_sweep_{uuid.uuid4().hex[:6]}", env=env).start()
-    try:
+    with Server(mongo_url, f"payments_sweep_{uuid.uuid4().hex[:6]}", env=env) as server:
         ann = Account.register(server.url, "Ann")
         search_lag(gateway, 12)
         fault(gateway, mode="timeout_after", delay=5)
@@ -142,8 +142,6 @@ def test_an_order_failed_for_want_of_a_record_is_corrected_live_when_the_charge_
             'murmuration_payment_corrections_total{from_status="failed",to_status="paid"}'
             in httpx.get(f"{server.url}/metrics").text
         )
-    finally:
-        server.stop()
 
 
 def test_a_failed_order_the_shell_left_without_its_charge_is_set_right_by_the_sweep(signup, gateway, db) -> None:
@@ -286,25 +284,54 @@ def test_a_gateway_that_answers_nonsense_makes_client_tokens_503_not_500(mongo_u
 
     port = free_port()  # the service itself stands in for a gateway that answers 404 to everything
     env = {**server_env, "BRAINTREE_ENVIRONMENT": f"http://127.0.0.1:{port}"}
-    server = Server(mongo_url, f"payments_nonsense_{uuid.uuid4().hex[:6]}", env=env, port=port).start()
-    try:
+    with Server(mongo_url, f"payments_nonsense_{uuid.uuid4().hex[:6]}", env=env, port=port) as server:
         ann = Account.register(server.url, "Ann")
         answer = ann.get("/payments/client-token")
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "payments_unavailable"
-    finally:
-        server.stop()
+
+
+def signed(payload: bytes) -> dict[str, str]:
+    """A webhook form as Braintree would post it: the payload, signed with the test keys."""
+    encoded = base64.b64encode(payload).decode()
+    digest = Crypto.sha1_hmac_hash(PAYMENT_KEYS["BRAINTREE_PRIVATE_KEY"], encoded)
+    return {"bt_signature": f"{PAYMENT_KEYS['BRAINTREE_PUBLIC_KEY']}|{digest}", "bt_payload": encoded}
+
+
+def transaction_webhook(kind: str, transaction_id: str, order_id: str | None = None) -> dict[str, str]:
+    xml = base64.b64decode(signer().webhook_testing.sample_notification(kind, transaction_id)["bt_payload"])
+    if order_id is not None:  # Braintree's transaction carries the sale's order id
+        xml = xml.replace(
+            f"<id>{transaction_id}</id>".encode(),
+            f"<id>{transaction_id}</id><order-id>{order_id}</order-id>".encode(),
+            1,
+        )
+    return signed(xml)
 
 
 def test_a_signed_webhook_the_sdk_cannot_read_is_a_400(anon, gateway) -> None:
-    import base64
-
-    from braintree.util.crypto import Crypto
-
-    from .harness import PAYMENT_KEYS
-
-    payload = base64.b64encode(b"this is not xml").decode()
-    signature = f"{PAYMENT_KEYS['BRAINTREE_PUBLIC_KEY']}|" + Crypto.sha1_hmac_hash(
-        PAYMENT_KEYS["BRAINTREE_PRIVATE_KEY"], payload
-    )
-    answer = anon.post("/payments/webhooks", data={"bt_signature": signature, "bt_payload": payload})
+    answer = anon.post("/payments/webhooks", data=signed(b"this is not xml"))
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request"
+
+
+def test_a_webhook_naming_a_failed_order_has_it_looked_up_at_once(signup, gateway, anon, db) -> None:
+    ann = signup()
+    paid = settled(ann, order(ann, "k-hook-names").json()["id"])
+    sale = paid["transaction"]["id"]
+    # Recorded as failed, and not queued for the sweep: only the webhook can bring it back.
+    db.orders.update_one({"_id": ObjectId(paid["id"])}, {"$set": {"status": "failed", "transaction": None},
+                                                         "$unset": {"reconcile_after": ""}})  # fmt: skip
+    kind = braintree.WebhookNotification.Kind.TransactionSettled
+    answer = anon.post("/payments/webhooks", data=transaction_webhook(kind, f"{sale}x", paid["id"]))
+    assert answer.status_code == 200 and answer.json()["matched"] is True
+    done = reached(ann, paid["id"], "paid", timeout=20)
+    assert done["transaction"]["id"] == sale and done["history"][-1]["reason"].startswith("reconciled")
+
+
+def test_a_settlement_declined_webhook_makes_a_paid_order_declined(signup, gateway, anon) -> None:
+    ann = signup()
+    paid = settled(ann, order(ann, "k-hook-declined").json()["id"])
+    kind = braintree.WebhookNotification.Kind.TransactionSettlementDeclined
+    assert anon.post("/payments/webhooks", data=transaction_webhook(kind, paid["transaction"]["id"])).status_code == 200
+    done = ann.get(f"/orders/{paid['id']}").json()
+    assert (done["status"], done["transaction"]["status"]) == ("declined", "settlement_declined")
+    assert done["history"][-1]["status"] == "declined"

@@ -42,6 +42,12 @@ def sales(gateway: GatewayServer, order_id: str) -> list[dict]:
     return [t for t in gateway.emulator.transactions.values() if t["order_id"] == order_id and t["type"] == "sale"]
 
 
+def signer() -> braintree.BraintreeGateway:
+    """The SDK with the test keys, only to sign sample webhooks: nothing is sent."""
+    keys = [PAYMENT_KEYS[name] for name in ("BRAINTREE_MERCHANT_ID", "BRAINTREE_PUBLIC_KEY", "BRAINTREE_PRIVATE_KEY")]
+    return braintree.BraintreeGateway(braintree.Configuration(braintree.Environment.Sandbox, *keys))
+
+
 def test_the_catalog_and_a_client_token_come_from_the_server(signup) -> None:
     ann = signup()
     items = ann.get("/catalog").json()["items"]
@@ -187,13 +193,7 @@ def test_workers_on_two_instances_never_charge_an_order_twice(server, mongo_url,
 def test_webhooks_update_the_transaction_and_bad_signatures_change_nothing(signup, gateway, anon) -> None:
     ann = signup()
     done = settled(ann, order(ann, "k-hook").json()["id"])
-    keys = braintree.Configuration(
-        braintree.Environment.Sandbox,
-        PAYMENT_KEYS["BRAINTREE_MERCHANT_ID"],
-        PAYMENT_KEYS["BRAINTREE_PUBLIC_KEY"],
-        PAYMENT_KEYS["BRAINTREE_PRIVATE_KEY"],
-    )
-    sdk = braintree.BraintreeGateway(keys)  # only signs sample notifications: nothing is sent
+    sdk = signer()
     kind = braintree.WebhookNotification.Kind.TransactionSettled
     raw = sdk.webhook_testing.sample_notification(kind, done["transaction"]["id"])
     sample = {"bt_signature": raw["bt_signature"], "bt_payload": raw["bt_payload"].decode()}  # as a form sends it
@@ -230,7 +230,8 @@ def test_payment_routes_answer_503_without_braintree(mongo_url) -> None:
     try:
         ann = Account.register(plain.url, "Ann")
         for method, path in (("GET", "/catalog"), ("GET", "/payments/client-token"), ("GET", "/orders"),
-                             ("POST", "/orders"), ("POST", "/payments/webhooks")):  # fmt: skip
+                             ("POST", "/orders"), ("POST", f"/orders/{ObjectId()}/cancel"),
+                             ("POST", "/payments/webhooks")):  # fmt: skip
             answer = ann.request(method, path, json={} if method == "POST" else None)
             assert answer.status_code == 503, path
             assert answer.json()["error"]["code"] == "payments_unavailable"
