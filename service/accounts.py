@@ -19,7 +19,7 @@ from models.users import LoginIn, RegisterIn, user_out
 from .config import Settings
 from .database import Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now
 from .errors import Conflict, RateLimited, Unauthorized
-from .stored import UNREADABLE, malformed
+from .stored import UNREADABLE, malformed, shown
 
 _hasher = PasswordHasher()
 # Verifying against this when the email is unknown makes both failures cost the same time.
@@ -218,15 +218,8 @@ class Accounts:
 
 async def by_email(db: Database, emails: Iterable[str]) -> dict[str, User]:
     """The accounts with these emails; a stored user that cannot be read is left out (and reported)."""
-    found: dict[str, User] = {}
-    async for doc in db.users.find({"email": {"$in": list(emails)}}, {"password": 0}):
-        try:
-            user = User.from_doc(doc)
-        except UNREADABLE as error:
-            malformed("users", doc, error)
-            continue
-        found[user.email] = user
-    return found
+    docs = await db.users.find({"email": {"$in": list(emails)}}, {"password": 0}).to_list()
+    return {user.email: user for user in shown("users", docs, User.from_doc)}
 
 
 def _user(doc: Document) -> User:

@@ -146,7 +146,7 @@ async def _guard(request: Request) -> HTTPResponse | None:
     if token is None:
         return error_response(Unauthorized())
     try:
-        request.ctx.user = user = await ctx.accounts.authenticate(token)
+        request.ctx.user = user = known or await ctx.accounts.authenticate(token)
     except ServiceError as error:
         return error_response(error)
     request.ctx.token = token

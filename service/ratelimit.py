@@ -25,25 +25,33 @@ class RateLimiter:
     def hit(self, key: str, cost: float = 1.0) -> float:
         """Take `cost` from `key`'s bucket: 0.0 if allowed, else the seconds until it would be."""
         now = self.clock()
-        tokens, last = self.buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.per_second)
+        tokens = self._level(key, now)
         if tokens < cost:
             self.buckets[key] = (tokens, now)
             return (cost - tokens) / self.per_second
-        if len(self.buckets) >= self.max_keys and key not in self.buckets:
-            self._forget_full(now)
-        self.buckets[key] = (tokens - cost, now)
+        self._keep(key, tokens - cost, now)
         return 0.0
 
     def spend(self, key: str, cost: float) -> None:
         """Take `cost` whatever is left (a cost known only after the work is done): the bucket may go
         into debt, down to one burst, which later calls wait off."""
         now = self.clock()
+        self._keep(key, max(-self.burst, self._level(key, now) - cost), now)
+
+    def _level(self, key: str, now: float) -> float:
         tokens, last = self.buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.per_second)
-        self.buckets[key] = (max(-self.burst, tokens - cost), now)
+        return min(self.burst, tokens + (now - last) * self.per_second)
+
+    def _keep(self, key: str, tokens: float, now: float) -> None:
+        if len(self.buckets) >= self.max_keys and key not in self.buckets:
+            self._forget_full(now)
+        self.buckets[key] = (tokens, now)
 
     def _forget_full(self, now: float) -> None:
-        # A bucket that has refilled holds no information: dropping it changes no answer.
-        refill = self.burst / self.per_second
-        self.buckets = {k: v for k, v in self.buckets.items() if now - v[1] < refill}
+        # A bucket that has refilled holds no information: dropping it changes no answer. One still
+        # short of full (in debt, say) is kept.
+        self.buckets = {
+            k: (tokens, last)
+            for k, (tokens, last) in self.buckets.items()
+            if tokens + (now - last) * self.per_second < self.burst
+        }

@@ -43,7 +43,8 @@ class Outbox:
 
 @asynccontextmanager
 async def session(context: Context, out: Outbox | None = None) -> AsyncIterator[Session]:
-    opened = Session(out or Outbox(), context.hub, context.roster, context.accounts, context.db, context.settings)
+    opened = Session(out or Outbox(), context.hub, context.roster, context.accounts, context.db, context.settings,
+                     context.writes)  # fmt: skip
     try:
         yield opened
     finally:

@@ -40,6 +40,20 @@ def test_a_bucket_allows_its_burst_then_refills_at_its_rate() -> None:
     assert limiter.hit("k") == 0.0
 
 
+def test_the_buckets_are_bounded_and_a_debt_is_not_forgotten_to_make_room() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=60, burst=3, clock=clock)
+    limiter.max_keys = 2
+    limiter.spend("debtor", 6)  # three tokens in debt: six seconds to be full again
+    clock.now = 4.0
+    limiter.spend("a", 1)
+    clock.now = 5.0
+    limiter.spend("b", 1)  # no room: "a" is full again and goes, the debtor (2 tokens) stays
+    assert set(limiter.buckets) == {"debtor", "b"}
+    assert [limiter.hit("debtor") for _ in range(2)] == [0.0, 0.0]
+    assert limiter.hit("debtor") == pytest.approx(1.0)
+
+
 def test_a_token_over_its_limit_gets_429_with_retry_after_and_others_do_not(signup) -> None:
     ann, bob = signup("Ann"), signup("Bob")
     answers = [ann.get("/contacts") for _ in range(8)]

@@ -43,10 +43,11 @@ class Roster:
         self.live: dict[str, LiveConnection] = {}  # this process's connections, to restore if reaped
         self.by_session: dict[str, set[str]] = {}  # login session key -> connection ids
         self.per_user: Counter[Any] = Counter()  # user id -> open connections in this process
-        self.checking: asyncio.Task[None] | None = None  # a one-off check of sessions after a drop
+        self.sessions_check_due = False  # `sessions` was dropped: which sockets' sessions are gone?
         self.beating_since: float | None = None  # this process's monotonic clock
         self.restore_due = False
         self.stopping = asyncio.Event()
+        self.nudged = asyncio.Event()  # beat now: there is work for the heartbeat
         self.started = False
 
     def observe(self, change: Change | None) -> None:
@@ -64,7 +65,8 @@ class Roster:
         if change is None or not change.ends_session:
             return
         if change.op == "drop":  # which sessions are gone is read back (new ones may exist already)
-            self.checking = asyncio.create_task(self._revoke_missing(), name="roster-sessions-check")
+            self.sessions_check_due = True  # by the heartbeat, supervised, retried until it succeeds
+            self.nudged.set()
             return
         self._revoke(str(change.id))
 
@@ -74,11 +76,7 @@ class Roster:
 
     async def _revoke_missing(self) -> None:
         keys = list(self.by_session)
-        try:
-            found = {doc["_id"] async for doc in self.db.sessions.find({"_id": {"$in": keys}}, {"_id": 1})}
-        except DatabaseError as error:
-            log.warning("cannot check sessions after a drop (%s): their sockets stay open", type(error).__name__)
-            return
+        found = {doc["_id"] async for doc in self.db.sessions.find({"_id": {"$in": keys}}, {"_id": 1})}
         for key in set(keys) - found:
             self._revoke(key)
 
@@ -124,19 +122,25 @@ class Roster:
     def wind_down(self) -> None:
         """Stop beating now, between beats (a write cancelled in flight can leave PyMongo waiting)."""
         self.stopping.set()
+        self.nudged.set()
 
     async def heartbeat(self) -> None:
         """Beat and reap until wound down."""
         interval = self.settings.presence_ttl / 3
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), interval)
+                await asyncio.wait_for(self.nudged.wait(), interval)
+            self.nudged.clear()
+            if self.stopping.is_set():
                 return
             try:
                 await self.beat()
                 if self.restore_due:
                     self.restore_due = False
                     await self._restore()
+                if self.sessions_check_due:
+                    await self._revoke_missing()
+                    self.sessions_check_due = False
                 await self._reap()
             except DatabaseError as error:
                 self.beating_since = None
@@ -171,15 +175,15 @@ class Roster:
         if self.beating_since is None or time.monotonic() - self.beating_since < ttl:
             return
         # Silent for a TTL by the database's clock ($$NOW), like the heartbeats themselves.
-        silent = {"$expr": {"$lt": ["$heartbeat_at", {"$subtract": ["$$NOW", ttl * 1000]}]}}
-        dead = [doc["_id"] async for doc in self.db.instances.find(silent, {"_id": 1})]
+        silent = {"$lt": ["$heartbeat_at", {"$subtract": ["$$NOW", ttl * 1000]}]}
+        instances = [doc async for doc in self.db.instances.find({}, {"_id": 1, "silent": silent})]
+        dead = [doc["_id"] for doc in instances if doc.get("silent") is True]
         if dead:
             log.info("removing %d silent instance(s): %s", len(dead), ", ".join(map(str, dead)))
-            await self._forget(dead)
-        # Records of an instance that has no heartbeat at all (its record deleted in the shell, or
-        # written by hand) would never go otherwise.
-        alive = [doc["_id"] async for doc in self.db.instances.find({}, {"_id": 1})]
-        orphans = {"instance": {"$nin": alive}}
+            await self.db.instances.delete_many({"_id": {"$in": dead}})
+        # Then the records of every instance without a live heartbeat: the silent ones just removed,
+        # and any whose heartbeat record is gone (deleted in the shell, or written by hand).
+        orphans = {"instance": {"$nin": [doc["_id"] for doc in instances if doc.get("silent") is not True]}}
         removed = (await self.db.presence.delete_many(orphans)).deleted_count
         removed += (await self.db.connections.delete_many(orphans)).deleted_count
         if removed:

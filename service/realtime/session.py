@@ -86,7 +86,7 @@ class Session:
         accounts: Accounts,
         db: Database,
         settings: Settings,
-        writes: WriteBudget | None = None,
+        writes: WriteBudget,
     ) -> None:
         self.out = out
         self.hub = hub
@@ -103,7 +103,7 @@ class Session:
         self.subs: dict[str, Subscription] = {}
         self.limiter = RateLimiter(settings.ws_frame_rate * 60, settings.ws_frame_rate * 2)
         # The per-user write budget the REST routes spend (shared, so sockets are no way around it).
-        self.writes = writes or WriteBudget(settings.write_budget)
+        self.writes = writes  # shared by every socket and request of the process: one budget per user
 
     # --- the sink the hub delivers to -------------------------------------------------------
 
