@@ -25,7 +25,7 @@ from service import documents
 from service.context import context, current_user
 from service.stored import one, shown
 
-from .inputs import PAGING, body, page_args
+from .inputs import PAGING, body, page_args, whole
 from .openapi import describe
 
 bp = Blueprint("documents", url_prefix="/documents")
@@ -38,6 +38,14 @@ def answer(doc: dict[str, Any], status: int = 200) -> HTTPResponse:
     return json(out, status=status, headers={"ETag": f'"{out["version"]}"'})
 
 
+def answer_write(request: Request, doc: dict[str, Any]) -> HTTPResponse:
+    """Answer a write whose change carries the whole document (an edit keeps the previous version as
+    a revision, a share sends it twice): the writer's budget pays for the document, not the request,
+    so a 10-byte title change to a 1 MB body costs 1 MB."""
+    context(request).writes.owe(current_user(request).id, documents.stored_size(doc))
+    return answer(doc)
+
+
 def if_match(request: Request) -> set[int] | None:
     """The versions named by `If-Match` (`"3"`, `W/"3"`, lists); `*` or no header: any version."""
     header = request.headers.get("if-match")
@@ -46,8 +54,9 @@ def if_match(request: Request) -> set[int] | None:
     versions = set()
     for tag in header.split(","):
         tag = tag.strip().removeprefix("W/").strip('"')
-        if tag.isascii() and tag.isdigit() and len(tag) <= 18:  # not "²", not 5,000 digits: no version
-            versions.add(int(tag))
+        version = whole(tag, digits=18)  # not "²", not 5,000 digits: no version
+        if version is not None:
+            versions.add(version)
     return versions
 
 
@@ -69,7 +78,9 @@ async def listing(request: Request) -> HTTPResponse:
 @bp.get("/<document_id>")
 @describe("One document, with its version as ETag", "documents", response=DocumentOut, errors=MISSING_OR_HIDDEN)
 async def get(request: Request, document_id: str) -> HTTPResponse:
-    return answer(await documents.visible(context(request).db, current_user(request), document_id))
+    # Shaped (or a 409) once, by answer(): no need for visible() to check it first.
+    doc = await documents.visible(context(request).db, current_user(request), document_id, checked=False)
+    return answer(doc)
 
 
 @bp.patch("/<document_id>")
@@ -81,10 +92,7 @@ async def update(request: Request, document_id: str) -> HTTPResponse:
     ctx = context(request)
     user = current_user(request)
     doc = await documents.update(ctx.db, user, document_id, patch, if_match(request), ctx.settings.revisions_kept)
-    # The edit kept the whole previous version as a revision, whatever the size of the patch: the
-    # budget pays for the document, not the request (a 10-byte title change to a 1 MB body costs 1 MB).
-    ctx.writes.owe(user.id, documents.stored_size(doc))
-    return answer(doc)
+    return answer_write(request, doc)
 
 
 @bp.delete("/<document_id>")
@@ -99,20 +107,16 @@ async def delete(request: Request, document_id: str) -> HTTPResponse:
           response=DocumentOut, errors=MISSING_OR_HIDDEN)  # fmt: skip
 async def share(request: Request, document_id: str) -> HTTPResponse:
     data = body(request, CollaboratorIn)
-    ctx, user = context(request), current_user(request)
-    doc = await documents.add_collaborator(ctx.db, user, document_id, data)
-    ctx.writes.owe(user.id, documents.stored_size(doc))  # its change carries the whole document, twice
-    return answer(doc)
+    doc = await documents.add_collaborator(context(request).db, current_user(request), document_id, data)
+    return answer_write(request, doc)
 
 
 @bp.delete("/<document_id>/collaborators/<user_id>")
 @describe("Unshare (owner), or leave (a collaborator removing themself)", "documents", response=DocumentOut,
           errors=MISSING_OR_HIDDEN)  # fmt: skip
 async def unshare(request: Request, document_id: str, user_id: str) -> HTTPResponse:
-    ctx, user = context(request), current_user(request)
-    doc = await documents.remove_collaborator(ctx.db, user, document_id, user_id)
-    ctx.writes.owe(user.id, documents.stored_size(doc))
-    return answer(doc)
+    doc = await documents.remove_collaborator(context(request).db, current_user(request), document_id, user_id)
+    return answer_write(request, doc)
 
 
 @bp.get("/<document_id>/revisions")

@@ -27,7 +27,7 @@ def page_args(request: Request) -> tuple[int, str | None]:
     """`?limit=` (1..100, default 20; anything else is a 422) and `?after=` (checked where it is
     used: a bad cursor is a 400), never a query."""
     raw = request.args.get("limit")
-    limit = DEFAULT_LIMIT if raw is None else _whole(raw)
+    limit = DEFAULT_LIMIT if raw is None else whole(raw)
     if limit is None or not 1 <= limit <= MAX_LIMIT:
         message = f"limit must be a whole number from 1 to {MAX_LIMIT}"
         raise ValidationFailed(message, details=[{"field": "limit", "message": message}])
@@ -35,9 +35,10 @@ def page_args(request: Request) -> tuple[int, str | None]:
     return limit, after
 
 
-def _whole(raw: str) -> int | None:
+def whole(raw: str, digits: int = 6) -> int | None:
+    """A whole number of at most `digits` ASCII digits, or None (not "²", not 5,000 digits)."""
     text = raw.strip()
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else None
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= digits else None
 
 
 def text_arg(request: Request, name: str, max_length: int = 200) -> str | None:

@@ -22,7 +22,7 @@ from models.rooms import (
 )
 from service import rooms
 from service.context import context, current_user
-from service.stored import one, shown
+from service.stored import maybe, one, shown
 
 from .inputs import PAGING, body, page_args
 from .openapi import describe
@@ -92,13 +92,12 @@ async def read(request: Request, room_id: str) -> HTTPResponse:
 
 def _listed(room: dict[str, Any], unread: int, last: dict[str, Any] | None) -> dict[str, Any] | None:
     """A room as listed; one that cannot be shown is left out, a last message that cannot be is null."""
-    shown_room = shown("rooms", [room], room_out)
-    if not shown_room:
+    shown_room = maybe("rooms", room, room_out)
+    if shown_room is None:
         return None
-    last_shown = shown("messages", [last], message_out) if last is not None else []
     return {
-        **shown_room[0],
+        **shown_room,
         "unread": min(unread, rooms.UNREAD_CAP),
         "unread_capped": unread > rooms.UNREAD_CAP,
-        "last_message": last_shown[0] if last_shown else None,
+        "last_message": maybe("messages", last, message_out) if last is not None else None,
     }

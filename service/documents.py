@@ -52,9 +52,13 @@ async def create(db: Database, user: User, data: DocumentIn) -> Document:
     return doc
 
 
-async def visible(db: Database, user: User, document_id: str, session: Session | None = None) -> Document:
-    """The document if `user` may read it; 404 otherwise, so its existence is not leaked."""
-    return await one(db.documents, document_id, {"access": user.id}, "document", session, check=document_out)
+async def visible(
+    db: Database, user: User, document_id: str, session: Session | None = None, checked: bool = True
+) -> Document:
+    """The document if `user` may read it; 404 otherwise, so its existence is not leaked. `checked`:
+    one stored in a shape the API cannot show is a 409 before anything is done with it."""
+    check = document_out if checked else None
+    return await one(db.documents, document_id, {"access": user.id}, "document", session, check=check)
 
 
 async def listing(db: Database, user: User, limit: int, after: str | None) -> tuple[list[Document], str | None]:

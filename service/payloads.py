@@ -24,45 +24,30 @@ def decode_object(raw: str | bytes, what: str) -> dict[str, Any]:
         raise BadRequest(f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
         raise BadRequest(f"{what} must be a JSON object")
-    if _deeper_than(value, MAX_DEPTH):
-        raise BadRequest(f"{what} is nested deeper than {MAX_DEPTH} levels")
-    if not _utf8(value):
-        raise BadRequest(f"{what} has a string that is not valid Unicode (a lone surrogate, \\ud800...)")
+    problem = _problem(value)
+    if problem is not None:
+        raise BadRequest(f"{what} {problem}")
     return value
 
 
-def _utf8(value: Any) -> bool:
-    """Whether every key and string (at any depth) can be written back as UTF-8; JSON allows a lone
-    surrogate escape, which nothing downstream can encode."""
-    pending = [value]
+def _problem(value: Any) -> str | None:
+    """What makes a decoded payload unusable, found in one walk (iterative, so no input can exhaust
+    the stack): objects and arrays nested too deep, or a string that cannot be written back as UTF-8
+    (JSON allows a lone surrogate escape, which nothing downstream can encode)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
     while pending:
-        item = pending.pop()
+        item, depth = pending.pop()
         if isinstance(item, str):
             try:
                 item.encode()
             except UnicodeEncodeError:
-                return False
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return True
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether objects and arrays nest more than `limit` deep; iterative, so no input can exhaust the stack."""
-    level: list[Any] = [value]
-    for _ in range(limit):
-        level = [
-            child
-            for item in level
-            for child in (item.values() if isinstance(item, dict) else item)
-            if isinstance(child, dict | list)
-        ]
-        if not level:
-            return False
-    return True
+                return "has a string that is not valid Unicode (a lone surrogate, \\ud800...)"
+        elif isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                return f"is nested deeper than {MAX_DEPTH} levels"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return None
 
 
 def check_keys(value: Any, path: str = "") -> None:

@@ -29,15 +29,18 @@ _SEEN_LIMIT = 10_000
 _seen: OrderedDict[tuple[str, str], None] = OrderedDict()
 
 
+def maybe(collection: str, doc: dict[str, Any], shape: Shape[T]) -> T | None:
+    """One document shaped for the API, or None if it cannot be (reported once)."""
+    try:
+        return shape(doc)
+    except UNREADABLE as error:
+        malformed(collection, doc, error)
+        return None
+
+
 def shown(collection: str, docs: Iterable[dict[str, Any]], shape: Shape[T]) -> list[T]:
     """Each document shaped for the API; one that cannot be is left out (and reported once)."""
-    out = []
-    for doc in docs:
-        try:
-            out.append(shape(doc))
-        except UNREADABLE as error:
-            malformed(collection, doc, error)
-    return out
+    return [out for doc in docs if (out := maybe(collection, doc, shape)) is not None]
 
 
 def one(collection: str, doc: dict[str, Any], shape: Shape[T]) -> T:

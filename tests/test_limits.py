@@ -99,6 +99,16 @@ def test_a_user_keeps_at_most_max_sessions_the_oldest_end(anon: httpx.Client, si
     assert me == [401, 401, 200, 200, 200]  # MAX_SESSIONS=3: the sign-up's and the first login's ended
 
 
+def test_a_session_ended_by_the_cap_closes_its_sockets(server, anon: httpx.Client, signup) -> None:
+    from .feed import Feed
+
+    ann = signup("Ann")
+    with Feed(server, ann) as feed:  # on the sign-up's session, the oldest
+        for _ in range(3):
+            anon.post("/auth/login", json={"email": ann.email, "password": ann.password}, headers=at("10.3.2.1"))
+        assert feed.closed(10)[0] == 4001
+
+
 def test_concurrent_wrong_passwords_cannot_outrun_the_login_limit(anon: httpx.Client, signup) -> None:
     ann = signup("Ann")
 

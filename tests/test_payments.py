@@ -302,3 +302,16 @@ def test_the_demo_catalog_loads(tmp_path: Path) -> None:
     broken.write_text('{"currency": "USD", "items": [{"sku": "x", "name": "x", "price": "1.001"}]}')
     with pytest.raises(ConfigError, match="CATALOG_PATH"):
         Catalog.load(broken)
+
+
+def test_a_replay_of_orders_carries_only_the_callers_orders(server, signup) -> None:
+    from .feed import cursor_after_a_write
+
+    ann, bob = signup("Ann"), signup("Bob")
+    cursor = cursor_after_a_write(server, ann)
+    mine = settled(ann, order(ann, "k-replay-ann").json()["id"])
+    settled(bob, order(bob, "k-replay-bob").json()["id"])
+    with Feed(server, ann) as feed:
+        replayed = feed.subscribe("o", "orders", since=cursor)
+    assert {e["id"] for e in replayed} == {mine["id"]}
+    assert [e["data"]["status"] for e in replayed] == ["pending", "processing", "paid"]

@@ -173,13 +173,40 @@ def test_the_sanic_internals_the_wire_reads_are_checked_at_start() -> None:
         check_sanic(protocol=Changed)
 
 
+class Asking:
+    """The database, except that asking `sessions` for a document says so first."""
+
+    def __init__(self, db: Any, asked: asyncio.Event) -> None:
+        self.db, self.asked = db, asked
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+    @property
+    def sessions(self) -> Any:
+        asked, collection = self.asked, self.db.sessions
+
+        class Sessions:
+            async def find_one(self, *args: Any, **kwargs: Any) -> Any:
+                asked.set()
+                return await collection.find_one(*args, **kwargs)
+
+        return Sessions()
+
+
 def test_a_revocation_heard_during_a_lookup_keeps_the_token_out_of_the_cache(run: Callable[..., None]) -> None:
     async def scenario(context: Context) -> None:
         _, token = await account(context)
-        lookup = asyncio.create_task(context.accounts.identify(token))
-        await asyncio.sleep(0)  # the lookup is waiting on MongoDB
-        context.accounts.forget(token_hash(token))  # what the sessions observer does on a logout elsewhere
-        await lookup
+        asked = asyncio.Event()
+        real = context.accounts.db
+        context.accounts.db = Asking(real, asked)  # type: ignore[assignment]
+        try:
+            lookup = asyncio.create_task(context.accounts.identify(token))
+            await asyncio.wait_for(asked.wait(), 10)  # the lookup is waiting on MongoDB
+            context.accounts.forget(token_hash(token))  # what the sessions observer does on a logout elsewhere
+            await lookup
+        finally:
+            context.accounts.db = real
         assert context.accounts.cached(token) is None
         await context.accounts.identify(token)  # nothing revoked meanwhile: cached
         assert context.accounts.cached(token) is not None

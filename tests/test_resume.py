@@ -124,3 +124,16 @@ def test_a_replay_reads_what_the_subscription_matches_not_every_change_since(ser
         replayed = feed.subscribe("c", "contacts", since=cursor)
     assert [e["id"] for e in replayed] == [mine["id"]]
     assert replay_reads(ann) - before <= 3  # the cursor's own event and Ann's contact, not Bob's 300
+
+
+def test_a_replay_of_one_document_carries_that_document_only(server, signup) -> None:
+    ann = signup("Ann")
+    watched = ann.post("/documents", json={"title": "watched"}).json()
+    other = ann.post("/documents", json={"title": "other"}).json()
+    cursor = cursor_after_a_write(server, ann)
+    for i in range(3):
+        ann.patch(f"/documents/{other['id']}", json={"abstract": f"other {i}"})
+        ann.patch(f"/documents/{watched['id']}", json={"abstract": f"watched {i}"})
+    with Feed(server, ann) as feed:
+        replayed = feed.subscribe("one", "documents", params={"id": watched["id"]}, since=cursor)
+    assert [(e["id"], e["data"]["abstract"]) for e in replayed] == [(watched["id"], f"watched {i}") for i in range(3)]
