@@ -133,7 +133,8 @@ class Settings:
             anon_rate_limit=env.integer("ANON_RATE_LIMIT", 600, 1, 10_000_000),
             write_budget=env.integer("WRITE_BUDGET", 32 << 20, 64 << 10, 1 << 40),
             register_limit=env.integer("REGISTER_LIMIT", 20, 1, 1_000_000),
-            revisions_kept=env.integer("REVISIONS_KEPT", 100, 1, 1_000_000),
+            # 0: every earlier version, as the contract says; a retention is the operator's choice.
+            revisions_kept=env.integer("REVISIONS_KEPT", 0, 0, 1_000_000),
             login_max_failures=env.integer("LOGIN_MAX_FAILURES", 5, 1, 1000),
             login_window=env.integer("LOGIN_WINDOW", 300, 1, 86400),
             ws_auth_timeout=env.number("WS_AUTH_TIMEOUT", 10.0, 0.1, 600.0),

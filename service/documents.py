@@ -105,9 +105,11 @@ async def update(
         await db.revisions.replace_one(
             {"document": revision["document"], "version": revision["version"]}, revision, upsert=True, session=session
         )
-        # Revisions are kept for the last `revisions_kept` versions (docs/operations.md: retention).
-        oldest_kept = revision["version"] - revisions_kept + 1
-        await db.revisions.delete_many({"document": current["_id"], "version": {"$lt": oldest_kept}}, session=session)
+        if revisions_kept:  # an operator's retention (docs/operations.md); by default every version stays
+            oldest_kept = revision["version"] - revisions_kept + 1
+            await db.revisions.delete_many(
+                {"document": current["_id"], "version": {"$lt": oldest_kept}}, session=session
+            )
         return updated
 
     return await db.transaction(work)

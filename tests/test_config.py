@@ -72,3 +72,8 @@ def test_drop_in_is_on_for_braintree_and_off_for_an_emulator_unless_told() -> No
     ).braintree_dropin
     with pytest.raises(ConfigError, match="BRAINTREE_DROPIN"):
         Settings.from_env({"BRAINTREE_DROPIN": "maybe"})
+
+
+def test_by_default_every_earlier_version_of_a_document_is_kept_as_the_contract_says() -> None:
+    assert Settings.from_env({}).revisions_kept == 0  # 0: no retention
+    assert Settings.from_env({"REVISIONS_KEPT": "100"}).revisions_kept == 100
