@@ -44,15 +44,13 @@ class Supervised:
     last_error: str | None = None
     task: asyncio.Task[None] | None = None
 
-    def healthy(self, now: float) -> bool:
-        return self.state == "running" and not self.crash_looping(now)
-
-    def crash_looping(self, now: float) -> bool:
-        return len(self.failures) == LOOP_FAILURES and now - self.failures[0] < STABLE_AFTER
+    def shown_state(self, now: float) -> str:
+        """Its state as /health tells it: running again, but failing too often, is crash_looping."""
+        looping = len(self.failures) == LOOP_FAILURES and now - self.failures[0] < STABLE_AFTER
+        return "crash_looping" if self.state == "running" and looping else self.state
 
     def report(self, now: float) -> dict[str, Any]:
-        state = "crash_looping" if self.state == "running" and self.crash_looping(now) else self.state
-        out: dict[str, Any] = {"state": state, "restarts": self.restarts}
+        out: dict[str, Any] = {"state": self.shown_state(now), "restarts": self.restarts}
         if self.last_error is not None:
             out["last_error"] = self.last_error
         return out
@@ -96,7 +94,7 @@ class Supervisor:
 
     def healthy(self) -> bool:
         now = self.clock()
-        return all(supervised.healthy(now) for supervised in self.tasks.values())
+        return all(supervised.shown_state(now) == "running" for supervised in self.tasks.values())
 
     def report(self) -> dict[str, dict[str, Any]]:
         now = self.clock()
