@@ -8,25 +8,28 @@ from pydantic import Field, field_validator
 
 from .common import Input, Output, ident, moment, optional_text, text, texts
 
+# Longest values, in characters: requests, stored contacts that can be shown, and the validator agree.
+NAME, EMAIL, PHONE, COMPANY, NOTES = 200, 254, 50, 200, 10_000
+
 Tag = Annotated[str, Field(min_length=1, max_length=50)]
 Tags = Annotated[list[Tag], Field(max_length=50)]
 
 
 class ContactIn(Input):
-    name: str = Field(min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=254)
-    phone: str | None = Field(default=None, max_length=50)
-    company: str | None = Field(default=None, max_length=200)
-    notes: str | None = Field(default=None, max_length=10_000)
+    name: str = Field(min_length=1, max_length=NAME)
+    email: str | None = Field(default=None, max_length=EMAIL)
+    phone: str | None = Field(default=None, max_length=PHONE)
+    company: str | None = Field(default=None, max_length=COMPANY)
+    notes: str | None = Field(default=None, max_length=NOTES)
     tags: Tags = Field(default_factory=list)
 
 
 class ContactPatch(Input):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=254)
-    phone: str | None = Field(default=None, max_length=50)
-    company: str | None = Field(default=None, max_length=200)
-    notes: str | None = Field(default=None, max_length=10_000)
+    name: str | None = Field(default=None, min_length=1, max_length=NAME)
+    email: str | None = Field(default=None, max_length=EMAIL)
+    phone: str | None = Field(default=None, max_length=PHONE)
+    company: str | None = Field(default=None, max_length=COMPANY)
+    notes: str | None = Field(default=None, max_length=NOTES)
     tags: Tags | None = None
 
     @field_validator("name")
@@ -64,11 +67,11 @@ class ContactPage(Output):
 def contact_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": ident(doc["_id"]),
-        "name": text(doc, "name", most=200),
-        "email": optional_text(doc, "email", 254),
-        "phone": optional_text(doc, "phone", 50),
-        "company": optional_text(doc, "company", 200),
-        "notes": optional_text(doc, "notes", 10_000),
+        "name": text(doc, "name", most=NAME),
+        "email": optional_text(doc, "email", EMAIL),
+        "phone": optional_text(doc, "phone", PHONE),
+        "company": optional_text(doc, "company", COMPANY),
+        "notes": optional_text(doc, "notes", NOTES),
         "tags": texts(doc, "tags"),
         "created_at": moment(doc, "created_at"),
         "updated_at": moment(doc, "updated_at"),

@@ -13,18 +13,22 @@ from .users import Email, UserRef
 
 Role = Literal["editor", "viewer"]
 
+# Longest values, in characters: what a request may send, what a stored document may hold to be shown,
+# and what the collection's validator accepts (service/schemas.py) are the same numbers.
+TITLE, SLUG, BODY, ABSTRACT = 300, 80, 1_000_000, 5000
+
 
 class DocumentIn(Input):
-    title: str = Field(min_length=1, max_length=300)
-    body: str = Field(default="", max_length=1_000_000)
-    abstract: str = Field(default="", max_length=5000)
+    title: str = Field(min_length=1, max_length=TITLE)
+    body: str = Field(default="", max_length=BODY)
+    abstract: str = Field(default="", max_length=ABSTRACT)
     tags: Tags = Field(default_factory=list)
 
 
 class DocumentPatch(Input):
-    title: str | None = Field(default=None, min_length=1, max_length=300)
-    body: str | None = Field(default=None, max_length=1_000_000)
-    abstract: str | None = Field(default=None, max_length=5000)
+    title: str | None = Field(default=None, min_length=1, max_length=TITLE)
+    body: str | None = Field(default=None, max_length=BODY)
+    abstract: str | None = Field(default=None, max_length=ABSTRACT)
     tags: Tags | None = None
 
     @field_validator("title", "body", "abstract", "tags")
@@ -93,10 +97,10 @@ def document_out(doc: dict[str, Any]) -> dict[str, Any]:
     owner = ref(doc["owner"])
     return {
         "id": ident(doc["_id"]),
-        "title": text(doc, "title", most=300),
-        "slug": text(doc, "slug", most=80),
+        "title": text(doc, "title", most=TITLE),
+        "slug": text(doc, "slug", most=SLUG),
         "body": text(doc, "body", ""),
-        "abstract": text(doc, "abstract", "", most=5000),
+        "abstract": text(doc, "abstract", "", most=ABSTRACT),
         "tags": texts(doc, "tags"),
         "version": whole(doc, "version"),
         "owner": owner,
@@ -110,9 +114,9 @@ def document_out(doc: dict[str, Any]) -> dict[str, Any]:
 def revision_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "version": whole(doc, "version"),
-        "title": text(doc, "title", most=300),
+        "title": text(doc, "title", most=TITLE),
         "body": text(doc, "body", ""),
-        "abstract": text(doc, "abstract", "", most=5000),
+        "abstract": text(doc, "abstract", "", most=ABSTRACT),
         "tags": texts(doc, "tags"),
         "edited_by": ref(doc["edited_by"]),
         "edited_at": moment(doc, "edited_at"),

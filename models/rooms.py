@@ -9,12 +9,15 @@ from pydantic import ConfigDict, Field, field_validator
 from .common import Input, Output, ident, listed, moment, optional_text, ref, text
 from .users import Email, UserRef
 
-Text = Annotated[str, Field(min_length=1, max_length=4000)]
-ClientId = Annotated[str, Field(min_length=1, max_length=100)]
+# Longest values, in characters: requests, stored rooms and messages that can be shown, and the validator agree.
+ROOM_NAME, TEXT, CLIENT_ID = 200, 4000, 100
+
+Text = Annotated[str, Field(min_length=1, max_length=TEXT)]
+ClientId = Annotated[str, Field(min_length=1, max_length=CLIENT_ID)]
 
 
 class RoomIn(Input):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=ROOM_NAME)
     members: list[Email] = Field(default_factory=list, max_length=100)
 
 
@@ -76,7 +79,7 @@ class MessagePage(Output):
 def room_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": ident(doc["_id"]),
-        "name": text(doc, "name", most=200),
+        "name": text(doc, "name", most=ROOM_NAME),
         "members": [ref(member) for member in listed(doc, "members")],
         "created_by": ref(doc["created_by"]),
         "created_at": moment(doc, "created_at"),
@@ -88,8 +91,8 @@ def message_out(doc: dict[str, Any]) -> dict[str, Any]:
         "id": ident(doc["_id"]),
         "room": ident(doc["room"]),
         "author": ref(doc["author"]),
-        "text": text(doc, "text", most=4000),
-        "client_id": optional_text(doc, "client_id", 100),
+        "text": text(doc, "text", most=TEXT),
+        "client_id": optional_text(doc, "client_id", CLIENT_ID),
         "created_at": moment(doc, "created_at"),
     }
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from models import contacts, documents, rooms
+
 Schema = dict[str, Any]
 
 WHOLE = ["int", "long", "double"]
@@ -82,11 +84,11 @@ SCHEMAS: dict[str, Schema] = {
         "a contact",
         _id=ID,
         owner=ID,
-        name=_text(200, 1),
-        email=_optional_text(254),
-        phone=_optional_text(50),
-        company=_optional_text(200),
-        notes=_optional_text(10_000),
+        name=_text(contacts.NAME, 1),
+        email=_optional_text(contacts.EMAIL),
+        phone=_optional_text(contacts.PHONE),
+        company=_optional_text(contacts.COMPANY),
+        notes=_optional_text(contacts.NOTES),
         tags=TAGS,
         created_at=DATE,
         updated_at=DATE,
@@ -95,10 +97,10 @@ SCHEMAS: dict[str, Schema] = {
         ["title", "slug", "version", "owner", "collaborators", "access", "created_at", "updated_at"],
         "a document: access holds the ids of the owner and every collaborator",
         _id=ID,
-        title=_text(300, 1),
-        slug=_text(80),
-        body=_text(1_000_000),
-        abstract=_text(5000),
+        title=_text(documents.TITLE, 1),
+        slug=_text(documents.SLUG),
+        body=_text(documents.BODY),
+        abstract=_text(documents.ABSTRACT),
         tags=TAGS,
         version=_t(WHOLE, "must be a whole number from 1", minimum=1),
         owner=REF,
@@ -122,9 +124,9 @@ SCHEMAS: dict[str, Schema] = {
         "an earlier version of a document",
         document=ID,
         version=_t(WHOLE, "must be a whole number"),
-        title=_text(300),
-        body=_text(1_000_000),
-        abstract=_text(5000),
+        title=_text(documents.TITLE),
+        body=_text(documents.BODY),
+        abstract=_text(documents.ABSTRACT),
         tags=TAGS,
         edited_by=REF,
         edited_at=DATE,
@@ -148,7 +150,7 @@ SCHEMAS: dict[str, Schema] = {
         ["name", "members", "access", "created_by", "created_at"],
         "a chat room: access holds the member ids",
         _id=ID,
-        name=_text(200, 1),
+        name=_text(rooms.ROOM_NAME, 1),
         members=_array(REF, "must be an array of {_id, name}"),
         access=IDS,
         created_by=REF,
@@ -160,8 +162,8 @@ SCHEMAS: dict[str, Schema] = {
         _id=ID,
         room=ID,
         author=REF,
-        text=_t("string", "must be 1 to 4000 characters", minLength=1, maxLength=4000),
-        client_id=_text(100, 1),
+        text=_t("string", f"must be 1 to {rooms.TEXT} characters", minLength=1, maxLength=rooms.TEXT),
+        client_id=_text(rooms.CLIENT_ID, 1),
         access=IDS,
         created_at=DATE,
     ),
