@@ -285,6 +285,7 @@ def test_state_on_subscribe_shows_only_documents_the_caller_can_read() -> None:
 
 
 def test_a_subscription_ended_by_the_server_frees_its_id_on_the_connection() -> None:
+    from service.budget import WriteBudget
     from service.config import Settings
     from service.realtime.hub import Hub
     from service.realtime.session import Session
@@ -292,7 +293,7 @@ def test_a_subscription_ended_by_the_server_frees_its_id_on_the_connection() -> 
     settings = Settings.from_env({})
     hub = Hub(None, settings)  # type: ignore[arg-type]  # no I/O happens here
     out = Outbox()
-    connection = Session(out, hub, None, None, None, settings)  # type: ignore[arg-type]
+    connection = Session(out, hub, None, None, None, settings, WriteBudget(settings.write_budget))  # type: ignore[arg-type]
     sub = Subscription("s", "contacts", ANN, None, connection)
     connection.subs["s"] = sub
     hub._register(sub)
