@@ -48,6 +48,9 @@ PAYMENTS = Counter("murmuration_payment_outcomes_total", "Orders that reached a 
 PAYMENT_CORRECTIONS = Counter(
     "murmuration_payment_corrections_total", "Orders the reconciliation sweep corrected", ["from_status", "to_status"]
 )
+PAYMENT_EXTRA_CHARGES = Counter(
+    "murmuration_payment_extra_charges_total", "Second charges for one order the sweep gave back", ["how"]
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -335,3 +335,70 @@ def test_a_settlement_declined_webhook_makes_a_paid_order_declined(signup, gatew
     done = ann.get(f"/orders/{paid['id']}").json()
     assert (done["status"], done["transaction"]["status"]) == ("declined", "settlement_declined")
     assert done["history"][-1]["status"] == "declined"
+
+
+def test_a_second_charge_made_with_a_reusable_payment_method_is_given_back_by_the_sweep(server, signup, gateway):
+    """A reusable payment method (a vaulted card, the sandbox's fake-valid-nonce) is not refused on a
+    second sale: when the gateway's search hides the first sale past the settle window, the order is sold
+    again; the sweep then finds both charges and voids the one the order does not keep."""
+    ann = signup()
+    search_lag(gateway, 8)  # longer than the settle window (2 s deadline + 1 s)
+    fault(gateway, mode="timeout_after", delay=5)  # charged, the answer lost
+    placed = order(ann, "k-twice").json()
+
+    def given_back() -> dict | None:
+        doc = ann.get(f"/orders/{placed['id']}").json()
+        return doc if any("second charge" in entry["reason"] for entry in doc.get("history", [])) else None
+
+    done = wait_for(given_back, 60, "the second charge to be given back")
+    made = sales(gateway, placed["id"])
+    assert len(made) == 2  # the case this guards against happened
+    assert [sale["id"] for sale in made if sale["status"] != "voided"] == [done["transaction"]["id"]]
+    assert done["status"] == "paid" and done["history"][-1]["status"] == "paid"
+    assert 'murmuration_payment_extra_charges_total{how="voided"}' in httpx.get(f"{server.url}/metrics").text
+
+
+def test_a_refund_declined_at_settlement_makes_the_order_paid_again_and_a_new_cancel_refunds_it(
+    signup, gateway, anon
+) -> None:
+    ann = signup()
+    paid = settled(ann, order(ann, "k-refund-declined").json()["id"])
+    httpx.post(f"{gateway.url}/__emulator/settle/{paid['transaction']['id']}").raise_for_status()
+    ann.post(f"/orders/{paid['id']}/cancel")
+    first = reached(ann, paid["id"], "refunded")["refund"]["id"]
+    httpx.post(f"{gateway.url}/__emulator/status/{first}", json={"status": "settlement_declined"}).raise_for_status()
+    kind = braintree.WebhookNotification.Kind.TransactionSettlementDeclined
+    answer = anon.post("/payments/webhooks", data=transaction_webhook(kind, first))
+    assert answer.status_code == 200 and answer.json()["matched"] is True
+    again = ann.get(f"/orders/{paid['id']}").json()
+    assert (again["status"], again["errors"][0]["code"]) == ("paid", "refund_failed")
+    assert again["refund"] == {"id": first, "status": "settlement_declined"}
+    assert again["history"][-1]["status"] == "paid" and first in again["history"][-1]["reason"]
+    assert ann.post(f"/orders/{paid['id']}/cancel").status_code == 202
+    done = reached(ann, paid["id"], "refunded")
+    assert done["refund"]["id"] != first and len(credits(gateway, paid["transaction"]["id"])) == 2
+
+
+def test_cancelling_an_order_stored_in_a_shape_that_cannot_be_read_is_a_409_that_changes_nothing(signup, db) -> None:
+    ann = signup()
+    paid = settled(ann, order(ann, "k-unreadable-cancel").json()["id"])
+    db.orders.update_one({"_id": ObjectId(paid["id"])}, {"$set": {"items": "junk"}}, bypass_document_validation=True)
+    refused = ann.post(f"/orders/{paid['id']}/cancel")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "conflict"
+    assert db.orders.find_one({"_id": ObjectId(paid["id"])})["status"] == "paid"
+
+
+@pytest.mark.parametrize("field", ["sale_started_at", "cancel_started_at"])
+def test_a_call_start_the_shell_set_in_the_far_future_does_not_hold_an_order_back(signup, gateway, db, field):
+    ann = signup()
+    paid = settled(ann, order(ann, f"k-future-{field}").json()["id"])
+    year_3000 = datetime(3000, 1, 1, tzinfo=UTC)
+    if field == "sale_started_at":  # a sale in doubt, found at the gateway once looked up
+        hand_made = {"status": "processing", "transaction": None, field: year_3000}
+        expected = "paid"
+    else:  # a cancel whose void is said to have started in the year 3000
+        hand_made = {"status": "cancelling", field: year_3000}
+        expected = "voided"
+    db.orders.update_one({"_id": ObjectId(paid["id"])}, {"$set": {**hand_made, "next_attempt_at": datetime.now(UTC)}})
+    done = reached(ann, paid["id"], expected, timeout=20)
+    assert done["transaction"]["id"] == paid["transaction"]["id"]

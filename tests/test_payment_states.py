@@ -13,8 +13,10 @@ from service.payments.states import (
     VOIDABLE,
     Record,
     chosen_sale,
+    extra_charges,
     meaning,
     settles_at,
+    standing_refunds,
     truth,
 )
 
@@ -53,6 +55,25 @@ def test_a_charge_with_a_refund_is_refunded_whether_the_sale_or_the_search_shows
 
 
 def test_a_call_is_conclusive_after_its_deadline_and_the_settle_delay() -> None:
-    started = datetime(2026, 1, 1, tzinfo=UTC)
-    assert settles_at(started, 20, 60) == started + timedelta(seconds=80)
-    assert settles_at(None, 20, 60) is None and settles_at("yesterday", 20, 60) is None
+    started, window = datetime(2026, 1, 1, tzinfo=UTC), timedelta(seconds=80)
+    assert settles_at(started, window, started) == started + window
+    assert settles_at(None, window, started) is None and settles_at("yesterday", window, started) is None
+
+
+def test_a_start_later_than_any_clock_skew_explains_is_not_waited_for() -> None:
+    stamp, window = datetime(2026, 1, 1, tzinfo=UTC), timedelta(seconds=80)
+    assert settles_at(stamp + timedelta(seconds=30), window, stamp) == stamp + timedelta(seconds=110)
+    assert settles_at(datetime(3000, 1, 1, tzinfo=UTC), window, stamp) is None
+
+
+def test_a_refund_that_failed_gave_nothing_back() -> None:
+    declined = Record("r1", "credit", "settlement_declined", Decimal("19.99"), refunded="s1")
+    assert truth(sale("settled", refunds=("r1",)), [declined]) == "paid"
+    assert standing_refunds(sale("settled", refunds=("r1", "r2")), [declined]) == ["r2"]
+
+
+def test_every_charge_but_the_one_an_order_keeps_is_a_second_charge() -> None:
+    records = [sale("settled", "a"), sale("submitted_for_settlement", "b"), sale("voided", "c"),
+               sale("settled", "d", refunds=("r",)), sale("processor_declined", "e")]  # fmt: skip
+    assert [extra.id for extra in extra_charges(records, "b")] == ["a"]
+    assert [extra.id for extra in extra_charges(records, None)] == ["a", "b"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from decimal import Decimal
 
-from models.orders import OrderIn
+from models.orders import OrderIn, order_out
 
 from ..accounts import User
 from ..database import Database, Document, DuplicateKeyError, ReturnDocument, now, parse_id
@@ -96,7 +97,9 @@ async def cancel(db: Database, user: User, order_id: str) -> Document:
     """Ask for a paid order's money back (the worker voids or refunds it); a repeat, or an order
     already given back, is answered as it stands. Never charged: 409."""
     for _ in range(3):  # the status may move between the read and the write: read again
-        doc = await mine(db, user, order_id)
+        # Read as the API shows it first: an order stored in a shape that cannot be read is a 409
+        # before anything is queued, not after.
+        doc = await one(db.orders, order_id, {"owner": user.id}, "order", check=order_out)
         status = doc.get("status")
         if status in ("cancelling", "voided", "refunded"):
             return doc
@@ -145,6 +148,7 @@ async def record_webhook(db: Database, event: Webhook) -> bool:
                 {"transaction.id": event.transaction_id, "status": "paid"},
                 change({"status": now_means}, stamp, f"the gateway says the sale is {status} ({event.kind})"),
             )
+        matched = await _refund_moved(db, event.transaction_id, status, stamp) or matched
     if event.order_id is not None:
         try:
             order_id = parse_id(event.order_id)
@@ -156,3 +160,16 @@ async def record_webhook(db: Database, event: Webhook) -> bool:
             nudged = await db.orders.update_one({**uncertain, "status": status}, {"$set": {due: stamp}})
             matched = matched or nudged.matched_count > 0
     return matched
+
+
+async def _refund_moved(db: Database, refund_id: str, status: str, stamp: datetime) -> bool:
+    """Record a refund's new status; one that failed at the gateway gave nothing back, so its order is
+    `paid` again (with the reason, pushed live) and can be cancelled again."""
+    result = await db.orders.update_one(
+        {"refund.id": refund_id}, {"$set": {"refund.status": status, "updated_at": stamp}}
+    )
+    if GATEWAY_STATUS.get(status) in ("declined", "failed", "voided"):
+        message = f"the refund {refund_id} is {status} at the gateway: nothing was given back; cancel the order again"
+        fields = {"status": "paid", "errors": [{"code": "refund_failed", "message": message}]}
+        await db.orders.update_one({"refund.id": refund_id, "status": "refunded"}, change(fields, stamp, message))
+    return result.matched_count > 0

@@ -69,36 +69,60 @@ class Record:
 
 
 def chosen_sale(records: list[Record]) -> Record | None:
-    """The sale that decides an order: one that took money if any (there is never more than one),
-    else the latest attempt."""
+    """The sale that decides an order: the first that took money if any (a second one, made after an
+    uncertain first with a reusable payment method, is given back by the sweep), else the latest attempt."""
     sales = [record for record in records if record.kind == "sale"]
     return next((sale for sale in sales if is_charge(sale.status) or sale.status == "voided"), None) or (
         sales[-1] if sales else None
     )
 
 
+def standing_refunds(sale: Record, records: list[Record]) -> list[str]:
+    """The ids of the refunds of `sale` that gave money back. A refund `records` shows as failed
+    (declined at settlement, rejected, voided) did not and is left out; one it does not show is taken
+    to stand."""
+    known = {record.id: record for record in records}
+    credits = set(sale.refunds) | {record.id for record in records if record.refunded == sale.id}
+    return sorted(credit for credit in credits if credit not in known or is_charge(known[credit].status))
+
+
 def truth(sale: Record, records: list[Record]) -> str:
     """The order status the gateway's record of a sale (and its refunds) says."""
-    credits = set(sale.refunds) | {record.id for record in records if record.refunded == sale.id}
-    if credits and is_charge(sale.status):
+    if is_charge(sale.status) and standing_refunds(sale, records):
         return "refunded"
     return meaning(sale.status)
 
 
-def settles_at(started: Any, timeout: float, settle_delay: float) -> datetime | None:
-    """When a gateway call started at `started` can no longer create anything unseen: its deadline,
-    plus the time the gateway's search takes to show what it created. None when never started."""
-    if not isinstance(started, datetime):
+def extra_charges(records: list[Record], kept: str | None) -> list[Record]:
+    """The sales that took money for an order besides the one it keeps (`kept`): each is a second
+    charge, to be given back."""
+    return [
+        record for record in records if record.kind == "sale" and record.id != kept and truth(record, records) == "paid"
+    ]
+
+
+def settles_at(started: Any, window: timedelta, stamp: datetime) -> datetime | None:
+    """When a gateway call started at `started` can no longer create anything unseen: its deadline plus
+    the time the gateway's search takes to show what it created (`window`). None when it never started,
+    or when the recorded start is later than any clock skew explains (a hand edit): that is not waited
+    for, or an order would wait for a date in the year 3000."""
+    if not isinstance(started, datetime) or started > stamp + window:
         return None
-    return started + timedelta(seconds=timeout + settle_delay)
+    return started + window
+
+
+def counted(key: str) -> dict[str, Any]:
+    """`key` plus one, as an aggregation expression: a count the shell left as a string or null starts from 0."""
+    return {"$add": [{"$convert": {"input": f"${key}", "to": "long", "onError": 0, "onNull": 0}}, 1]}
 
 
 def appended(status: str, at: datetime, reason: str) -> dict[str, Any]:
-    """`history` with one more entry, as an aggregation expression, bounded. A `history` the shell
+    """`history` with one more entry, as an aggregation expression, bounded. `status` is one of ours, or
+    `"$status"` for the order's stored one (an event that does not change it). A `history` the shell
     left as anything but an array is started again instead of making the update fail."""
     kept = {"$cond": [{"$isArray": "$history"}, "$history", []]}
-    entry = {"status": status, "at": at, "reason": reason}
-    return {"$slice": [{"$concatArrays": [kept, [{"$literal": entry}]]}, -HISTORY_KEPT]}
+    entry = {"status": status, "at": {"$literal": at}, "reason": {"$literal": reason}}
+    return {"$slice": [{"$concatArrays": [kept, [entry]]}, -HISTORY_KEPT]}
 
 
 def change(fields: dict[str, Any], at: datetime, reason: str) -> list[dict[str, Any]]:

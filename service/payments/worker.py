@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from ..config import Settings
 from ..database import ASCENDING, Database, DatabaseError, Document, OperationFailure, ReturnDocument, now, transient
-from ..metrics import PAYMENT_CORRECTIONS, PAYMENTS
+from ..metrics import PAYMENT_CORRECTIONS, PAYMENT_EXTRA_CHARGES, PAYMENTS
 from .catalog import CENT, Catalog
 from .gateway import Gateway, GatewayUnavailable, Refusal
 from .states import (
@@ -37,8 +37,11 @@ from .states import (
     appended,
     change,
     chosen_sale,
+    counted,
+    extra_charges,
     meaning,
     settles_at,
+    standing_refunds,
     truth,
 )
 
@@ -48,7 +51,12 @@ T = TypeVar("T")
 MAX_BACKOFF = 60.0
 MAX_GIVE_BACK_ATTEMPTS = 5  # voids/refunds refused in a row before the order goes back to `paid`
 SWEEP_BATCH = 50  # orders one sweep looks up at most (a bound on gateway searches)
-MAX_SWEEP_INTERVAL = timedelta(hours=12)  # the longest wait between two looks at one failed order
+MAX_SWEEP_INTERVAL = timedelta(hours=12)  # the longest wait between two looks at one order
+MAX_CREDITS_READ = 5  # refunds of one sale read back to know which stand (a sale has one or two)
+EXTRA_CHARGES_KEPT = 20  # entries of `extra_charges` kept on an order
+# Statuses the sweep looks at: a failed or declined order may hide a charge; any decided order sold
+# more than once may hide a second one.
+SWEPT = ("failed", "declined", "paid", "cancelling", "voided", "refunded")
 
 
 class LeaseLost(Exception):
@@ -132,6 +140,8 @@ class Payments:
         self.lease = timedelta(seconds=settings.payment_lease)
         self.timeout = settings.braintree_timeout
         self.settle_delay = settings.payment_settle_delay
+        # How long after a call started the gateway's record of it is conclusive.
+        self.window = timedelta(seconds=settings.braintree_timeout + settings.payment_settle_delay)
         self.uncertain_for = timedelta(seconds=settings.payment_uncertain_for)
         self.sweep_every = settings.payment_sweep
         self.sweep_days = settings.payment_sweep_days
@@ -234,12 +244,7 @@ class Payments:
                             "lease_owner": self.owner,
                             "lease_until": stamp + self.lease,
                             "updated_at": stamp,
-                            "attempts": {
-                                "$add": [
-                                    {"$convert": {"input": "$attempts", "to": "long", "onError": 0, "onNull": 0}},
-                                    1,
-                                ]
-                            },
+                            "attempts": counted("attempts"),
                         }
                     }
                 ],
@@ -272,15 +277,19 @@ class Payments:
             return
         again = bool(order.get("sale_attempted"))
         started = now()
+        # `sales_made` counts the sales sent: an order sold twice is looked at by the sweep for a
+        # second charge, which a reusable payment method makes possible.
         await self._mark(order, [{"$set": {"sale_attempted": True, "sale_started_at": started,
-                                           "first_sale_at": {"$ifNull": ["$first_sale_at", started]}}}])  # fmt: skip
+                                           "first_sale_at": {"$ifNull": ["$first_sale_at", started]},
+                                           "sales_made": counted("sales_made")}}])  # fmt: skip
+        order["sales_made"] = _count(order, "sales_made") + 1
         try:
             result = await self._holding(order, self.gateway.sale(order_id, _amount(order) or Decimal(0),
                                                                    order["nonce"]))  # fmt: skip
         except GatewayUnavailable as error:
             if error.sent:
                 log.warning("order %s: the sale's outcome is unknown (%s); it is looked up later", order_id, error)
-                await self._postpone(order, settles_at(started, self.timeout, self.settle_delay) or started)
+                await self._postpone(order, started + self.window)
             else:
                 await self._postpone(order, self._later(order), sale_attempted=again)
             return
@@ -306,7 +315,7 @@ class Payments:
             await self._finish(order, outcome, f"transaction {sale.id} found at the gateway after an interrupted sale")
             return False
         stamp = now()
-        conclusive = settles_at(order.get("sale_started_at"), self.timeout, self.settle_delay)
+        conclusive = settles_at(order.get("sale_started_at"), self.window, stamp)
         if conclusive is not None and stamp < conclusive:
             await self._postpone(order, conclusive)
             return False
@@ -348,7 +357,7 @@ class Payments:
         if transaction_id is None:
             return
         stamp = now()
-        conclusive = settles_at(order.get("cancel_started_at"), self.timeout, self.settle_delay)
+        conclusive = settles_at(order.get("cancel_started_at"), self.window, stamp)
         if conclusive is not None and stamp < conclusive:
             await self._postpone(order, conclusive)  # an earlier void or refund may still land
             return
@@ -371,7 +380,7 @@ class Payments:
             result = await self._holding(order, call(transaction_id))
         except GatewayUnavailable as error:
             if error.sent:
-                await self._postpone(order, settles_at(stamp, self.timeout, self.settle_delay) or stamp)
+                await self._postpone(order, stamp + self.window)
             else:
                 await self._postpone(order, now() + _backoff(tries + 1), cancel_started_at=None)
             return
@@ -397,13 +406,17 @@ class Payments:
 
     async def _given_back(self, order: Document, sale: Record) -> bool:
         """Record what the gateway says of a sale being given back, once it is settled one way or the
-        other: refunded, voided, or never charged after all. False while it is still charged."""
-        status = truth(sale, [])
+        other: refunded, voided, or never charged after all. False while it is still charged (a refund
+        that failed, declined at settlement, gave nothing back: the sale is refunded again)."""
+        credits = [await self.gateway.find(credit) for credit in sale.refunds[:MAX_CREDITS_READ]]
+        known = [credit for credit in credits if credit is not None]
+        status = truth(sale, known)
         transaction = {"id": sale.id, "status": sale.status}
         if status == "refunded":
-            credit = await self.gateway.find(sale.refunds[0])
-            refund = {"id": sale.refunds[0], "status": credit.status if credit else "unknown"}
-            await self._finish(order, Outcome("refunded", transaction), f"refunded by transaction {refund['id']}",
+            refund_id = standing_refunds(sale, known)[0]
+            credit = next((found for found in known if found.id == refund_id), None)
+            refund = {"id": refund_id, "status": credit.status if credit else "unknown"}
+            await self._finish(order, Outcome("refunded", transaction), f"refunded by transaction {refund_id}",
                                refund)  # fmt: skip
             return True
         if status == "paid":
@@ -461,6 +474,9 @@ class Payments:
                       extra: Document | None = None) -> None:  # fmt: skip
         fields: Document = {"status": outcome.status, "transaction": outcome.transaction, "errors": outcome.errors,
                             "lease_owner": None, "lease_until": None, **(extra or {})}  # fmt: skip
+        if _count(order, "sales_made") >= 2 and "reconcile_after" not in fields:
+            # Sold more than once: the earlier sale may show later, as a second charge the sweep gives back.
+            fields["reconcile_after"] = now() + timedelta(seconds=self.settle_delay)
         if refund is not None:
             fields["refund"] = refund
         # The nonce is single-use and no longer needed.
@@ -535,45 +551,84 @@ class Payments:
     async def _next_to_reconcile(self) -> Document | None:
         stamp = now()
         due: Document = {
-            "status": "failed",
+            "status": {"$in": list(SWEPT)},
             "sale_attempted": True,
             "created_at": {"$gte": stamp - timedelta(days=self.sweep_days)},
             # Only orders put in the queue: failures that may hide a charge (unconfirmed, or named by a
-            # webhook), not the refusals any client can cause at will; the longest waiting first.
+            # webhook) and orders sold more than once, not the refusals any client can cause at will;
+            # the longest waiting first.
             "reconcile_after": {"$lte": stamp},
         }
-        looks = {"$convert": {"input": "$reconcile_looks", "to": "long", "onError": 0, "onNull": 0}}
+        looks = counted("reconcile_looks")  # this look's number: the first waits PAYMENT_SWEEP x 2
         wait = {"$min": [MAX_SWEEP_INTERVAL.total_seconds() * 1000,
                          {"$multiply": [self.sweep_every * 1000, {"$pow": [2, {"$min": [looks, 16]}]}]}]}  # fmt: skip
         found: Document | None = await self.db.orders.find_one_and_update(
             due,
-            [{"$set": {"reconcile_after": {"$add": [stamp, wait]}, "reconcile_looks": {"$add": [looks, 1]}}}],
+            [{"$set": {"reconcile_after": {"$add": [stamp, wait]}, "reconcile_looks": looks}}],
             sort=[("reconcile_after", ASCENDING)],
             return_document=ReturnDocument.AFTER,
         )
         return found
 
     async def reconcile(self, order: Document) -> int:
-        """Set the truth for one failed order: a charge the gateway has for it makes it `paid` (or
-        `refunded`). Returns 1 when the order was corrected."""
+        """Set the truth for one order: a charge the gateway has for a failed or declined order makes it
+        `paid` (or `refunded`); a second charge for any order is given back. Returns the corrections made."""
         records = await self.gateway.records(str(order["_id"]))
-        sale = chosen_sale(records)
-        found = truth(sale, records) if sale is not None else None
-        if sale is None or found not in ("paid", "refunded"):
-            return 0
-        if found == "refunded":
+        kept, corrected = _transaction_id(order), 0
+        if order.get("status") in ("failed", "declined"):
+            sale = chosen_sale(records)
+            if sale is not None and truth(sale, records) in ("paid", "refunded"):
+                kept, corrected = sale.id, await self._correct(order, sale, records)
+        for extra in extra_charges(records, kept):
+            corrected += await self._give_back_extra(order, extra)
+        return corrected
+
+    async def _correct(self, order: Document, sale: Record, records: list[Record]) -> int:
+        """Make a failed or declined order what the gateway's charge for it says."""
+        if truth(sale, records) == "refunded":
             outcome = Outcome("refunded", {"id": sale.id, "status": sale.status})
         else:
             outcome = await self.confirm(order, sale)
         if outcome.status == "failed":
             return 0
+        was = order["status"]
         reason = f"reconciled: the gateway has transaction {sale.id} ({sale.status}) for this order"
         fields = {"status": outcome.status, "transaction": outcome.transaction, "errors": outcome.errors}
         result = await self.db.orders.update_one(
-            {"_id": order["_id"], "status": "failed"}, [*change(fields, now(), reason), {"$unset": ["nonce"]}]
+            {"_id": order["_id"], "status": was}, [*change(fields, now(), reason), {"$unset": ["nonce"]}]
         )
         if result.modified_count == 0:
             return 0
-        log.warning("order %s corrected from failed to %s: %s", order["_id"], outcome.status, reason)
-        PAYMENT_CORRECTIONS.labels("failed", outcome.status).inc()
+        log.warning("order %s corrected from %s to %s: %s", order["_id"], was, outcome.status, reason)
+        PAYMENT_CORRECTIONS.labels(was, outcome.status).inc()
+        return 1
+
+    async def _give_back_extra(self, order: Document, extra: Record) -> int:
+        """Void or refund a second charge for an order, once: the order records that the call started,
+        so another instance's sweep leaves it alone until the gateway's record of the call is conclusive."""
+        if extra.status not in VOIDABLE | REFUNDABLE:  # authorizing: given back on a later look
+            return 0
+        stamp = now()
+        entries = {"$cond": [{"$isArray": "$extra_charges"}, "$extra_charges", []]}
+        others = {"$filter": {"input": entries, "cond": {"$ne": ["$$this.id", {"$literal": extra.id}]}}}
+        started = {"$literal": {"id": extra.id, "at": stamp}}
+        claimed = await self.db.orders.update_one(
+            {"_id": order["_id"],
+             "extra_charges": {"$not": {"$elemMatch": {"id": extra.id, "at": {"$gt": stamp - self.window}}}}},
+            [{"$set": {"extra_charges": {"$slice": [{"$concatArrays": [others, [started]]}, -EXTRA_CHARGES_KEPT]}}}],
+        )  # fmt: skip
+        if claimed.matched_count == 0:
+            return 0  # being given back by another look, or was a moment ago: the next look sees the result
+        voiding = extra.status in VOIDABLE
+        result = await (self.gateway.void if voiding else self.gateway.refund)(extra.id)
+        if isinstance(result, Refusal):
+            log.warning("order %s: giving back the second charge %s was refused: %s", order["_id"], extra.id,
+                        result.errors)  # fmt: skip
+            return 0
+        how = "voided" if voiding else "refunded"
+        reason = f"the gateway had a second charge for this order, transaction {extra.id} ({extra.amount}): {how}"
+        log.error("order %s: %s", order["_id"], reason)
+        noted = [{"$set": {"history": appended("$status", now(), reason)}}]
+        await self.db.orders.update_one({"_id": order["_id"]}, noted)
+        PAYMENT_EXTRA_CHARGES.labels(how).inc()
         return 1
