@@ -11,8 +11,10 @@ from service import contacts
 from service.context import context, current_user
 from service.stored import one, shown
 
-from .inputs import PAGING, body, page_args, text_arg
-from .openapi import describe
+from .inputs import PAGING, TEXT_ARG, body, page_args, text_arg
+from .openapi import Param, describe
+
+Q = Param("matches name, email or company, case-insensitively, literally", TEXT_ARG)
 
 bp = Blueprint("contacts", url_prefix="/contacts")
 
@@ -26,7 +28,7 @@ async def create(request: Request) -> HTTPResponse:
 
 @bp.get("/")
 @describe("List the caller's contacts, newest first", "contacts", response=ContactPage,
-          query={"q": "matches name, email or company, case-insensitively, literally", **PAGING})  # fmt: skip
+          query={"q": Q, **PAGING})  # fmt: skip
 async def search(request: Request) -> HTTPResponse:
     limit, after = page_args(request)
     docs, next_cursor = await contacts.search(

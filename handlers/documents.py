@@ -26,11 +26,13 @@ from service.context import context, current_user
 from service.stored import one, shown
 
 from .inputs import PAGING, body, page_args, whole
-from .openapi import describe
+from .openapi import Param, describe
 
 bp = Blueprint("documents", url_prefix="/documents")
 
 MISSING_OR_HIDDEN = {"403": "forbidden: you may see it but not do this", "404": "not_found (or not yours to see)"}
+ETAG = {"ETag": 'the version, quoted: "3"'}
+IF_MATCH = Param('the ETag you edited, e.g. "3" (or W/"3", a list, or *); another current version is a 412')
 
 
 def answer(doc: dict[str, Any], status: int = 200) -> HTTPResponse:
@@ -61,7 +63,8 @@ def if_match(request: Request) -> set[int] | None:
 
 
 @bp.post("/")
-@describe("Create a document (you are its owner)", "documents", body=DocumentIn, response=DocumentOut, status=201)
+@describe("Create a document (you are its owner)", "documents", body=DocumentIn, response=DocumentOut,
+          answer_headers=ETAG, status=201)  # fmt: skip
 async def create(request: Request) -> HTTPResponse:
     doc = await documents.create(context(request).db, current_user(request), body(request, DocumentIn))
     return answer(doc, 201)
@@ -76,7 +79,8 @@ async def listing(request: Request) -> HTTPResponse:
 
 
 @bp.get("/<document_id>")
-@describe("One document, with its version as ETag", "documents", response=DocumentOut, errors=MISSING_OR_HIDDEN)
+@describe("One document, with its version as ETag", "documents", response=DocumentOut, answer_headers=ETAG,
+          errors=MISSING_OR_HIDDEN)  # fmt: skip
 async def get(request: Request, document_id: str) -> HTTPResponse:
     # Shaped (or a 409) once, by answer(): no need for visible() to check it first.
     doc = await documents.visible(context(request).db, current_user(request), document_id, checked=False)
@@ -85,7 +89,7 @@ async def get(request: Request, document_id: str) -> HTTPResponse:
 
 @bp.patch("/<document_id>")
 @describe("Edit (owner, editor); version + 1. With If-Match, a stale version is 412", "documents",
-          body=DocumentPatch, response=DocumentOut, headers={"If-Match": 'the ETag you edited, e.g. "3"'},
+          body=DocumentPatch, response=DocumentOut, answer_headers=ETAG, headers={"If-Match": IF_MATCH},
           errors={**MISSING_OR_HIDDEN, "412": "precondition_failed: the document changed since your ETag"})  # fmt: skip
 async def update(request: Request, document_id: str) -> HTTPResponse:
     patch = body(request, DocumentPatch)
@@ -104,7 +108,8 @@ async def delete(request: Request, document_id: str) -> HTTPResponse:
 
 @bp.post("/<document_id>/collaborators")
 @describe("Share with a user by email as editor or viewer (owner only)", "documents", body=CollaboratorIn,
-          response=DocumentOut, errors=MISSING_OR_HIDDEN)  # fmt: skip
+          response=DocumentOut, answer_headers=ETAG,
+          errors={**MISSING_OR_HIDDEN, "409": "conflict: that user is the owner"})  # fmt: skip
 async def share(request: Request, document_id: str) -> HTTPResponse:
     data = body(request, CollaboratorIn)
     doc = await documents.add_collaborator(context(request).db, current_user(request), document_id, data)
@@ -113,6 +118,7 @@ async def share(request: Request, document_id: str) -> HTTPResponse:
 
 @bp.delete("/<document_id>/collaborators/<user_id>")
 @describe("Unshare (owner), or leave (a collaborator removing themself)", "documents", response=DocumentOut,
+          answer_headers=ETAG,
           errors=MISSING_OR_HIDDEN)  # fmt: skip
 async def unshare(request: Request, document_id: str, user_id: str) -> HTTPResponse:
     doc = await documents.remove_collaborator(context(request).db, current_user(request), document_id, user_id)

@@ -11,9 +11,19 @@ from service.errors import BadRequest, ValidationFailed
 from service.pages import DEFAULT_LIMIT, MAX_LIMIT
 from service.payloads import decode_object, parse
 
+from .openapi import Param
+
 M = TypeVar("M", bound=BaseModel)
 
-PAGING = {"limit": f"1..{MAX_LIMIT}, default {DEFAULT_LIMIT}", "after": "the `next` cursor of the previous page"}
+AFTER_PATTERN = "^([0-9a-fA-F]{24})?$"
+PAGING = {
+    "limit": Param(f"1..{MAX_LIMIT}, default {DEFAULT_LIMIT}", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+    # Empty is the first page, for clients that send `after=` with no cursor yet.
+    "after": Param("the `next` cursor of the previous page", {"type": "string", "pattern": AFTER_PATTERN}),
+}
+TEXT_ARG_LONGEST = 200
+# A search text: no control characters, at most TEXT_ARG_LONGEST characters (text_arg's rules).
+TEXT_ARG = {"type": "string", "maxLength": TEXT_ARG_LONGEST, "pattern": "^[^\\x00-\\x1f\\x7f\\ufffd]*$"}
 
 
 def body(request: Request, model: type[M]) -> M:
@@ -41,7 +51,7 @@ def whole(raw: str, digits: int = 6) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) <= digits else None
 
 
-def text_arg(request: Request, name: str, max_length: int = 200) -> str | None:
+def text_arg(request: Request, name: str, max_length: int = TEXT_ARG_LONGEST) -> str | None:
     value: str | None = request.args.get(name)
     if value is None or not value.strip():
         return None

@@ -35,20 +35,20 @@ DOCS_PAGE = """<!doctype html>
 
 @bp.get("/health", ctx_public=True, ctx_unmetered=True)
 @describe("Liveness and readiness: 200 ok, or 503 degraded", "operations", response=HealthOut, public=True,
-          errors={"503": "degraded: MongoDB, the change stream or a background task is unhealthy"})  # fmt: skip
+          also={"503": "degraded: MongoDB, the change stream or a background task is unhealthy"})  # fmt: skip
 async def health(request: Request) -> HTTPResponse:
     healthy, body = await health_check(context(request))
     return json(body, status=200 if healthy else 503)
 
 
 @bp.get("/metrics", ctx_public=True, ctx_unmetered=True)
-@describe("Prometheus metrics (text format)", "operations", public=True)
+@describe("Prometheus metrics (text format)", "operations", public=True, content="text/plain")
 async def metrics(request: Request) -> HTTPResponse:
     return raw(exposition(), content_type=CONTENT_TYPE)
 
 
 @bp.get("/openapi.json", ctx_public=True)
-@describe("This OpenAPI document", "operations", public=True)
+@describe("This OpenAPI document", "operations", public=True, content="application/json")
 async def openapi(request: Request) -> HTTPResponse:
     return raw(_openapi(request.app), content_type="application/json")
 
@@ -56,11 +56,11 @@ async def openapi(request: Request) -> HTTPResponse:
 @functools.cache
 def _openapi(app: Sanic[Any, Any]) -> bytes:
     """Built once per worker: the routes do not change while it runs (it took ~70 ms a request)."""
-    return ujson.dumps(document(app), ensure_ascii=False).encode()
+    return ujson.dumps(document(app, app.ctx.catalog.items), ensure_ascii=False).encode()
 
 
 @bp.get("/docs", ctx_public=True)
-@describe("Interactive API docs (works offline)", "operations", public=True)
+@describe("Interactive API docs (works offline)", "operations", public=True, content="text/html")
 async def docs(request: Request) -> HTTPResponse:
     return html(DOCS_PAGE)
 

@@ -6,7 +6,16 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from models.common import page
-from models.orders import CatalogOut, ClientTokenOut, OrderIn, OrderOut, OrderPage, catalog_out, order_out
+from models.orders import (
+    CatalogOut,
+    ClientTokenOut,
+    OrderIn,
+    OrderOut,
+    OrderPage,
+    WebhookOut,
+    catalog_out,
+    order_out,
+)
 from service.context import context, current_user
 from service.errors import BadRequest, PaymentsUnavailable
 from service.payments import orders
@@ -14,11 +23,16 @@ from service.payments.gateway import BadWebhook, Gateway, GatewayUnavailable
 from service.stored import one, shown
 
 from .inputs import PAGING, body, page_args
-from .openapi import describe
+from .openapi import Param, describe
 
 bp = Blueprint("payments")
 
-UNAVAILABLE = {"503": "payments_unavailable: Braintree is not configured"}
+UNAVAILABLE = {"503": "payments_unavailable: Braintree is not configured or does not answer (or MongoDB is down)"}
+IDEMPOTENCY_KEY = Param(
+    "one key per order: 1..200 printable ASCII characters",
+    {"type": "string", "minLength": 1, "maxLength": orders.MAX_KEY, "pattern": "^[ -~]*[!-~][ -~]*$"},
+    required=True,
+)
 
 
 @bp.on_request
@@ -57,7 +71,7 @@ async def client_token(request: Request) -> HTTPResponse:
 
 @bp.post("/orders")
 @describe("Place an order; it is charged in the background (202). Needs Idempotency-Key", "payments",
-          body=OrderIn, response=OrderOut, status=202, headers={"Idempotency-Key": "required: one key per order"},
+          body=OrderIn, response=OrderOut, status=202, headers={"Idempotency-Key": IDEMPOTENCY_KEY},
           errors={**UNAVAILABLE, "409": "conflict: the key was used with a different body"})  # fmt: skip
 async def place(request: Request) -> HTTPResponse:
     ctx = context(request)
@@ -98,8 +112,12 @@ async def cancel(request: Request, order_id: str) -> HTTPResponse:
 
 @bp.post("/payments/webhooks", ctx_public=True)
 @describe("Braintree webhook (form fields bt_signature, bt_payload); a bad signature is 400", "payments",
-          public=True, errors=UNAVAILABLE)  # fmt: skip
+          public=True, errors=UNAVAILABLE, form=("bt_signature", "bt_payload"), response=WebhookOut)  # fmt: skip
 async def webhook(request: Request) -> HTTPResponse:
+    # Braintree posts a urlencoded form; any other body (multipart without a boundary, JSON) is not
+    # parsed at all, so odd bodies cannot reach the form parser.
+    if request.content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+        raise BadRequest("a webhook is a form: Content-Type application/x-www-form-urlencoded")
     form = request.form
     signature = form.get("bt_signature") if form else None
     payload = form.get("bt_payload") if form else None

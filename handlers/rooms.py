@@ -66,7 +66,8 @@ async def remove_member(request: Request, room_id: str, user_id: str) -> HTTPRes
 
 @bp.post("/<room_id>/messages")
 @describe("Send a message; a retry with the same client_id returns the first one (200)", "chat",
-          body=MessageIn, response=MessageOut, status=201, errors=HIDDEN)  # fmt: skip
+          body=MessageIn, response=MessageOut, status=201, errors=HIDDEN,
+          also={"200": "a retry: the message first sent with this client_id"})  # fmt: skip
 async def send(request: Request, room_id: str) -> HTTPResponse:
     message, created = await rooms.send(context(request).db, current_user(request), room_id, body(request, MessageIn))
     return json(one("messages", message, message_out), status=201 if created else 200)

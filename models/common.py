@@ -5,13 +5,35 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+# What the OpenAPI document says of ids in paths, queries and bodies: an ObjectId's 24 hex digits.
+ID_PATTERN = "^[0-9a-fA-F]{24}$"
+# Whitespace as Python's str.strip sees it, spelled so that ECMAScript regexes (JSON Schema's) agree.
+SPACE = r"\s\x1c-\x1f\x85"
+# "Not blank": has a character that is not whitespace. Enforced by the models and shown in the schema.
+NONBLANK = f"[^{SPACE}]"
 
 
 class Input(BaseModel):
-    """A client payload: unknown fields and wrong JSON types are refused, never coerced."""
+    """A client payload: unknown fields and wrong JSON types are refused, never coerced. Every
+    constraint is a JSON Schema keyword (lengths on the text as sent, patterns), so the OpenAPI
+    document says exactly what is accepted; text fields are trimmed after they are checked."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _trim(value: str) -> str:
+    return value.strip()
+
+
+# Stores a text trimmed, once its constraints (on the text as sent) are checked.
+Trim = AfterValidator(_trim)
+
+
+def required_text(most: int) -> Any:
+    """The constraints of a required text of 1..`most` characters, not all whitespace."""
+    return Field(min_length=1, max_length=most, pattern=NONBLANK)
 
 
 class Output(BaseModel):

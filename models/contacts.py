@@ -4,32 +4,40 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from .common import Input, Output, ident, moment, optional_text, text, texts
+from .common import Input, Output, Trim, ident, moment, optional_text, required_text, text, texts
 
 # Longest values, in characters: requests, stored contacts that can be shown, and the validator agree.
 NAME, EMAIL, PHONE, COMPANY, NOTES = 200, 254, 50, 200, 10_000
 
-Tag = Annotated[str, Field(min_length=1, max_length=50)]
+Tag = Annotated[str, required_text(50), Trim]
 Tags = Annotated[list[Tag], Field(max_length=50)]
+Name = Annotated[str, required_text(NAME), Trim]
+EmailText = Annotated[str, Field(max_length=EMAIL), Trim]
+Phone = Annotated[str, Field(max_length=PHONE), Trim]
+Company = Annotated[str, Field(max_length=COMPANY), Trim]
+Notes = Annotated[str, Field(max_length=NOTES), Trim]
 
 
 class ContactIn(Input):
-    name: str = Field(min_length=1, max_length=NAME)
-    email: str | None = Field(default=None, max_length=EMAIL)
-    phone: str | None = Field(default=None, max_length=PHONE)
-    company: str | None = Field(default=None, max_length=COMPANY)
-    notes: str | None = Field(default=None, max_length=NOTES)
+    name: Name
+    email: EmailText | None = None
+    phone: Phone | None = None
+    company: Company | None = None
+    notes: Notes | None = None
     tags: Tags = Field(default_factory=list)
 
 
 class ContactPatch(Input):
-    name: str | None = Field(default=None, min_length=1, max_length=NAME)
-    email: str | None = Field(default=None, max_length=EMAIL)
-    phone: str | None = Field(default=None, max_length=PHONE)
-    company: str | None = Field(default=None, max_length=COMPANY)
-    notes: str | None = Field(default=None, max_length=NOTES)
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})  # at least one field to change
+
+    name: Name | SkipJsonSchema[None] = None  # may be left out, never cleared
+    email: EmailText | None = None
+    phone: Phone | None = None
+    company: Company | None = None
+    notes: Notes | None = None
     tags: Tags | None = None
 
     @field_validator("name")

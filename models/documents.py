@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from .common import Input, Output, Unreadable, ident, listed, moment, ref, text, texts, whole
+from .common import Input, Output, Trim, Unreadable, ident, listed, moment, ref, required_text, text, texts, whole
 from .contacts import Tags
 from .users import Email, UserRef
 
@@ -18,18 +19,26 @@ Role = Literal["editor", "viewer"]
 TITLE, SLUG, BODY, ABSTRACT = 300, 80, 1_000_000, 5000
 
 
+Title = Annotated[str, required_text(TITLE), Trim]
+Body = Annotated[str, Field(max_length=BODY), Trim]
+Abstract = Annotated[str, Field(max_length=ABSTRACT), Trim]
+
+
 class DocumentIn(Input):
-    title: str = Field(min_length=1, max_length=TITLE)
-    body: str = Field(default="", max_length=BODY)
-    abstract: str = Field(default="", max_length=ABSTRACT)
+    title: Title
+    body: Body = ""
+    abstract: Abstract = ""
     tags: Tags = Field(default_factory=list)
 
 
 class DocumentPatch(Input):
-    title: str | None = Field(default=None, min_length=1, max_length=TITLE)
-    body: str | None = Field(default=None, max_length=BODY)
-    abstract: str | None = Field(default=None, max_length=ABSTRACT)
-    tags: Tags | None = None
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})  # at least one field to change
+
+    # Each may be left out, none set to null.
+    title: Title | SkipJsonSchema[None] = None
+    body: Body | SkipJsonSchema[None] = None
+    abstract: Abstract | SkipJsonSchema[None] = None
+    tags: Tags | SkipJsonSchema[None] = None
 
     @field_validator("title", "body", "abstract", "tags")
     @classmethod

@@ -7,28 +7,31 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Annotated, Any, Protocol
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field
 
-from .common import Input, Output, Unreadable, ident, listed, moment, text, whole
+from .common import Input, Output, Trim, Unreadable, ident, listed, moment, required_text, text, whole
 
 MAX_QUANTITY = 100
 
 
+def _whole(value: Any) -> Any:
+    """JSON does not tell 2 from 2.0 (JavaScript cannot): a number with no fraction is a whole number."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+# A line's quantity: 1..MAX_QUANTITY, as 2 or 2.0 (JSON Schema's `integer` is both).
+Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY), BeforeValidator(_whole)]
+
+
 class LineIn(Input):
-    sku: str = Field(min_length=1, max_length=64)
-    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+    sku: Annotated[str, required_text(64), Trim]  # the OpenAPI document lists the catalog's skus
+    quantity: Quantity
 
 
 class OrderIn(Input):
+    # A sku may be on several lines: the amount adds them up.
     items: Annotated[list[LineIn], Field(min_length=1, max_length=50)]
-    payment_method_nonce: str = Field(min_length=1, max_length=4096)
-
-    @field_validator("items")
-    @classmethod
-    def _one_line_per_sku(cls, items: list[LineIn]) -> list[LineIn]:
-        if len({item.sku for item in items}) != len(items):
-            raise ValueError("each sku may appear once; use quantity")
-        return items
+    payment_method_nonce: Annotated[str, required_text(4096), Trim]
 
 
 class CatalogItem(Output):
@@ -46,6 +49,11 @@ class ClientTokenOut(Output):
     client_token: str
     environment: str  # an addition: sandbox, production, or local (the emulator: use test nonces)
     drop_in: bool  # an addition: whether a page should show Braintree's Drop-in (else test nonces)
+
+
+class WebhookOut(Output):
+    kind: str  # Braintree's notification kind
+    matched: bool  # whether it named one of our orders
 
 
 class Line(Output):

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import Field
 
-from .common import Input, Output, ident, listed, moment, optional_text, ref, text
+from .common import ID_PATTERN, Input, Output, Trim, ident, listed, moment, optional_text, ref, required_text, text
 from .users import Email, UserRef
 
 # Longest values, in characters: requests, stored rooms and messages that can be shown, and the validator agree.
 ROOM_NAME, TEXT, CLIENT_ID = 200, 4000, 100
 
-Text = Annotated[str, Field(min_length=1, max_length=TEXT)]
+Text = Annotated[str, required_text(TEXT)]
 ClientId = Annotated[str, Field(min_length=1, max_length=CLIENT_ID)]
 
 
 class RoomIn(Input):
-    name: str = Field(min_length=1, max_length=ROOM_NAME)
+    name: Annotated[str, required_text(ROOM_NAME), Trim]
     members: list[Email] = Field(default_factory=list, max_length=100)
 
 
@@ -26,21 +26,12 @@ class MemberIn(Input):
 
 
 class MessageIn(Input):
-    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
-
-    text: Text
+    text: Text  # kept as typed, not trimmed: leading spaces and newlines can matter (code, poems)
     client_id: ClientId | None = None
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("text cannot be blank")
-        return value  # kept as typed: leading spaces and newlines can matter (code, poems)
 
 
 class ReadIn(Input):
-    message_id: str = Field(min_length=1, max_length=64)
+    message_id: str = Field(pattern=ID_PATTERN)
 
 
 class RoomOut(Output):

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from sanic import Request, Sanic
 from sanic.config import Config
+from sanic.constants import HTTP_METHODS
 from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import BaseHTTPResponse, HTTPResponse, json
@@ -62,7 +63,23 @@ class JSONErrorHandler(ErrorHandler):
     """Every failure, Sanic's own 404/405/413 included, as the contract's JSON error body."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
-        return error_response(error_for(exception))
+        error = error_for(exception)
+        if isinstance(error, MethodNotAllowed) and not error.allow:
+            error.allow = allowed(request)
+        return error_response(error)
+
+
+def allowed(request: Request) -> str:
+    """The methods a path answers, for a 405's `Allow`. Sanic names them only when the path has one
+    handler; a path with several (GET and PATCH on /contacts/{id}) is asked method by method."""
+    found = []
+    for method in HTTP_METHODS:
+        try:
+            request.app.router.get(request.path, method, request.headers.get("host"))
+        except SanicException:
+            continue
+        found.append(str(method))
+    return ", ".join(found)
 
 
 def create_app(settings: Settings | None = None) -> App:

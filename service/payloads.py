@@ -8,6 +8,9 @@ from typing import Any, TypeVar
 import ujson
 from pydantic import BaseModel, ValidationError
 
+from models.common import ID_PATTERN, NONBLANK
+from models.users import EMAIL_PATTERN
+
 from .errors import BadRequest, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
@@ -73,7 +76,21 @@ def parse(model: type[M], payload: Any) -> M:
         return model.model_validate(payload)
     except ValidationError as error:
         details = [
-            {"field": ".".join(str(part) for part in item["loc"]) or "body", "message": item["msg"]}
-            for item in error.errors(include_url=False, include_context=False, include_input=False)
+            {"field": ".".join(str(part) for part in item["loc"]) or "body", "message": _message(item)}
+            for item in error.errors(include_url=False, include_input=False)
         ]
         raise ValidationFailed("the request body is invalid", details=details) from None
+
+
+# What a pattern means, said in words instead of as the regex.
+PATTERNS = {
+    EMAIL_PATTERN: "not a valid email address",
+    NONBLANK: "cannot be blank",
+    ID_PATTERN: "not a 24-character hex id",
+}
+
+
+def _message(item: Any) -> str:
+    if item["type"] == "string_pattern_mismatch":
+        return PATTERNS.get(item.get("ctx", {}).get("pattern"), str(item["msg"]))
+    return str(item["msg"])

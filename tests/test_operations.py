@@ -86,3 +86,10 @@ def test_a_wrong_method_is_a_405_that_names_the_methods_that_work(anon: httpx.Cl
     assert answer.status_code == 405 and answer.json()["error"]["code"] == "method_not_allowed"
     assert set(answer.headers["allow"].replace(" ", "").split(",")) >= {"GET"}
     assert "DELETE" not in answer.headers["allow"]
+
+
+def test_a_405_on_a_path_with_several_handlers_names_every_method_that_works(anon: httpx.Client) -> None:
+    for method in ("PUT", "TRACE"):
+        answer = anon.request(method, "/contacts/0123456789abcdef01234567")
+        assert answer.status_code == 405
+        assert set(answer.headers["allow"].replace(" ", "").split(",")) >= {"GET", "PATCH", "DELETE"}

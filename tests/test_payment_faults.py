@@ -402,3 +402,10 @@ def test_a_call_start_the_shell_set_in_the_far_future_does_not_hold_an_order_bac
     db.orders.update_one({"_id": ObjectId(paid["id"])}, {"$set": {**hand_made, "next_attempt_at": datetime.now(UTC)}})
     done = reached(ann, paid["id"], expected, timeout=20)
     assert done["transaction"]["id"] == paid["transaction"]["id"]
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "application/json", "text/plain"])
+def test_a_webhook_that_is_not_a_urlencoded_form_is_a_400_and_never_parsed(anon, content_type) -> None:
+    form = b"bt_signature=a&bt_payload=b"
+    answer = anon.post("/payments/webhooks", content=form, headers={"Content-Type": content_type})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_request"
