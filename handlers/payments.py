@@ -127,8 +127,12 @@ async def webhook(request: Request) -> HTTPResponse:
         event = gateway(request).parse_webhook(signature, payload)
     except BadWebhook:
         raise BadRequest("the webhook signature does not verify") from None
+    try:
+        found = await gateway(request).find(event.transaction_id) if event.transaction_id else None
+    except GatewayUnavailable:  # Braintree delivers it again later
+        raise PaymentsUnavailable("the payment gateway does not answer; deliver the webhook again later") from None
     ctx = context(request)
-    matched = await orders.record_webhook(ctx.db, event)
+    matched = await orders.record_webhook(ctx.db, event, found)
     if matched and ctx.payments is not None:
         ctx.payments.nudge_sweep()
         ctx.payments.nudge()

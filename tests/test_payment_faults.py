@@ -330,6 +330,8 @@ def test_a_webhook_naming_a_failed_order_has_it_looked_up_at_once(signup, gatewa
 def test_a_settlement_declined_webhook_makes_a_paid_order_declined(signup, gateway, anon) -> None:
     ann = signup()
     paid = settled(ann, order(ann, "k-hook-declined").json()["id"])
+    status = {"status": "settlement_declined"}  # what the gateway says, as the webhook reports
+    httpx.post(f"{gateway.url}/__emulator/status/{paid['transaction']['id']}", json=status).raise_for_status()
     kind = braintree.WebhookNotification.Kind.TransactionSettlementDeclined
     assert anon.post("/payments/webhooks", data=transaction_webhook(kind, paid["transaction"]["id"])).status_code == 200
     done = ann.get(f"/orders/{paid['id']}").json()

@@ -47,7 +47,7 @@ from typing import Any
 
 from braintree.util.xml_util import XmlUtil
 
-SETTLEABLE = ("authorized", "submitted_for_settlement", "settling")
+SETTLEABLE = ("authorized", "submitted_for_settlement", "settling", "settlement_pending")
 
 
 SINGLE_USE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|tokencc_[a-z0-9_]+")

@@ -129,6 +129,7 @@ def _environment(name: str) -> Any:
 def _record(transaction: Any) -> Record:
     refunds = getattr(transaction, "refund_ids", None) or []
     refunded = getattr(transaction, "refunded_transaction_id", None)
+    order_id = getattr(transaction, "order_id", None)
     return Record(
         id=str(transaction.id),
         kind=str(getattr(transaction, "type", None) or "sale"),
@@ -136,6 +137,7 @@ def _record(transaction: Any) -> Record:
         amount=Decimal(str(transaction.amount)),
         refunds=tuple(str(refund) for refund in refunds),
         refunded=str(refunded) if refunded else None,
+        order_id=str(order_id) if order_id else None,
         code=getattr(transaction, "processor_response_code", None)
         or getattr(transaction, "gateway_rejection_reason", None),
         text=getattr(transaction, "processor_response_text", None),

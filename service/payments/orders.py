@@ -15,7 +15,7 @@ from ..errors import BadRequest, Conflict, ValidationFailed
 from ..pages import newest_first, one
 from .catalog import CENT, Catalog
 from .gateway import Webhook
-from .states import GATEWAY_STATUS, change
+from .states import GATEWAY_STATUS, Record, change
 
 MAX_KEY = 200
 
@@ -119,10 +119,8 @@ async def cancel(db: Database, user: User, order_id: str) -> Document:
     raise Conflict("this order is changing: try again")
 
 
-# What a webhook kind says about the transaction, when its payload does not say it itself.
-WEBHOOK_STATUS = {
-    "transaction_settled": "settled",
-    "transaction_settlement_declined": "settlement_declined",
+# A dispute is not a transaction status: it is recorded as the webhook tells it, and moves no money.
+DISPUTE_STATUS = {
     "dispute_opened": "disputed",
     "dispute_lost": "dispute_lost",
     "dispute_won": "dispute_won",
@@ -130,11 +128,12 @@ WEBHOOK_STATUS = {
 }
 
 
-async def record_webhook(db: Database, event: Webhook) -> bool:
-    """Record what a verified webhook says of one of our transactions; whether it matched an order.
-    A webhook naming an order that failed or is unsure of its sale makes it looked up at the gateway
-    at once (the caller nudges the sweep): the gateway's record decides, not the webhook."""
-    status = WEBHOOK_STATUS.get(event.kind, event.transaction_status)
+async def record_webhook(db: Database, event: Webhook, found: Record | None) -> bool:
+    """Record what a verified webhook's transaction is now; whether it matched an order. What it is now
+    is the gateway's record (`found`, read back by id by the caller), never the webhook's payload: a
+    late or repeated delivery cannot move an order. A webhook naming an order that failed or is unsure
+    of its sale makes it looked up at the gateway at once (the caller nudges the sweep)."""
+    status = DISPUTE_STATUS.get(event.kind) or (found.status if found is not None else None)
     matched = False
     if event.transaction_id is not None and status:
         stamp = now()

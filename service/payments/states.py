@@ -30,9 +30,12 @@ GATEWAY_STATUS: dict[str, str] = {
     "voided": "voided",
 }
 
-# A sale in these statuses is given back by a void; once settling or settled, by a refund.
-VOIDABLE = frozenset({"authorized", "submitted_for_settlement", "settlement_pending"})
+# A sale in these statuses is given back by a void; once settling or settled, by a refund. A card sale
+# `settlement_pending` can be neither (Braintree voids it only for PayPal) until it settles: it waits,
+# like one still `authorizing`.
+VOIDABLE = frozenset({"authorized", "submitted_for_settlement"})
 REFUNDABLE = frozenset({"settling", "settled", "settlement_confirmed"})
+WAITING = frozenset({"authorizing", "settlement_pending"})
 
 # What a worker picks up: orders to charge, and orders to give back.
 QUEUED = ("pending", "processing", "cancelling")
@@ -60,6 +63,7 @@ class Record:
     amount: Decimal
     refunds: tuple[str, ...] = ()  # ids of the credits that refund this sale
     refunded: str | None = None  # for a credit: the sale it refunds
+    order_id: str | None = None  # the order id the transaction carries (ours, for our sales)
     code: str | None = None  # processor response code, or the gateway's rejection reason
     text: str | None = None
 

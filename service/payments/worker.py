@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from .states import (
     QUEUED,
     REFUNDABLE,
     VOIDABLE,
+    WAITING,
     Record,
     appended,
     change,
@@ -49,6 +50,8 @@ log = logging.getLogger("murmuration.payments")
 T = TypeVar("T")
 
 MAX_BACKOFF = 60.0
+PARKED = datetime(9999, 1, 1, tzinfo=UTC)  # the next attempt of an order left out of the queue for an operator
+MAX_WAIT = 3600.0  # the longest wait between two looks at a sale still authorizing or settlement_pending
 MAX_GIVE_BACK_ATTEMPTS = 5  # voids/refunds refused in a row before the order goes back to `paid`
 SWEEP_BATCH = 50  # orders one sweep looks up at most (a bound on gateway searches)
 MAX_SWEEP_INTERVAL = timedelta(hours=12)  # the longest wait between two looks at one order
@@ -94,6 +97,7 @@ def unchargeable(order: Document, catalog: Catalog) -> str | None:
     items = order.get("items")
     if not isinstance(items, list) or not items:
         return "the order has no items"
+    total = Decimal(0)
     for line in items:
         sku = line.get("sku") if isinstance(line, dict) else None
         if not isinstance(sku, str) or sku not in catalog.items:
@@ -102,18 +106,28 @@ def unchargeable(order: Document, catalog: Catalog) -> str | None:
         # A whole number, as we write it or as the shell does (its 2 is the double 2.0).
         if not ((type(quantity) is int or (type(quantity) is float and quantity.is_integer())) and quantity >= 1):
             return "the order has an item without a whole positive quantity"
+        price, line_total = _money(line.get("price")), _money(line.get("total"))
+        if price is None or line_total is None or line_total != price * int(quantity):
+            return "the order has an item whose total is not its price times its quantity"
+        total += line_total
+    # What is charged is what the items say: an amount edited on its own (in the shell) is not.
+    if total != _amount(order):
+        return "the order's amount is not the sum of its items"
     return None
 
 
-def _amount(order: Document) -> Decimal | None:
-    raw = order.get("amount")
+def _money(raw: Any) -> Decimal | None:
+    """A stored sum of money (`"12.50"`): a finite decimal with at most two places, or None."""
     try:
-        amount = Decimal(raw) if isinstance(raw, str) else None
+        value = Decimal(raw) if isinstance(raw, str) else None
     except InvalidOperation:
         return None
-    if amount is None or not amount.is_finite() or amount <= 0 or amount != amount.quantize(CENT):
-        return None
-    return amount
+    return value if value is not None and value.is_finite() and value == value.quantize(CENT) else None
+
+
+def _amount(order: Document) -> Decimal | None:
+    amount = _money(order.get("amount"))
+    return amount if amount is not None and amount > 0 else None
 
 
 def _transaction_id(order: Document) -> str | None:
@@ -127,8 +141,8 @@ def _count(order: Document, key: str) -> int:
     return value if type(value) is int and value >= 0 else 0
 
 
-def _backoff(attempts: int) -> timedelta:
-    return timedelta(seconds=min(MAX_BACKOFF, 0.5 * 2 ** min(max(attempts, 1), 8)))
+def _backoff(attempts: int, most: float = MAX_BACKOFF) -> timedelta:
+    return timedelta(seconds=min(most, 0.5 * 2 ** min(max(attempts, 1), 16)))
 
 
 class Payments:
@@ -209,7 +223,7 @@ class Payments:
             if transient(error) or order.get("sale_attempted"):  # a sale may exist: looked up next time
                 log.warning("order %s left for a later attempt: %s", order["_id"], type(error).__name__)
             else:
-                await self._give_up(order["_id"], f"MongoDB refuses to update the stored order (code {error.code})")
+                await self._give_up(order, f"MongoDB refuses to update the stored order (code {error.code})")
         except (DatabaseError, LeaseLost) as error:
             log.warning("order %s left for a later attempt: %s", order["_id"], type(error).__name__)
         except Exception:
@@ -226,7 +240,9 @@ class Payments:
             "next_attempt_at": {"$lte": stamp},
             "$or": [{"lease_until": None}, {"lease_until": {"$lt": stamp}}],
         }
-        candidate = await self.db.orders.find_one(due, {"_id": 1}, sort=[("next_attempt_at", ASCENDING)])
+        candidate = await self.db.orders.find_one(
+            due, {"_id": 1, "status": 1, "sale_attempted": 1}, sort=[("next_attempt_at", ASCENDING)]
+        )
         if candidate is None:
             return None
         pending = {"$eq": ["$status", "pending"]}
@@ -253,7 +269,7 @@ class Payments:
         except OperationFailure as error:
             if transient(error):
                 raise
-            await self._give_up(candidate["_id"], f"MongoDB refuses to update the stored order (code {error.code})")
+            await self._give_up(candidate, f"MongoDB refuses to update the stored order (code {error.code})")
             return None
         return doc
 
@@ -353,26 +369,23 @@ class Payments:
 
     async def give_back(self, order: Document) -> None:
         """Void a charge not yet settled, refund a settled one: once, whatever was interrupted."""
-        transaction_id = _transaction_id(order) or await self._sale_at_gateway(order)
-        if transaction_id is None:
-            return
         stamp = now()
         conclusive = settles_at(order.get("cancel_started_at"), self.window, stamp)
         if conclusive is not None and stamp < conclusive:
             await self._postpone(order, conclusive)  # an earlier void or refund may still land
             return
-        sale = await self.gateway.find(transaction_id)
+        sale = await self._own_sale(order)
         if sale is None:
-            await self._keep_paid(order, f"the gateway has no transaction {transaction_id}")
             return
+        transaction_id = sale.id
         if await self._given_back(order, sale):
             return
         tries = _count(order, "give_back_attempts")
         if tries >= MAX_GIVE_BACK_ATTEMPTS:
             await self._keep_paid(order, f"transaction {transaction_id} ({sale.status}) could not be given back")
             return
-        if sale.status not in VOIDABLE | REFUNDABLE:  # authorizing, ...: it can be given back once it moves on
-            await self._postpone(order, stamp + _backoff(tries + 1), give_back_attempts=tries + 1)
+        if sale.status in WAITING:  # it can be given back once it moves on, which may take days
+            await self._postpone(order, stamp + _backoff(_count(order, "attempts"), MAX_WAIT))
             return
         await self._mark(order, [{"$set": {"cancel_started_at": stamp}}])
         call = self.gateway.void if sale.status in VOIDABLE else self.gateway.refund
@@ -394,12 +407,20 @@ class Payments:
         if not await self._given_back(order, await self.gateway.find(transaction_id) or sale):
             await self._postpone(order, now())
 
-    async def _sale_at_gateway(self, order: Document) -> str | None:
-        """The sale of an order that has lost its transaction (a hand edit): the gateway's, found by our
-        order id; with none there, the order was never charged and says so."""
-        sale = chosen_sale(await self.gateway.records(str(order["_id"])))
+    async def _own_sale(self, order: Document) -> Record | None:
+        """The sale to give back: the order's transaction, read by id, if it is this order's. One the
+        order has lost, or that belongs to another order (a hand edit), is not touched: the gateway's
+        sale for our order id is used instead; with none there, the order was never charged and says so."""
+        recorded = _transaction_id(order)
+        sale = await self.gateway.find(recorded) if recorded else None
+        if sale is not None and sale.order_id == str(order["_id"]):
+            return sale
         if sale is not None:
-            return sale.id
+            log.error("order %s names transaction %s, which is not its own (order %s): it is left alone",
+                      order["_id"], sale.id, sale.order_id)  # fmt: skip
+        found = chosen_sale(await self.gateway.records(str(order["_id"])))
+        if found is not None:
+            return await self.gateway.find(found.id) or found
         reason = "the gateway has no sale for this order: there is nothing to give back"
         await self._finish(order, Outcome("failed", None, [{"code": "not_charged", "message": reason}]), reason)
         return None
@@ -474,8 +495,10 @@ class Payments:
                       extra: Document | None = None) -> None:  # fmt: skip
         fields: Document = {"status": outcome.status, "transaction": outcome.transaction, "errors": outcome.errors,
                             "lease_owner": None, "lease_until": None, **(extra or {})}  # fmt: skip
-        if _count(order, "sales_made") >= 2 and "reconcile_after" not in fields:
-            # Sold more than once: the earlier sale may show later, as a second charge the sweep gives back.
+        undecided = outcome.status == "paid" and (outcome.transaction or {}).get("status") in WAITING
+        if (_count(order, "sales_made") >= 2 or undecided) and "reconcile_after" not in fields:
+            # Sold more than once: the earlier sale may show later, as a second charge the sweep gives
+            # back. Still authorizing: it may yet be declined, which no webhook tells; the sweep looks.
             fields["reconcile_after"] = now() + timedelta(seconds=self.settle_delay)
         if refund is not None:
             fields["refund"] = refund
@@ -506,9 +529,21 @@ class Payments:
         if result.matched_count == 0:
             log.warning("order %s: another worker holds it now (this one's lease lapsed); left to it", order["_id"])
 
-    async def _give_up(self, order_id: Any, why: str) -> None:
-        """Fail an order that cannot be processed as stored; if even that write is refused (a document
-        at 16 MB), the smallest change that takes it out of the queue: its status."""
+    async def _give_up(self, order: Document, why: str) -> None:
+        """Take an order MongoDB refuses to update out of the queue, so it cannot block the others. One
+        that may hold a charge (a sale was sent, or it is being given back) keeps its status: it is left
+        as it is, for an operator (logged). Any other fails; if even that write is refused (a document at
+        16 MB), its status alone is changed, the smallest write there is."""
+        order_id = order["_id"]
+        if order.get("sale_attempted") or order.get("status") == "cancelling":
+            log.error("order %s (%s) is left out of the payment queue as it stands, since it may hold a charge: %s. "
+                      "Shrink it in the shell (its history, items), then set its next_attempt_at to queue it again",
+                      order_id, order.get("status"), why)  # fmt: skip
+            # A date for a date, nulls for a lease: the document does not grow, so MongoDB takes it.
+            await self.db.orders.update_one(
+                {"_id": order_id}, {"$set": {"next_attempt_at": PARKED, "lease_owner": None, "lease_until": None}}
+            )
+            return
         log.error("order %s failed: %s", order_id, why)
         fields = {"status": "failed", "errors": [{"code": "unprocessable", "message": why}],
                   "lease_owner": None, "lease_until": None}  # fmt: skip
@@ -549,39 +584,87 @@ class Payments:
         return corrected
 
     async def _next_to_reconcile(self) -> Document | None:
+        """The longest-waiting order due a look, claimed by moving its next look further away. Found first,
+        then claimed by id: one MongoDB refuses to update (grown to 16 MB) leaves the queue instead of
+        stopping the sweep for every other order."""
         stamp = now()
         due: Document = {
             "status": {"$in": list(SWEPT)},
             "sale_attempted": True,
             "created_at": {"$gte": stamp - timedelta(days=self.sweep_days)},
             # Only orders put in the queue: failures that may hide a charge (unconfirmed, or named by a
-            # webhook) and orders sold more than once, not the refusals any client can cause at will;
-            # the longest waiting first.
+            # webhook) and orders sold more than once or still authorizing, not the refusals any client
+            # can cause at will; the longest waiting first.
             "reconcile_after": {"$lte": stamp},
         }
         looks = counted("reconcile_looks")  # this look's number: the first waits PAYMENT_SWEEP x 2
         wait = {"$min": [MAX_SWEEP_INTERVAL.total_seconds() * 1000,
                          {"$multiply": [self.sweep_every * 1000, {"$pow": [2, {"$min": [looks, 16]}]}]}]}  # fmt: skip
-        found: Document | None = await self.db.orders.find_one_and_update(
-            due,
-            [{"$set": {"reconcile_after": {"$add": [stamp, wait]}, "reconcile_looks": looks}}],
-            sort=[("reconcile_after", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
-        )
-        return found
+        for _ in range(SWEEP_BATCH):
+            candidate = await self.db.orders.find_one(due, {"_id": 1}, sort=[("reconcile_after", ASCENDING)])
+            if candidate is None:
+                return None
+            try:
+                found: Document | None = await self.db.orders.find_one_and_update(
+                    {**due, "_id": candidate["_id"]},
+                    [{"$set": {"reconcile_after": {"$add": [stamp, wait]}, "reconcile_looks": looks}}],
+                    return_document=ReturnDocument.AFTER,
+                )
+            except OperationFailure as error:
+                if transient(error):
+                    raise
+                log.error("order %s leaves the payment sweep: MongoDB refuses to update it (code %s); shrink "
+                          "it in the shell and set its reconcile_after to queue it again",
+                          candidate["_id"], error.code)  # fmt: skip
+                await self.db.orders.update_one({"_id": candidate["_id"]}, {"$unset": {"reconcile_after": ""}})
+                continue
+            if found is not None:
+                return found
+        return None
 
     async def reconcile(self, order: Document) -> int:
         """Set the truth for one order: a charge the gateway has for a failed or declined order makes it
-        `paid` (or `refunded`); a second charge for any order is given back. Returns the corrections made."""
+        `paid` (or `refunded`); a paid order whose sale was declined (or given back) since says so; a
+        second charge for any order is given back. Returns the corrections made."""
         records = await self.gateway.records(str(order["_id"]))
-        kept, corrected = _transaction_id(order), 0
-        if order.get("status") in ("failed", "declined"):
-            sale = chosen_sale(records)
-            if sale is not None and truth(sale, records) in ("paid", "refunded"):
-                kept, corrected = sale.id, await self._correct(order, sale, records)
-        for extra in extra_charges(records, kept):
+        sale, records = await self._kept_sale(order, records)
+        corrected = 0
+        if sale is not None and order.get("status") in ("failed", "declined"):
+            if truth(sale, records) in ("paid", "refunded"):
+                corrected += await self._correct(order, sale, records)
+        elif sale is not None and order.get("status") == "paid":
+            corrected += await self._moved_on(order, sale, records)
+        for extra in extra_charges(records, sale.id if sale is not None else None):
             corrected += await self._give_back_extra(order, extra)
-        return corrected
+        return corrected + await self._note_given_back(order, records)
+
+    async def _kept_sale(self, order: Document, records: list[Record]) -> tuple[Record | None, list[Record]]:
+        """The sale the order keeps: its transaction if that is one of its own (read by id when the search
+        does not show it yet), else the first charge the gateway has for it. With the records, completed."""
+        recorded = _transaction_id(order)
+        for record in records:
+            if record.id == recorded and record.kind == "sale":
+                return record, records
+        found = await self.gateway.find(recorded) if recorded else None
+        if found is not None and found.kind == "sale" and found.order_id == str(order["_id"]):
+            return found, [*records, found]
+        return chosen_sale(records), records
+
+    async def _moved_on(self, order: Document, sale: Record, records: list[Record]) -> int:
+        """A paid order whose sale the gateway now shows declined, failed, voided or refunded takes that status."""
+        status = truth(sale, records)
+        if status == "paid":
+            return 0
+        fields: Document = {"status": status, "transaction": {"id": sale.id, "status": sale.status}}
+        if status == "refunded":
+            fields["refund"] = {"id": standing_refunds(sale, records)[0], "status": "unknown"}
+        reason = f"reconciled: the gateway says transaction {sale.id} is {sale.status}"
+        result = await self.db.orders.update_one({"_id": order["_id"], "status": "paid"}, change(fields, now(), reason))
+        if result.modified_count == 0:
+            return 0
+        log.warning("order %s corrected from paid to %s: %s", order["_id"], status, reason)
+        PAYMENT_CORRECTIONS.labels("paid", status).inc()
+        return 1
 
     async def _correct(self, order: Document, sale: Record, records: list[Record]) -> int:
         """Make a failed or declined order what the gateway's charge for it says."""
@@ -605,8 +688,9 @@ class Payments:
 
     async def _give_back_extra(self, order: Document, extra: Record) -> int:
         """Void or refund a second charge for an order, once: the order records that the call started,
-        so another instance's sweep leaves it alone until the gateway's record of the call is conclusive."""
-        if extra.status not in VOIDABLE | REFUNDABLE:  # authorizing: given back on a later look
+        so another instance's sweep leaves it alone until the gateway's record of it is conclusive, and
+        the sale is read again (by id, consistently) right before the call."""
+        if extra.status not in VOIDABLE | REFUNDABLE:  # authorizing, settlement_pending: on a later look
             return 0
         stamp = now()
         entries = {"$cond": [{"$isArray": "$extra_charges"}, "$extra_charges", []]}
@@ -619,16 +703,42 @@ class Payments:
         )  # fmt: skip
         if claimed.matched_count == 0:
             return 0  # being given back by another look, or was a moment ago: the next look sees the result
-        voiding = extra.status in VOIDABLE
+        fresh = await self.gateway.find(extra.id)
+        if fresh is None or fresh.order_id != str(order["_id"]) or truth(fresh, []) != "paid":
+            return 0  # given back meanwhile (noted by the next look), or not ours to touch
+        voiding = fresh.status in VOIDABLE
         result = await (self.gateway.void if voiding else self.gateway.refund)(extra.id)
         if isinstance(result, Refusal):
             log.warning("order %s: giving back the second charge %s was refused: %s", order["_id"], extra.id,
                         result.errors)  # fmt: skip
             return 0
-        how = "voided" if voiding else "refunded"
+        return await self._noted(order, extra, "voided" if voiding else "refunded")
+
+    async def _note_given_back(self, order: Document, records: list[Record]) -> int:
+        """Record the second charges noted on the order (`extra_charges`) that the gateway now shows given
+        back, though their call's answer was lost."""
+        entries = order.get("extra_charges")
+        pending = {entry["id"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("id"), str)
+                   and not entry.get("done")} if isinstance(entries, list) else set()  # fmt: skip
+        noted = 0
+        for record in records:
+            if record.id in pending and record.kind == "sale" and truth(record, records) in ("voided", "refunded"):
+                noted += await self._noted(order, record, truth(record, records))
+        return noted
+
+    async def _noted(self, order: Document, extra: Record, how: str) -> int:
+        """Mark a second charge given back on the order, in `history` too, once."""
         reason = f"the gateway had a second charge for this order, transaction {extra.id} ({extra.amount}): {how}"
+        entries = {"$cond": [{"$isArray": "$extra_charges"}, "$extra_charges", []]}
+        mine = {"$eq": ["$$this.id", {"$literal": extra.id}]}
+        done = {"$map": {"input": entries,
+                         "in": {"$cond": [mine, {"$mergeObjects": ["$$this", {"done": True}]}, "$$this"]}}}  # fmt: skip
+        result = await self.db.orders.update_one(
+            {"_id": order["_id"], "extra_charges": {"$elemMatch": {"id": extra.id, "done": {"$ne": True}}}},
+            [{"$set": {"history": appended("$status", now(), reason), "extra_charges": done}}],
+        )
+        if result.modified_count == 0:
+            return 0
         log.error("order %s: %s", order["_id"], reason)
-        noted = [{"$set": {"history": appended("$status", now(), reason)}}]
-        await self.db.orders.update_one({"_id": order["_id"]}, noted)
         PAYMENT_EXTRA_CHARGES.labels(how).inc()
         return 1
