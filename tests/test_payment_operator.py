@@ -6,33 +6,20 @@ The module's server runs with BRAINTREE_TIMEOUT=2, PAYMENT_SETTLE_DELAY=1 and PA
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import braintree
 import bson
 import httpx
-import pytest
 from bson import ObjectId
 
-from deploy.local.gateway import GatewayServer
+from .harness import wait_for
 
-from .harness import payments_env, wait_for
-from .test_payment_faults import fault, reached, search_lag, transaction_webhook
+# The same module settings as test_payment_faults: payments through the emulator, reset after each test.
+from .test_payment_faults import clean_gateway, fault, reached, search_lag, server_env, transaction_webhook  # noqa: F401
 from .test_payments import order, sales, settled
 
 BSON_LIMIT = 16 * 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def server_env(gateway: GatewayServer) -> dict[str, str]:
-    return payments_env(gateway)
-
-
-@pytest.fixture(autouse=True)
-def clean_gateway(gateway: GatewayServer) -> Iterator[None]:
-    yield
-    httpx.post(f"{gateway.url}/__emulator/reset")
 
 
 def looked_at(db, order_id: str, times: int = 2) -> None:
