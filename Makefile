@@ -16,7 +16,7 @@ export PORT MONGO_PORT
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required: set PYTHON=python3.11")'
 	@echo "==> creating $(VENV) and installing pinned dependencies (first run only)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,14 +41,14 @@ lint: install  ## ruff
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 
-typecheck: install  ## mypy on service/, models/ and handlers/
-	@$(BIN)/mypy service models handlers
+typecheck: install  ## mypy on service/, models/, handlers/ and the Python client
+	@$(BIN)/mypy service models handlers clients/python/murmuration_client
 
 test: install  ## lint, types, then the whole suite against a throw-away MongoDB replica set
 	@echo "==> ruff"
 	@$(BIN)/ruff check .
 	@echo "==> mypy"
-	@$(BIN)/mypy service models handlers
+	@$(BIN)/mypy service models handlers clients/python/murmuration_client
 	@echo "==> pytest"
 	@$(PY) -m deploy.local.mongo exec --ephemeral -- $(PY) -m pytest $(PYTEST_ARGS)
 

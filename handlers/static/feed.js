@@ -1,4 +1,19 @@
-// The reference client of the websocket protocol (docs/protocol.md).
+// The reference client of the websocket protocol (docs/protocol.md), a module of its own: the
+// dashboard imports it like any page would (docs/clients.md). It needs a WebSocket global only.
+//
+//   import { Feed } from "./feed.js";
+//   const feed = new Feed({ token, url: "wss://example.com/ws", onStatus, onUnauthorized, onReady });
+//   feed.subscribe("docs", "documents", {}, { event(frame) {}, live() {}, reset() {}, expired() {}, error(frame) {} });
+//   feed.start();
+//   await feed.chat(roomId, "hello", crypto.randomUUID());   // resolves with the stored message, once
+//   feed.setPresence(documentId, "editing");                  // announced again after every reconnect
+//   feed.unsubscribe("docs"); feed.stop();
+//
+// `url` defaults to this page's origin + /ws. `onStatus(state, delayMs)`: connecting, live,
+// reconnecting (with the delay), offline. `onUnauthorized()`: the server closed with 4001 (sign in
+// again). Hooks per subscription: `event(frame)` each event, `live()` once it is live, `reset()` before
+// a state stream (presence, online) sends its state again, `expired()` when too much was missed to
+// replay (reload by REST: the feed then follows from now), `error(frame)` when it is refused.
 //
 // One connection carries every subscription. Each subscription keeps the cursor of the last event
 // it saw; after any drop (network, a server restart, a 4008 for being slow) the feed reconnects with
@@ -9,9 +24,15 @@
 const REPLAYABLE = new Set(["contacts", "documents", "room", "orders"]);
 const MAX_DELAY_MS = 15000;
 
+function defaultUrl() {
+  const scheme = globalThis.location?.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${globalThis.location?.host}/ws`;
+}
+
 export class Feed {
-  constructor({ token, onStatus = () => {}, onUnauthorized = () => {}, onReady = () => {} }) {
+  constructor({ token, url = defaultUrl(), onStatus = () => {}, onUnauthorized = () => {}, onReady = () => {} }) {
     this.token = token;
+    this.url = url;
     this.onStatus = onStatus;
     this.onUnauthorized = onUnauthorized;
     this.onReady = onReady;
@@ -24,7 +45,7 @@ export class Feed {
     this.stopped = false;
     this.timer = null;
     this.reconnectNow = () => { if (!this.ws && !this.stopped) this.open(); };
-    window.addEventListener("online", this.reconnectNow);
+    globalThis.addEventListener?.("online", this.reconnectNow); // a browser back online: now, not at backoff's end
   }
 
   start() { this.open(); }
@@ -32,7 +53,7 @@ export class Feed {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
-    window.removeEventListener("online", this.reconnectNow);
+    globalThis.removeEventListener?.("online", this.reconnectNow);
     if (this.ws) this.ws.close(1000, "signed out");
   }
 
@@ -73,8 +94,7 @@ export class Feed {
   open() {
     clearTimeout(this.timer);
     this.onStatus("connecting");
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${scheme}//${location.host}/ws`);
+    const ws = new WebSocket(this.url);
     this.ws = ws;
     ws.onopen = () => ws.send(JSON.stringify({ type: "auth", token: this.token }));
     ws.onmessage = (message) => this.receive(JSON.parse(message.data));

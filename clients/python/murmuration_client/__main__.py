@@ -1,0 +1,3 @@
+from .watch import main
+
+main()

@@ -1,0 +1,107 @@
+"""What a connection must send and where each frame goes: the protocol's state, with no I/O.
+
+A subscription's cursor is the last one seen for it: the `subscribed` frame's (where it went live),
+then each event's. Every (re)connection subscribes again from it, so nothing is missed and, since the
+server replays only what comes after a cursor, nothing comes twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Streams of changes, replayed from a cursor. The others (presence, online) are states: they send the
+# whole state on every subscribe, so they are subscribed again without a cursor.
+REPLAYABLE = frozenset({"contacts", "documents", "room", "orders"})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change: `op` is insert, update, delete, enter, leave (or typing on `room`)."""
+
+    subscription: str
+    stream: str
+    op: str
+    id: str | None
+    data: dict[str, Any] | None
+    cursor: str | None
+
+
+@dataclass(slots=True)
+class Subscription:
+    id: str
+    stream: str
+    params: dict[str, Any]
+    cursor: str | None = None
+    live: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What an incoming frame means: `kind` is event, live, refused, ack, pong or ignored."""
+
+    kind: str
+    subscription: str | None = None
+    event: Event | None = None
+    frame: dict[str, Any] = field(default_factory=dict)
+
+
+class Subscriptions:
+    """The subscriptions of one client, across any number of connections."""
+
+    def __init__(self) -> None:
+        self.active: dict[str, Subscription] = {}
+        self.sends: dict[str, dict[str, Any]] = {}  # chat sends not yet acknowledged, by client_id
+
+    def add(self, sub_id: str, stream: str, params: dict[str, Any], since: str | None) -> dict[str, Any]:
+        self.active[sub_id] = Subscription(sub_id, stream, params, since)
+        return self._subscribe(self.active[sub_id])
+
+    def remove(self, sub_id: str) -> dict[str, Any]:
+        self.active.pop(sub_id, None)
+        return {"type": "unsubscribe", "id": sub_id}
+
+    def send_chat(self, room: str, text: str, client_id: str) -> dict[str, Any]:
+        frame = {"type": "chat.send", "room": room, "text": text, "client_id": client_id}
+        self.sends[client_id] = frame
+        return frame
+
+    def on_connect(self) -> list[dict[str, Any]]:
+        """The frames a new connection starts with: every subscription from its cursor, then every
+        chat send not acknowledged yet (the server acknowledges a repeat without storing it twice)."""
+        for sub in self.active.values():
+            sub.live = False
+        return [self._subscribe(sub) for sub in self.active.values()] + list(self.sends.values())
+
+    def receive(self, frame: dict[str, Any]) -> Delivery:
+        kind, sub_id = frame.get("type"), frame.get("sub") or frame.get("id")
+        sub = self.active.get(sub_id) if isinstance(sub_id, str) else None
+        if kind == "event" and sub is not None:
+            sub.cursor = frame.get("cursor") or sub.cursor
+            event = Event(sub.id, str(frame.get("stream")), str(frame.get("op")), frame.get("id"), frame.get("data"),
+                          frame.get("cursor"))  # fmt: skip
+            return Delivery("event", sub.id, event, frame)
+        if kind == "subscribed" and sub is not None:
+            sub.live = True
+            sub.cursor = sub.cursor or frame.get("cursor")
+            return Delivery("live", sub.id, frame=frame)
+        if kind == "ack" and isinstance(frame.get("client_id"), str):
+            self.sends.pop(frame["client_id"], None)
+            return Delivery("ack", frame=frame)
+        if kind == "error":
+            if sub is not None:
+                self.active.pop(sub.id, None)
+                return Delivery("refused", sub.id, frame=frame)
+            if isinstance(frame.get("client_id"), str):
+                self.sends.pop(frame["client_id"], None)
+                return Delivery("refused", frame=frame)
+        if kind == "pong":
+            return Delivery("pong", frame=frame)
+        return Delivery("ignored", frame=frame)
+
+    @staticmethod
+    def _subscribe(sub: Subscription) -> dict[str, Any]:
+        frame: dict[str, Any] = {"type": "subscribe", "id": sub.id, "stream": sub.stream, "params": sub.params}
+        if sub.cursor and sub.stream in REPLAYABLE:
+            frame["since"] = sub.cursor
+        return frame

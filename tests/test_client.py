@@ -1,0 +1,165 @@
+"""The Python client (clients/python) against a running server: it resumes for you.
+
+Its protocol state is checked first with no socket at all, then end to end: a server restart, a drop
+before a subscription's first event, an expired cursor, a chat send made while the server was away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import pytest
+from bson import ObjectId
+from murmuration_client import Client, CursorExpired, Event, Stream
+from murmuration_client.subscriptions import Subscriptions
+
+from .feed import cursor_after_a_write
+from .harness import ROOT
+
+T = TypeVar("T")
+
+
+# --- the protocol's state, with no socket -----------------------------------------------------------
+
+
+def test_a_new_connection_resubscribes_from_the_last_cursor_seen() -> None:
+    state = Subscriptions()
+    state.add("s1", "documents", {}, None)
+    state.receive({"type": "subscribed", "id": "s1", "cursor": "c0"})
+    state.receive({"type": "event", "sub": "s1", "stream": "documents", "op": "insert", "id": "d", "cursor": "c1"})
+    assert state.on_connect() == [{"type": "subscribe", "id": "s1", "stream": "documents", "params": {}, "since": "c1"}]
+
+
+def test_a_subscription_with_no_event_yet_resumes_from_where_it_went_live() -> None:
+    state = Subscriptions()
+    state.add("s1", "contacts", {}, None)
+    state.receive({"type": "subscribed", "id": "s1", "cursor": "c0"})
+    assert state.on_connect()[0]["since"] == "c0"
+
+
+def test_a_chat_send_is_sent_again_until_it_is_acknowledged() -> None:
+    state = Subscriptions()
+    sent = state.send_chat("r", "hello", "k1")
+    assert state.on_connect() == [sent]
+    assert state.receive({"type": "ack", "client_id": "k1", "message": {"id": "m"}}).kind == "ack"
+    assert state.on_connect() == []
+
+
+def test_a_state_stream_is_subscribed_again_without_a_cursor() -> None:
+    state = Subscriptions()
+    state.add("s1", "presence", {}, None)
+    state.receive({"type": "subscribed", "id": "s1", "cursor": "c0"})
+    assert "since" not in state.on_connect()[0]
+
+
+def test_a_refused_subscription_is_not_resubscribed() -> None:
+    state = Subscriptions()
+    state.add("s1", "room", {"room": "x"}, None)
+    delivery = state.receive({"type": "error", "id": "s1", "code": "not_found", "message": "no such room"})
+    assert (delivery.kind, delivery.subscription) == ("refused", "s1") and state.on_connect() == []
+
+
+# --- against a running server ----------------------------------------------------------------------
+
+
+async def within(awaitable: Awaitable[T], seconds: float = 30) -> T:
+    return await asyncio.wait_for(awaitable, seconds)
+
+
+async def next_event(stream: Stream) -> Event:
+    return await within(anext(stream))
+
+
+async def live(client: Client, stream: Stream) -> None:
+    """Wait until the server said the subscription is live (its `subscribed` cursor is known)."""
+    while not (stream.id in client.state.active and client.state.active[stream.id].live):
+        await asyncio.sleep(0.02)
+
+
+def blocking(function: Callable[[], T]) -> Awaitable[T]:
+    return asyncio.to_thread(function)
+
+
+def test_a_followed_document_survives_a_server_restart_with_nothing_missed_or_twice(server, signup, db) -> None:
+    ann = signup("Ann")
+
+    async def scenario() -> None:
+        async with Client(server.url, ann.token) as client:
+            documents, contacts = client.subscribe("documents"), client.subscribe("contacts")  # one socket
+            first = await client.post("/documents", {"title": "before the restart"})
+            assert (await next_event(documents)).id == first["id"]
+            await within(live(client, contacts))  # no contact event yet: it resumes from `subscribed`
+            await blocking(server.stop)
+            stamp = datetime.now(UTC)
+            away = db.contacts.insert_one({"owner": ObjectId(ann.user["id"]), "name": "written while away",
+                                           "tags": [], "created_at": stamp, "updated_at": stamp})  # fmt: skip
+            await blocking(server.start)
+            second = await client.post("/documents", {"title": "after the restart"})
+            assert (await next_event(contacts)).id == str(away.inserted_id)
+            assert (await next_event(documents)).id == second["id"]
+            third = await client.post("/contacts", {"name": "the next one"})
+            assert (await next_event(contacts)).id == third["id"]  # nothing came twice before it
+
+    asyncio.run(scenario())
+
+
+def test_an_expired_cursor_raises_and_the_documented_recovery_works(server, signup) -> None:
+    ann = signup("Ann")
+    cursor = cursor_after_a_write(server, ann)
+    ancient = cursor[:2] + "00000010" + cursor[10:]  # the same token, from before the oplog's window
+
+    async def scenario() -> None:
+        async with Client(server.url, ann.token, first_frame_auth=True) as client:
+            with pytest.raises(CursorExpired):
+                await next_event(client.subscribe("contacts", since=ancient))
+            known = [contact["id"] async for contact in client.pages("/contacts", limit=1)]  # reload by REST
+            assert len(known) == 1
+            again = client.subscribe("contacts")  # then follow from now
+            await within(live(client, again))
+            new = await client.post("/contacts", {"name": "after the recovery"})
+            assert (await next_event(again)).id == new["id"]
+
+    asyncio.run(scenario())
+
+
+def test_a_chat_message_sent_while_the_server_is_away_is_stored_once(server, signup) -> None:
+    ann = signup("Ann")
+
+    async def scenario() -> None:
+        async with Client(server.url, ann.token) as client:
+            room = await client.post("/rooms", {"name": "retries"})
+            await within(client.ready.wait())
+            await blocking(server.stop)
+            sending = asyncio.create_task(client.send_chat(room["id"], "are you there?", client_id="m-1"))
+            await blocking(server.start)
+            message = await within(sending)
+            again = await within(client.send_chat(room["id"], "are you there?", client_id="m-1"))  # a retry
+            assert again["id"] == message["id"]
+            stored = await client.get(f"/rooms/{room['id']}/messages")
+            assert [m["client_id"] for m in stored["items"]] == ["m-1"]
+            await within(client.ping())
+
+    asyncio.run(scenario())
+
+
+def test_the_command_line_watcher_prints_json_lines_and_starts_after_since(server, signup) -> None:
+    ann = signup("Ann")
+    since = cursor_after_a_write(server, ann)  # from here, whenever the watcher's subscription goes live
+    command = [sys.executable, "-m", "murmuration_client", "--url", server.url, "--stream", "contacts",
+               "--count", "1"]  # fmt: skip
+    env = {"MURMURATION_TOKEN": ann.token, "PATH": ""}
+    watcher = subprocess.Popen([*command, "--since", since], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    contact = ann.post("/contacts", json={"name": "Watched"}).json()
+    out, _ = watcher.communicate(timeout=30)
+    event = json.loads(out.splitlines()[0])
+    assert (event["op"], event["id"], event["stream"]) == ("insert", contact["id"], "contacts")
+    later = ann.post("/contacts", json={"name": "Missed"}).json()
+    resumed = subprocess.run([*command, "--since", event["cursor"]], capture_output=True, text=True, timeout=30,
+                             env=env, cwd=ROOT)  # fmt: skip
+    assert json.loads(resumed.stdout.splitlines()[0])["id"] == later["id"]
