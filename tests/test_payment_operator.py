@@ -12,6 +12,7 @@ import braintree
 import bson
 import httpx
 from bson import ObjectId
+from pymongo.errors import WriteError
 
 from .harness import wait_for
 
@@ -34,10 +35,16 @@ def looked_at(db, order_id: str, times: int = 2) -> None:
 
 def grown_to_the_limit(db, order_id: ObjectId, slack: int = 5) -> None:
     """Pad a stored order until it is `slack` bytes under MongoDB's 16 MB, so no update can grow it."""
-    doc = db.orders.find_one({"_id": order_id})
-    doc["pad"] = ""
-    db.orders.update_one({"_id": order_id}, {"$set": {"pad": "x" * (BSON_LIMIT - slack - len(bson.encode(doc)))}},
-                         bypass_document_validation=True)  # fmt: skip
+    for _ in range(5):  # the worker may change the order between the read and the write: measure again
+        doc = db.orders.find_one({"_id": order_id})
+        doc["pad"] = ""
+        pad = "x" * (BSON_LIMIT - slack - len(bson.encode(doc)))
+        try:
+            db.orders.update_one({"_id": order_id}, {"$set": {"pad": pad}}, bypass_document_validation=True)
+            return
+        except WriteError:
+            continue
+    raise AssertionError("the order kept changing: it could not be grown to the limit")
 
 
 def test_the_sweep_keeps_the_only_charge_of_an_order_whose_transaction_was_cleared(signup, gateway, db) -> None:
@@ -70,9 +77,12 @@ def test_an_order_being_given_back_that_grew_to_16_mb_keeps_its_status_and_leave
     fault(gateway, call="void", mode="unavailable", count=50)  # the cancel waits in `cancelling`
     ann.post(f"/orders/{paid['id']}/cancel")
     oid = ObjectId(paid["id"])
-    wait_for(lambda: db.orders.find_one({"_id": oid}, {"pad": 0}).get("lease_owner") is None
-             and db.orders.find_one({"_id": oid}, {"pad": 0}).get("give_back_attempts") is not None,
-             20, "the cancel to wait for the gateway")  # fmt: skip
+
+    def waiting() -> bool:  # the void was tried, and the order given back to the queue until later
+        stored = db.orders.find_one({"_id": oid}, {"pad": 0})
+        return stored.get("cancel_started_at") is not None and stored.get("lease_owner") is None
+
+    wait_for(waiting, 20, "the cancel to wait for the gateway")
     grown_to_the_limit(db, oid)
     parked = lambda: db.orders.find_one({"_id": oid}, {"pad": 0})["next_attempt_at"].year == 9999  # noqa: E731
     wait_for(parked, 30, "it to leave the queue")
