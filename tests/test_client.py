@@ -164,3 +164,17 @@ def test_the_command_line_watcher_prints_json_lines_and_starts_after_since(serve
     resumed = subprocess.run([*command, "--since", event["cursor"]], capture_output=True, text=True, timeout=30,
                              env=env, cwd=ROOT)  # fmt: skip
     assert json.loads(resumed.stdout.splitlines()[0])["id"] == later["id"]
+
+
+def test_closing_the_client_ends_its_streams_instead_of_leaving_them_waiting(server, signup) -> None:
+    ann = signup("Ann")
+
+    async def scenario() -> None:
+        client = await Client(server.url, ann.token).__aenter__()
+        stream = client.subscribe("contacts")
+        await within(live(client, stream))
+        reading = asyncio.create_task(anext(stream, None))
+        await client.close()
+        assert await within(reading, 5) is None
+
+    asyncio.run(scenario())

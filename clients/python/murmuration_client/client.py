@@ -73,6 +73,7 @@ class Client:
         self.runner: asyncio.Task[None] | None = None
         self.ended: MurmurationError | None = None
         self.serial = itertools.count(1)
+        self.closing: set[asyncio.Task[None]] = set()
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -84,10 +85,12 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        """Close the socket and the HTTP client: every stream ends, every chat send still waiting fails."""
         if self.runner is not None:
             self.runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.runner
+        self._finish(None, MurmurationError("the client was closed"))
         await self.http.aclose()
 
     @classmethod
@@ -251,11 +254,21 @@ class Client:
 
     def _end(self, error: MurmurationError) -> None:
         self.ended = error
+        self._finish(error, error)
+
+    def _finish(self, last: MurmurationError | None, unsent: MurmurationError) -> None:
+        """End every stream with `last` (None: a plain end), after the events it still holds, and fail
+        every chat send not acknowledged with `unsent`."""
         for queue in self.queues.values():
-            queue.put_nowait(error)
+            try:
+                queue.put_nowait(last)
+            except asyncio.QueueFull:  # delivered once the consumer has taken what is before it
+                task = asyncio.create_task(queue.put(last))
+                self.closing.add(task)
+                task.add_done_callback(self.closing.discard)
         for acked in self.acks.values():
             if not acked.done():
-                acked.set_exception(error)
+                acked.set_exception(unsent)
 
 
 def _checked(answer: httpx.Response) -> Any:
