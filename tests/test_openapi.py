@@ -35,7 +35,8 @@ def schemathesis(server_url: str, token: str, name: str, *options: str) -> None:
         f"{server_url}/openapi.json", "--checks", "all", "--seed", SEED, "--max-examples", EXAMPLES,
         "--header", f"Authorization: Bearer {token}", "--no-color", "--workers", "1", *options,
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    # Run in var/test-logs, where Schemathesis keeps its cache (.schemathesis/), out of the tree.
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPORTS)
     (REPORTS / f"schemathesis-{name}.txt").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-20000:]
 
