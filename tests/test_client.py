@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,7 +18,7 @@ from typing import TypeVar
 
 import pytest
 from bson import ObjectId
-from murmuration_client import Client, CursorExpired, Event, Stream
+from murmuration_client import Client, CursorExpired, Event, SessionEnded, Stream
 from murmuration_client.subscriptions import Subscriptions
 
 from .feed import cursor_after_a_write
@@ -28,12 +30,22 @@ T = TypeVar("T")
 # --- the protocol's state, with no socket -----------------------------------------------------------
 
 
-def test_a_new_connection_resubscribes_from_the_last_cursor_seen() -> None:
+def test_a_new_connection_resubscribes_from_the_last_cursor_delivered() -> None:
     state = Subscriptions()
     state.add("s1", "documents", {}, None)
     state.receive({"type": "subscribed", "id": "s1", "cursor": "c0"})
     state.receive({"type": "event", "sub": "s1", "stream": "documents", "op": "insert", "id": "d", "cursor": "c1"})
+    state.delivered("s1", "c1")
     assert state.on_connect() == [{"type": "subscribe", "id": "s1", "stream": "documents", "params": {}, "since": "c1"}]
+
+
+def test_a_paused_subscription_is_left_out_until_resumed_from_its_last_delivered_cursor() -> None:
+    state = Subscriptions()
+    state.add("s1", "documents", {}, "c1")
+    assert state.pause("s1") == {"type": "unsubscribe", "id": "s1"}
+    event = {"type": "event", "sub": "s1", "stream": "documents", "op": "insert", "id": "d", "cursor": "c2"}
+    assert state.receive(event).kind == "ignored" and state.on_connect() == []
+    assert state.resume("s1") == {"type": "subscribe", "id": "s1", "stream": "documents", "params": {}, "since": "c1"}
 
 
 def test_a_subscription_with_no_event_yet_resumes_from_where_it_went_live() -> None:
@@ -176,5 +188,94 @@ def test_closing_the_client_ends_its_streams_instead_of_leaving_them_waiting(ser
         reading = asyncio.create_task(anext(stream, None))
         await client.close()
         assert await within(reading, 5) is None
+
+    asyncio.run(scenario())
+
+
+def test_an_event_over_2_mib_is_delivered_and_the_stream_goes_on(server, signup) -> None:
+    ann = signup("Ann")
+
+    async def scenario() -> None:
+        async with Client(server.url, ann.token) as client:
+            documents = client.subscribe("documents")
+            await within(live(client, documents))
+            big = await client.post("/documents", {"title": "big", "body": "\u3042" * 690_000})  # 2 MB of UTF-8
+            small = await client.post("/documents", {"title": "small"})
+            assert (await next_event(documents)).data["body"] == big["body"]
+            assert (await next_event(documents)).id == small["id"]
+
+    asyncio.run(scenario())
+
+
+def test_a_consumer_that_falls_behind_holds_up_no_other_and_misses_nothing(server, signup) -> None:
+    ann = signup("Ann")
+
+    async def scenario() -> None:
+        async with Client(server.url, ann.token, queue_size=3) as client:
+            documents, contacts = client.subscribe("documents"), client.subscribe("contacts")
+            await within(live(client, documents))
+            await within(live(client, contacts))
+            made = [(await client.post("/documents", {"title": f"d{n}"}))["id"] for n in range(10)]
+            contact = await client.post("/contacts", {"name": "not held up"})
+            assert (await next_event(contacts)).id == contact["id"]  # while documents is 7 behind
+            assert [(await next_event(documents)).id for _ in made] == made  # then every one, once, in order
+            last = await client.post("/documents", {"title": "after"})
+            assert (await next_event(documents)).id == last["id"]
+            await documents.close()  # closing a stream, even a full one, never raises
+            assert await within(anext(documents, None)) is None
+
+    asyncio.run(scenario())
+
+
+def test_a_logout_ends_every_stream_and_every_later_call_with_session_ended(server, signup) -> None:
+    ann = signup("Ann")
+
+    async def scenario() -> None:
+        async with Client(server.url, ann.token, queue_size=2) as client:
+            documents, contacts = client.subscribe("documents"), client.subscribe("contacts")
+            await within(live(client, documents))
+            for n in range(4):  # documents is full and paused when the session ends
+                await client.post("/documents", {"title": f"d{n}"})
+            await client.post("/auth/logout")
+            with pytest.raises(SessionEnded):
+                await next_event(contacts)
+            with pytest.raises(SessionEnded):
+                while True:
+                    await next_event(documents)
+            with pytest.raises(SessionEnded):
+                await within(client.send_chat("0123456789abcdef01234567", "too late"), 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_token_is_session_ended_with_first_frame_auth_too(server) -> None:
+    async def scenario() -> None:
+        async with Client(server.url, "not-a-token", first_frame_auth=True) as client:
+            with pytest.raises(SessionEnded):
+                await next_event(client.subscribe("contacts"))
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://127.0.0.1", "http://"])
+def test_a_url_that_is_not_http_is_refused_at_once(url: str) -> None:
+    with pytest.raises(ValueError):
+        Client(url, "token")
+
+
+def test_a_ping_lost_while_the_server_was_frozen_does_not_take_the_next_pong(server, signup) -> None:
+    ann = signup("Ann")
+
+    async def scenario() -> None:
+        async with Client(server.url, ann.token) as client:
+            await within(client.ping())
+            group = os.getpgid(server.process.pid)
+            os.killpg(group, signal.SIGSTOP)
+            try:
+                with pytest.raises(TimeoutError):
+                    await client.ping(timeout=1)
+            finally:
+                os.killpg(group, signal.SIGCONT)
+            await within(client.ping())
 
     asyncio.run(scenario())

@@ -1,8 +1,11 @@
 """What a connection must send and where each frame goes: the protocol's state, with no I/O.
 
-A subscription's cursor is the last one seen for it: the `subscribed` frame's (where it went live),
-then each event's. Every (re)connection subscribes again from it, so nothing is missed and, since the
-server replays only what comes after a cursor, nothing comes twice.
+A subscription's cursor is the last one delivered for it: the `subscribed` frame's (where it went
+live), then each event's once its consumer has it queued. Every (re)connection subscribes again from
+it, so nothing is missed and, since the server replays only what comes after a cursor, nothing comes
+twice. A subscription whose consumer falls behind is paused (unsubscribed, its cursor kept) and resumed
+from its cursor once the consumer catches up: one slow consumer never holds up the others, and memory
+stays bounded without losing an event.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class Subscription:
     params: dict[str, Any]
     cursor: str | None = None
     live: bool = False
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +75,39 @@ class Subscriptions:
         chat send not acknowledged yet (the server acknowledges a repeat without storing it twice)."""
         for sub in self.active.values():
             sub.live = False
-        return [self._subscribe(sub) for sub in self.active.values()] + list(self.sends.values())
+        running = [self._subscribe(sub) for sub in self.active.values() if not sub.paused]
+        return running + list(self.sends.values())
+
+    def delivered(self, sub_id: str, cursor: str | None) -> None:
+        """The consumer has the event: the subscription resumes after it from now on."""
+        sub = self.active.get(sub_id)
+        if sub is not None and cursor:
+            sub.cursor = cursor
+
+    def pause(self, sub_id: str) -> dict[str, Any] | None:
+        """Stop a subscription whose consumer is behind; its cursor stays at the last event delivered."""
+        sub = self.active.get(sub_id)
+        if sub is None or sub.paused:
+            return None
+        sub.paused, sub.live = True, False
+        return {"type": "unsubscribe", "id": sub_id}
+
+    def resume(self, sub_id: str) -> dict[str, Any] | None:
+        """Subscribe again from the cursor a paused subscription stopped at."""
+        sub = self.active.get(sub_id)
+        if sub is None or not sub.paused:
+            return None
+        sub.paused = False
+        return self._subscribe(sub)
 
     def receive(self, frame: dict[str, Any]) -> Delivery:
         kind, sub_id = frame.get("type"), frame.get("sub") or frame.get("id")
         sub = self.active.get(sub_id) if isinstance(sub_id, str) else None
-        if kind == "event" and sub is not None:
-            sub.cursor = frame.get("cursor") or sub.cursor
+        if kind == "event" and sub is not None and not sub.paused:
             event = Event(sub.id, str(frame.get("stream")), str(frame.get("op")), frame.get("id"), frame.get("data"),
                           frame.get("cursor"))  # fmt: skip
             return Delivery("event", sub.id, event, frame)
-        if kind == "subscribed" and sub is not None:
+        if kind == "subscribed" and sub is not None and not sub.paused:
             sub.live = True
             sub.cursor = sub.cursor or frame.get("cursor")
             return Delivery("live", sub.id, frame=frame)

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -47,8 +48,17 @@ def main() -> None:
     if not args.token:
         parser.error("give --token=TOKEN or set MURMURATION_TOKEN")
     try:
-        asyncio.run(watch(args.url, args.token, args.stream, json.loads(args.params), args.since, args.count))
-    except MurmurationError as error:
+        params = json.loads(args.params)
+    except ValueError:
+        parser.error(f"--params is not JSON: {args.params}")
+    if not isinstance(params, dict):
+        parser.error("--params must be a JSON object")
+    if args.count is not None and args.count < 1:
+        parser.error("--count must be 1 or more")
+    logging.basicConfig(format="# %(message)s", level=logging.WARNING)  # reconnects, on stderr
+    try:
+        asyncio.run(watch(args.url, args.token, args.stream, params, args.since, args.count))
+    except (MurmurationError, ValueError) as error:
         sys.exit(f"murmuration: {error}")
     except KeyboardInterrupt:
         pass
