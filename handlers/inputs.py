@@ -34,10 +34,11 @@ def body(request: Request, model: type[M]) -> M:
 
 
 def page_args(request: Request) -> tuple[int, str | None]:
-    """`?limit=` (1..100, default 20; anything else is a 422) and `?after=` (checked where it is
-    used: a bad cursor is a 400), never a query."""
-    raw = request.args.get("limit")
-    limit = DEFAULT_LIMIT if raw is None else whole(raw)
+    """`?limit=` (1..100, default 20; anything else, blank, padded or given twice, is a 422) and
+    `?after=` (checked where it is used: a bad cursor is a 400), never a query."""
+    sent = request.get_args(keep_blank_values=True).getlist("limit")  # blank and repeated ones too
+    raw = sent[0] if len(sent) == 1 else None
+    limit = DEFAULT_LIMIT if not sent else whole(raw) if raw is not None and raw == raw.strip() else None
     if limit is None or not 1 <= limit <= MAX_LIMIT:
         message = f"limit must be a whole number from 1 to {MAX_LIMIT}"
         raise ValidationFailed(message, details=[{"field": "limit", "message": message}])

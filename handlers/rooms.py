@@ -58,7 +58,8 @@ async def add_member(request: Request, room_id: str) -> HTTPResponse:
 
 
 @bp.delete("/<room_id>/members/<user_id>")
-@describe("Leave the room, or (its creator) remove a member", "chat", response=RoomOut, errors=HIDDEN)
+@describe("Leave the room, or (its creator) remove a member", "chat", response=RoomOut,
+          errors={**HIDDEN, "403": "forbidden: only the room's creator removes others"})  # fmt: skip
 async def remove_member(request: Request, room_id: str, user_id: str) -> HTTPResponse:
     room = await rooms.remove_member(context(request).db, current_user(request), room_id, user_id)
     return json(one("rooms", room, room_out))

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 # What the OpenAPI document says of ids in paths, queries and bodies: an ObjectId's 24 hex digits.
 ID_PATTERN = "^[0-9a-fA-F]{24}$"
 # Whitespace as Python's str.strip sees it, spelled so that ECMAScript regexes (JSON Schema's) agree.
-SPACE = r"\s\x1c-\x1f\x85"
+SPACE = r"\s\x1c-\x1f\x85\ufeff"
 # "Not blank": has a character that is not whitespace. Enforced by the models and shown in the schema.
 NONBLANK = f"[^{SPACE}]"
 
@@ -23,8 +23,12 @@ class Input(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# What trimming removes: Python's whitespace, and the byte-order mark ECMAScript counts as whitespace.
+STRIPPED = "".join(chr(c) for c in range(0x3001) if chr(c).isspace()) + "\ufeff"
+
+
 def _trim(value: str) -> str:
-    return value.strip()
+    return value.strip(STRIPPED)
 
 
 # Stores a text trimmed, once its constraints (on the text as sent) are checked.

@@ -24,7 +24,7 @@ Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY), BeforeValidator(_whole)]
 
 
 class LineIn(Input):
-    sku: Annotated[str, required_text(64), Trim]  # the OpenAPI document lists the catalog's skus
+    sku: str = Field(min_length=1, max_length=64)  # as sent, not trimmed: the OpenAPI document lists the skus
     quantity: Quantity
 
 

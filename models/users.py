@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from .common import SPACE, Input, Output, Trim, ident, moment, required_text, text
+from .common import SPACE, STRIPPED, Input, Output, Trim, ident, moment, required_text, text
 
 MAX_PASSWORD = 1024  # argon2 hashes any length; a bound keeps a huge password from costing CPU
 
@@ -17,7 +17,7 @@ EMAIL_PATTERN = f"^[{SPACE}]*[^{SPACE}@]+@[^{SPACE}@.][^{SPACE}@]*\\.[^{SPACE}@]
 
 def _email(value: str) -> str:
     """Trimmed and lower-cased, once the pattern has accepted it."""
-    return value.strip().lower()
+    return value.strip(STRIPPED).lower()
 
 
 Email = Annotated[str, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN), AfterValidator(_email)]

@@ -18,7 +18,7 @@ from models.users import LoginIn, RegisterIn, user_out
 
 from .config import Settings
 from .database import Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now
-from .errors import Conflict, RateLimited, Unauthorized
+from .errors import Conflict, RateLimited, Unauthorized, ValidationFailed
 from .stored import UNREADABLE, malformed, shown
 
 _hasher = PasswordHasher()
@@ -214,6 +214,13 @@ class Accounts:
             if window is not None and window["failures"] > limit:
                 wait = (window["expires_at"] - stamp).total_seconds()
                 raise RateLimited(wait, "too many failed logins; try again later")
+
+
+def no_account() -> ValidationFailed:
+    """An address given to share with or add that no account has: a 422 naming the field, not a 404,
+    which would say the document or room in the path is missing."""
+    detail = {"field": "email", "message": "no account has this address"}
+    return ValidationFailed("no user has this email", details=[detail])
 
 
 async def by_email(db: Database, emails: Iterable[str]) -> dict[str, User]:

@@ -43,7 +43,7 @@ def error_for(exception: BaseException) -> ServiceError:
             return MethodNotAllowed(str(exception) or None, allow=allow)
         cls = BY_STATUS.get(status)
         if cls is not None:
-            message = str(exception) if status not in (413, 500) else None
+            message = str(exception) if status != 500 else None  # 413: Sanic says which limit (body, header)
             return cls(message or None)
         if status < 500:
             # A status the contract has no code for (426 for /ws without an upgrade, 416 for a bad

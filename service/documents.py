@@ -12,7 +12,7 @@ from typing import Any
 
 from models.documents import CollaboratorIn, DocumentIn, DocumentPatch, document_out
 
-from .accounts import User, by_email
+from .accounts import User, by_email, no_account
 from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
 from .errors import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from .pages import drop_reader, newest_first, one
@@ -152,7 +152,7 @@ async def add_collaborator(db: Database, user: User, document_id: str, data: Col
         raise Forbidden("only the owner can share a document")
     target = (await by_email(db, [data.email])).get(data.email)
     if target is None:
-        raise NotFound("no user has this email")
+        raise no_account()
     if target.id == user.id:
         raise Conflict("the owner is already on the document")
     entry = {**target.ref(), "role": data.role}

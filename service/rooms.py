@@ -12,9 +12,9 @@ from datetime import timedelta
 from models.common import Unreadable
 from models.rooms import MessageIn, RoomIn, room_out
 
-from .accounts import User, by_email
+from .accounts import User, by_email, no_account
 from .database import DESCENDING, Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now, parse_id
-from .errors import Forbidden, NotFound, ValidationFailed
+from .errors import Forbidden, ValidationFailed
 from .pages import drop_reader, newest_first, one
 
 TYPING_SECONDS = 6
@@ -84,7 +84,7 @@ async def add_member(db: Database, user: User, room_id: str, email: str) -> Docu
     room = await joined(db, user, room_id)
     target = (await by_email(db, [email])).get(email)
     if target is None:
-        raise NotFound("no user has this email")
+        raise no_account()
     changed = await db.rooms.find_one_and_update(
         {"_id": room["_id"], "access": {"$ne": target.id}},
         {"$push": {"members": target.ref()}, "$addToSet": {"access": target.id}},

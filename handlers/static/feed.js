@@ -6,6 +6,7 @@
 //   feed.subscribe("docs", "documents", {}, { event(frame) {}, live() {}, reset() {}, expired() {}, error(frame) {} });
 //   feed.start();
 //   await feed.chat(roomId, "hello", crypto.randomUUID());   // resolves with the stored message, once
+//   feed.typing(roomId);                                      // "typing" to the room's other members
 //   feed.setPresence(documentId, "editing");                  // announced again after every reconnect
 //   feed.unsubscribe("docs"); feed.stop();
 //
@@ -14,6 +15,7 @@
 // again). Hooks per subscription: `event(frame)` each event, `live()` once it is live, `reset()` before
 // a state stream (presence, online) sends its state again, `expired()` when too much was missed to
 // replay (reload by REST: the feed then follows from now), `error(frame)` when it is refused.
+// `chat()` rejects if the feed is stopped or the session ends before the message is acknowledged.
 //
 // One connection carries every subscription. Each subscription keeps the cursor of the last event
 // it saw; after any drop (network, a server restart, a 4008 for being slow) the feed reconnects with
@@ -52,6 +54,7 @@ export class Feed {
 
   stop() {
     this.stopped = true;
+    this.failPending("the feed was stopped");
     clearTimeout(this.timer);
     globalThis.removeEventListener?.("online", this.reconnectNow);
     if (this.ws) this.ws.close(1000, "signed out");
@@ -75,8 +78,9 @@ export class Feed {
 
   // Sends a chat message; resolves with the stored message once acked. Until then it is sent
   // again after every reconnect with the same client_id, which the server stores only once.
-  chat(room, text, clientId) {
+  chat(room, text, clientId = crypto.randomUUID()) {
     return new Promise((resolve, reject) => {
+      if (this.stopped) return reject(new Error("the feed is stopped"));
       const frame = { type: "chat.send", room, text, client_id: clientId };
       this.pending.set(clientId, { frame, resolve, reject });
       if (this.ready) this.send(frame);
@@ -107,6 +111,7 @@ export class Feed {
     this.ready = false;
     if (this.stopped) return;
     if (code === 4001) {
+      this.failPending("the session ended: sign in again");
       this.onStatus("offline");
       this.onUnauthorized();
       return;
@@ -161,6 +166,10 @@ export class Feed {
     if (!sub) return;
     sub.cursor = frame.cursor;
     sub.on.event(frame);
+  }
+
+  failPending(reason) {
+    for (const clientId of [...this.pending.keys()]) this.acked(clientId, null, { code: "unavailable", message: reason });
   }
 
   acked(clientId, message, error) {
