@@ -279,3 +279,24 @@ def test_a_ping_lost_while_the_server_was_frozen_does_not_take_the_next_pong(ser
             await within(client.ping())
 
     asyncio.run(scenario())
+
+
+def test_a_reconnect_with_a_hundred_subscriptions_and_thirty_pending_sends_resumes_them_all(server, signup) -> None:
+    ann = signup("Ann")
+
+    async def scenario() -> None:
+        async with Client(server.url, ann.token) as client:
+            documents = [await client.post("/documents", {"title": f"d{n}"}) for n in range(100)]
+            streams = [client.subscribe("documents", {"id": doc["id"]}) for doc in documents]  # the most a socket takes
+            room = await client.post("/rooms", {"name": "burst"})
+            await within(live(client, streams[-1]))
+            await blocking(server.stop)
+            sends = [asyncio.create_task(client.send_chat(room["id"], f"m{n}", client_id=f"m{n}")) for n in range(30)]
+            await blocking(server.start)
+            acked = await within(asyncio.gather(*sends), 60)  # each stored and acknowledged once
+            assert sorted(message["client_id"] for message in acked) == sorted(f"m{n}" for n in range(30))
+            await within(asyncio.gather(*(live(client, stream) for stream in streams)), 60)
+            changed = await client.patch(f"/documents/{documents[99]['id']}", {"title": "still followed"})
+            assert (await next_event(streams[99])).data["title"] == changed["title"]
+
+    asyncio.run(scenario())

@@ -33,6 +33,7 @@ SESSION_ENDED = 4001
 # Larger than any frame the service sends (an event carries a document of up to 1M characters, which
 # JSON may spell as 6 bytes each), and still a bound.
 MAX_FRAME = 64 * 1024 * 1024
+RATE, BURST = 40.0, 80  # frames a second, and at once: under the server's default limits
 STABLE = 5.0  # seconds a connection must last for the backoff to start again from its shortest
 
 
@@ -213,9 +214,21 @@ class Client:
             self.outbox.put_nowait(frame)
 
     async def _write(self, socket: ClientConnection) -> None:
+        """Send the outbox in order, paced under the server's frame limit (WS_FRAME_RATE, 50 a second in
+        bursts of 100 by default): a reconnect with many subscriptions and unacknowledged sends would
+        otherwise have frames refused, and those refusals cannot name the frame they refuse."""
+        tokens, last = float(BURST), time.monotonic()
         with contextlib.suppress(ConnectionClosed):  # what was not sent is sent from `state` next time
             while True:
-                await socket.send(json.dumps(await self.outbox.get()))
+                frame = await self.outbox.get()
+                now = time.monotonic()
+                tokens = min(float(BURST), tokens + (now - last) * RATE)
+                last = now
+                if tokens < 1:
+                    await asyncio.sleep((1 - tokens) / RATE)
+                    tokens, last = 1.0, time.monotonic()
+                tokens -= 1
+                await socket.send(json.dumps(frame))
 
     async def _run(self) -> None:
         """Connect, resubscribe, read; after any drop, again with backoff, until the session ends. An
