@@ -116,9 +116,9 @@ def test_a_hand_made_user_that_cannot_be_read_is_not_found_by_email_instead_of_b
     db.users.insert_one({"email": "half@example.com", "created_at": datetime.now(UTC)}, bypass_document_validation=True)
     doc = ann.post("/documents", json={"title": "t"}).json()
     shared = ann.post(f"/documents/{doc['id']}/collaborators", json={"email": "half@example.com", "role": "viewer"})
-    assert shared.status_code == 404 and shared.json()["error"]["code"] == "not_found"
+    assert shared.status_code == 422 and shared.json()["error"]["details"][0]["field"] == "email"  # no account
     room = ann.post("/rooms", json={"name": "r"}).json()
-    assert ann.post(f"/rooms/{room['id']}/members", json={"email": "half@example.com"}).status_code == 404
+    assert ann.post(f"/rooms/{room['id']}/members", json={"email": "half@example.com"}).status_code == 422
     created = ann.post("/rooms", json={"name": "r2", "members": ["half@example.com"]})
     assert created.status_code == 422 and created.json()["error"]["details"][0]["message"] == "half@example.com"
 
