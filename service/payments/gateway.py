@@ -69,7 +69,6 @@ class Refusal:
 class Webhook:
     kind: str
     transaction_id: str | None
-    transaction_status: str | None
     order_id: str | None  # our order id, as the sale carried it to the gateway
 
 
@@ -240,6 +239,5 @@ def _webhook(notification: Any) -> Webhook:
     return Webhook(
         kind=str(notification.kind),
         transaction_id=str(transaction_id) if transaction_id else None,
-        transaction_status=str(getattr(transaction, "status", "") or "") or None,
         order_id=str(order_id) if order_id else None,
     )

@@ -411,18 +411,25 @@ class Payments:
         """The sale to give back: the order's transaction, read by id, if it is this order's. One the
         order has lost, or that belongs to another order (a hand edit), is not touched: the gateway's
         sale for our order id is used instead; with none there, the order was never charged and says so."""
-        recorded = _transaction_id(order)
-        sale = await self.gateway.find(recorded) if recorded else None
-        if sale is not None and sale.order_id == str(order["_id"]):
-            return sale
+        sale = await self._recorded_sale(order)
         if sale is not None:
-            log.error("order %s names transaction %s, which is not its own (order %s): it is left alone",
-                      order["_id"], sale.id, sale.order_id)  # fmt: skip
+            return sale
         found = chosen_sale(await self.gateway.records(str(order["_id"])))
         if found is not None:
             return await self.gateway.find(found.id) or found
         reason = "the gateway has no sale for this order: there is nothing to give back"
         await self._finish(order, Outcome("failed", None, [{"code": "not_charged", "message": reason}]), reason)
+        return None
+
+    async def _recorded_sale(self, order: Document) -> Record | None:
+        """The order's transaction, read by id (consistently), if it is a sale made for this order; one
+        that is not (a hand edit naming another order's sale, or a refund) is left alone, and said so."""
+        recorded = _transaction_id(order)
+        sale = await self.gateway.find(recorded) if recorded else None
+        if sale is None or (sale.kind == "sale" and sale.order_id == str(order["_id"])):
+            return sale
+        log.error("order %s names transaction %s (a %s of order %s), which is not its own sale: it is left alone",
+                  order["_id"], sale.id, sale.kind, sale.order_id)  # fmt: skip
         return None
 
     async def _given_back(self, order: Document, sale: Record) -> bool:
@@ -645,8 +652,8 @@ class Payments:
         for record in records:
             if record.id == recorded and record.kind == "sale":
                 return record, records
-        found = await self.gateway.find(recorded) if recorded else None
-        if found is not None and found.kind == "sale" and found.order_id == str(order["_id"]):
+        found = await self._recorded_sale(order) if recorded else None
+        if found is not None:
             return found, [*records, found]
         return chosen_sale(records), records
 
