@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import stored
-from .database import DESCENDING, Collection, Document, ObjectId, ReturnDocument, Session, parse_id
+from .database import DESCENDING, Collection, Document, ObjectId, ReturnDocument, Session, for_display, parse_id
 from .errors import NotFound
 from .stored import Shape
 
@@ -44,7 +44,7 @@ async def newest_first(
     query["_id"] = {"$type": "objectId"}
     if after is not None:
         query["_id"]["$lt"] = parse_id(after, "after")
-    docs = await collection.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list()
+    docs = await for_display(collection).find(query).sort("_id", DESCENDING).limit(limit + 1).to_list()
     if len(docs) > limit:
         docs = docs[:limit]
         return docs, str(docs[-1]["_id"])
