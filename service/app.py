@@ -20,7 +20,7 @@ from .context import AppState, bearer_token, context
 from .database import DatabaseError, failure
 from .errors import BY_STATUS, BadRequest, MethodNotAllowed, RateLimited, ServiceError, Unauthorized
 from .lifecycle import draining, running
-from .metrics import LATENCY, REQUESTS
+from .metrics import observe
 from .payments.catalog import Catalog
 
 log = logging.getLogger("murmuration")
@@ -181,5 +181,4 @@ async def _measure(request: Request, response: BaseHTTPResponse) -> None:
     if started is None:
         return
     route = request.route.path if request.route is not None else "unmatched"
-    REQUESTS.labels(request.method, route, str(response.status)).inc()
-    LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+    observe(request.method, route, response.status, time.perf_counter() - started)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, TypeVar
 
 import pymongo
@@ -222,59 +223,59 @@ class Database:
         )
         self.db: AsyncDatabase[Document] = self.client[name]
 
-    @property
+    @cached_property
     def users(self) -> Collection:
         return self.db["users"]
 
-    @property
+    @cached_property
     def sessions(self) -> Collection:
         return self.db["sessions"]
 
-    @property
+    @cached_property
     def throttles(self) -> Collection:
         return self.db["throttles"]
 
-    @property
+    @cached_property
     def contacts(self) -> Collection:
         return self.db["contacts"]
 
-    @property
+    @cached_property
     def documents(self) -> Collection:
         return self.db["documents"]
 
-    @property
+    @cached_property
     def revisions(self) -> Collection:
         return self.db["revisions"]
 
-    @property
+    @cached_property
     def presence(self) -> Collection:
         return self.db["presence"]
 
-    @property
+    @cached_property
     def rooms(self) -> Collection:
         return self.db["rooms"]
 
-    @property
+    @cached_property
     def messages(self) -> Collection:
         return self.db["messages"]
 
-    @property
+    @cached_property
     def reads(self) -> Collection:
         return self.db["reads"]
 
-    @property
+    @cached_property
     def signals(self) -> Collection:
         return self.db["signals"]
 
-    @property
+    @cached_property
     def orders(self) -> Collection:
         return self.db["orders"]
 
-    @property
+    @cached_property
     def connections(self) -> Collection:
         return self.db["connections"]
 
-    @property
+    @cached_property
     def instances(self) -> Collection:
         return self.db["instances"]
 

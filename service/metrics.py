@@ -21,6 +21,24 @@ LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+
+
+def observe(method: str, route: str, status: int, seconds: float) -> None:
+    """Count an answered request and its latency; the labelled children are looked up once per
+    (method, route, status), not on every request (`labels()` takes a lock and builds a key)."""
+    counted = _answered.get((method, route, status))
+    if counted is None:
+        counted = _answered[(method, route, status)] = (
+            REQUESTS.labels(method, route, str(status)),
+            LATENCY.labels(method, route),
+        )
+    counted[0].inc()
+    counted[1].observe(seconds)
+
+
+# Bounded by the routes times their methods and statuses: the route is the pattern, never the path.
+_answered: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
 SOCKETS = Gauge("murmuration_websockets_open", "Open websocket connections", multiprocess_mode="livesum")
 EVENTS = Counter("murmuration_events_fanned_out_total", "Events delivered to subscriptions", ["stream"])
 STREAM_LAG = Gauge(
