@@ -1,9 +1,12 @@
-"""`make bench`: Murmuration side by side with its peers, on this machine, in one run.
+"""`make bench`: Murmuration side by side with its peers, on this machine, in one run, on one mongod.
 
-REST (wrk, 64 connections): authenticated GET /contacts (20 items) and POST /contacts, against the
-seed's bare Sanic app and a FastAPI + uvicorn app with the same routes, same worker count, same
-mongod and data. Fan-out: 1 / 1,000 / 5,000 / 10,000 websocket clients on one document. Resume: replay
-of 1,000 missed events. Prints a table and writes bench/results/latest.md and latest.json.
+REST (wrk, 64 connections): authenticated GET /contacts (20 items) and POST /contacts, here with one and
+two workers, on the seed's bare Sanic + PyMongo app (the floor of the stack) and on FastAPI doing the
+same work. Fan-out: 1 / 1,000 / 5,000 / 10,000 websocket clients on one document, here, on Socket.IO
+(Node) and on Django Channels (channels_redis, daphne), every system following the same change stream.
+Many readers: one document shared with 5,000 distinct users, each connected once. Idle sockets:
+10,000 on a fresh process. Resume: replay of 1,000 missed events. Prints the tables and the targets and
+writes bench/results/latest.md and latest.json.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,182 +29,269 @@ from websockets.sync.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import spy  # noqa: E402  (bench/, next to this script)
+import procs  # noqa: E402  (bench/, next to this script)
+import readers  # noqa: E402
+import report  # noqa: E402
+import rest  # noqa: E402
+import spy  # noqa: E402
 
+from bench.peers import launch  # noqa: E402
 from deploy.local import debian  # noqa: E402
 from deploy.local.mongo import MongoNode, free_port, initiate, kill_group, port_is_open, terminate  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-WORKERS = os.environ.get("BENCH_WORKERS", "1")
-DURATION = os.environ.get("BENCH_SECONDS", "10")
+SECONDS = os.environ.get("BENCH_SECONDS", "10")
 FANOUT = [int(n) for n in os.environ.get("BENCH_FANOUT", "1,1000,5000,10000").split(",")]
-STAGES = set(os.environ.get("BENCH_ONLY", "rest,fanout,resume").split(","))
+PEERS = [p for p in os.environ.get("BENCH_PEERS", "socketio,channels").split(",") if p]
+STAGES = set(os.environ.get("BENCH_ONLY", "rest,fanout,readers,idle,resume").split(","))
+READERS = int(os.environ.get("BENCH_READERS", "5000"))
+IDLE = int(os.environ.get("BENCH_IDLE", "10000"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+# Limits off: the bench measures speed (a write budget would turn the POST flood into 429s).
+UNLIMITED = {"RATE_LIMIT": "10000000", "RATE_BURST": "10000000", "ANON_RATE_LIMIT": "10000000",
+             "WRITE_BUDGET": str(1 << 40), "PAYMENT_WORKERS": "0", "LOG_LEVEL": "warning",
+             "WS_PER_USER": "10000"}  # fmt: skip
 
 
 def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def start(command: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not port_is_open(port):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{command} did not start; see {log}")
-        time.sleep(0.1)
-    time.sleep(1)
-    return process
+class Bench:
+    """One mongod, the services under test, and where their logs go."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.node = MongoNode(free_port(), tmp / "mongo")
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.mongo_url = ""
+
+    def start_mongo(self) -> None:
+        say("starting mongod")
+        self.node.start()
+        self.mongo_url = initiate([self.node])
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "MONGO_URL": self.mongo_url, "MONGO_DB": "bench", "HOST": "127.0.0.1", **extra}
+
+    def start(self, name: str, command: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = self.tmp / f"{name}.log"
+        with open(log, "ab") as out:
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True)  # fmt: skip
+        self.processes.append(process)
+        deadline = time.monotonic() + 60
+        while not port_is_open(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start; its log {log} ends with:\n{log.read_text()[-1500:]}")
+            time.sleep(0.1)
+        time.sleep(1)  # the workers finish starting after the port opens
+        return process
+
+    def murmuration(self, name: str, workers: int = 1) -> tuple[str, subprocess.Popen[bytes]]:
+        port = free_port()
+        env = self.env(PORT=str(port), WORKERS=str(workers), **UNLIMITED)
+        process = self.start(name, [sys.executable, "-m", "service"], port, env)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/health").status_code != 200:  # its change stream is up: tokens are cached
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} is not healthy after 60 s: see {self.tmp / name}.log")
+            time.sleep(0.2)
+        time.sleep(2)  # with several workers, /health answers as soon as one of them is up
+        return url, process
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        terminate(process, 10)
+        kill_group(process)
+
+    def close(self) -> None:
+        for process in self.processes:
+            self.stop(process)
+        self.node.stop()
 
 
-def profile_path(name: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    raw = RESULTS / f"profile-{name}.folded"
-    raw.unlink(missing_ok=True)
-    return raw
-
-
-def report_profile(name: str) -> None:
-    raw = RESULTS / f"profile-{name}.folded"
-    if raw.exists():
-        (RESULTS / f"profile-{name}.md").write_text(spy.summarize(raw.read_text(), name))
-        say(f"profile of the worker: bench/results/profile-{name}.md")
-
-
-@contextlib.contextmanager
-def profiled(pid: int, name: str) -> Iterator[None]:
-    """With BENCH_PROFILE=1, sample the worker with py-spy while the block runs."""
-    if not PROFILE:
-        yield
-        return
-    recording = spy.record(pid, profile_path(name))
-    try:
-        yield
-    finally:
-        spy.stop(recording)
-    report_profile(name)
-
-
-def worker_pid(mongo_url: str) -> int:
-    """The Sanic worker that serves (each hub records its pid), whose CPU and memory are measured."""
-    from pymongo import MongoClient
-
-    with MongoClient(mongo_url) as client:
-        return int(client["bench"].instances.find_one({}, sort=[("heartbeat_at", -1)])["pid"])
-
-
-def milliseconds(value: str) -> float:
-    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def wrk(binary: str, url: str, token: str | None, method: str, tmp: Path) -> dict[str, float]:
-    script = tmp / f"{method}.lua"
-    body = json.dumps({"name": "bench", "email": "bench@example.com", "tags": ["x"]})
-    script.write_text(
-        f'wrk.method = "{method}"\nwrk.headers["Content-Type"] = "application/json"\n'
-        + (f"wrk.body = '{body}'\n" if method == "POST" else "")
-        + (f'wrk.headers["Authorization"] = "Bearer {token}"\n' if token else "")
-    )
-    out = subprocess.run([binary, "-t2", "-c64", f"-d{DURATION}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = milliseconds(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    p99 = milliseconds(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": float(errors.group(1)) if errors else 0.0}
+def register(url: str, email: str) -> str:
+    answer = httpx.post(f"{url}/auth/register", json={"email": email, "password": "bench pass", "name": "Bench"})
+    answer.raise_for_status()
+    return str(answer.json()["token"])
 
 
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-", dir=ROOT / "var"))
-    node = MongoNode(free_port(), tmp / "mongo")
-    processes: list[subprocess.Popen[bytes]] = []
-    results: dict[str, Any] = {"workers": WORKERS, "seconds": DURATION}
+    bench = Bench(tmp)
+    results: dict[str, Any] = {"seconds": SECONDS, "cores": os.cpu_count()}
     try:
-        binary = debian.ensure("wrk")
-        say("starting mongod")
-        node.start()
-        mongo_url = initiate([node])
-        base_env = {**os.environ, "MONGO_URL": mongo_url, "MONGO_DB": "bench", "WORKERS": WORKERS, "HOST": "127.0.0.1"}
-        ours_port = free_port()
-        # Limits off: the bench measures speed (a write budget would turn the POST flood into 429s).
-        ours_env = {**base_env, "PORT": str(ours_port), "RATE_LIMIT": "10000000", "RATE_BURST": "10000000",
-                    "ANON_RATE_LIMIT": "10000000", "WRITE_BUDGET": str(1 << 40), "PAYMENT_WORKERS": "0",
-                    "LOG_LEVEL": "warning"}  # fmt: skip
-        ours = start([sys.executable, "-m", "service"], ours_env, ours_port, tmp / "ours.log")
-        processes.append(ours)
-        url = f"http://127.0.0.1:{ours_port}"
-        user = httpx.post(f"{url}/auth/register", json={"email": "bench@example.com", "password": "bench pass",
-                                                        "name": "Bench"}).json()  # fmt: skip
-        token = user["token"]
-        auth = {"Authorization": f"Bearer {token}"}
-        for i in range(20):
-            httpx.post(f"{url}/contacts", json={"name": f"contact {i}", "email": f"c{i}@example.com"}, headers=auth)
-
-        pid = worker_pid(mongo_url)
+        wrk = debian.ensure("wrk")
+        bench.start_mongo()
+        url, ours = bench.murmuration("murmuration")
+        token = register(url, "bench@example.com")
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+            for i in range(20):
+                http.post("/contacts", json={"name": f"contact {i}", "email": f"c{i}@example.com"})
         if "rest" in STAGES:
-            results["rest"] = rest(binary, url, token, base_env, tmp, pid)
+            results["rest"] = rest_stage(bench, wrk, url, token, ours)
         if "fanout" in STAGES:
-            results["fanout"] = []
-            for clients in FANOUT:
-                doc = httpx.post(f"{url}/documents", json={"title": f"fan-out {clients}"}, headers=auth).json()
-                say(f"fan-out: {clients} websocket clients on one document")
-                # The generator profiles the worker itself, around its writes only (not the connects).
-                extra = ["--profile", str(profile_path(f"fanout-{clients}"))] if PROFILE else []
-                out = subprocess.run(
-                    [sys.executable, "bench/fanout.py", "--url", url, "--ws", f"ws://127.0.0.1:{ours_port}/ws",
-                     "--token", token, "--document", doc["id"], "--pid", str(pid), "--clients", str(clients),
-                     "--writes", "5" if clients > 1 else "50", "--rate", "2" if clients > 1 else "20", *extra],
-                    cwd=ROOT, capture_output=True, text=True, timeout=900,
-                )  # fmt: skip
-                if out.returncode != 0:
-                    log = (tmp / "ours.log").read_text(errors="replace")[-1500:]
-                    say(f"fan-out {clients} failed: {out.stderr[-800:]}\nthe service's log ends with:\n{log}")
-                    continue
-                report_profile(f"fanout-{clients}")
-                results["fanout"].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            results["fanout"] = fanout_stage(bench, url, token, ours)
+        if "readers" in STAGES:
+            results["readers"] = readers_stage(bench, url, token, ours)
+        if "idle" in STAGES:
+            results["idle"] = idle_stage(bench, token)
         if "resume" in STAGES:
             say("resume: replay of 1,000 missed events")
-            results["resume"] = resume(url, f"ws://127.0.0.1:{ours_port}/ws", token)
+            results["resume"] = resume(url, token)
     finally:
-        for process in processes:
-            terminate(process, 10)
-            kill_group(process)
-        node.stop()
+        bench.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    report(results)
+    table = report.render(results)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.md").write_text(table + "\n")
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     return 0
 
 
-def rest(binary: str, url: str, token: str, base_env: dict[str, str], tmp: Path, pid: int) -> dict[str, Any]:
-    say(f"REST: wrk -c64 -d{DURATION}s against murmuration")
-    with profiled(pid, "get-contacts"):
-        ours = {"get": wrk(binary, f"{url}/contacts", token, "GET", tmp)}
-    ours["post"] = wrk(binary, f"{url}/contacts", token, "POST", tmp)
-    figures = {"murmuration": ours}
+def rest_stage(bench: Bench, wrk: str, url: str, token: str, ours: subprocess.Popen[bytes]) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    say(f"REST: wrk -c{rest.CONNECTIONS} -d{SECONDS}s against murmuration (1 worker)")
+    target = rest.Target("murmuration", url, token, ours.pid)
+    with profiled(ours.pid, "get-contacts"):
+        get = rest.wrk(wrk, target, "GET", SECONDS, bench.tmp)
+    figures["murmuration"] = {"get": get, "post": rest.wrk(wrk, target, "POST", SECONDS, bench.tmp)}
+    url2, two = bench.murmuration("murmuration-2w", workers=2)
+    say("REST: murmuration with WORKERS=2")
+    figures["murmuration, 2 workers"] = rest.measure(wrk, rest.Target("2w", url2, token, two.pid), SECONDS, bench.tmp)
+    bench.stop(two)
     peers = {
-        "seed-sanic": [sys.executable, "bench/peers/seed_sanic.py"],
-        "fastapi": [sys.executable, "-m", "uvicorn", "bench.peers.fastapi_app:app", "--host", "127.0.0.1",
-                    "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--workers", WORKERS],
+        "bare Sanic + PyMongo": ([sys.executable, "bench/peers/seed_sanic.py"], None),
+        "FastAPI, same work": ([sys.executable, "-m", "uvicorn", "bench.peers.fastapi_app:app", "--host", "127.0.0.1",
+                                "--loop", "uvloop", "--http", "httptools", "--no-access-log"], token),
     }  # fmt: skip
-    for name, command in peers.items():
+    seed_database(bench.mongo_url)
+    for name, (command, auth) in peers.items():
         port = free_port()
-        if name == "fastapi":
-            command = [*command, "--port", str(port)]
-        peer = start(command, {**base_env, "PORT": str(port)}, port, tmp / f"{name}.log")
+        command = [*command, "--port", str(port)] if "uvicorn" in command else command
+        # The bare app writes contacts the service's validator would refuse (no owner): it gets a
+        # database of its own holding the same contacts.
+        database = "seed" if auth is None else "bench"
+        env = bench.env(PORT=str(port), WORKERS="1", MONGO_DB=database)
+        peer = bench.start(name.split()[0].lower(), command, port, env)
         say(f"REST: wrk against {name}")
-        figures[name] = {
-            "get": wrk(binary, f"http://127.0.0.1:{port}/contacts", None, "GET", tmp),
-            "post": wrk(binary, f"http://127.0.0.1:{port}/contacts", None, "POST", tmp),
-        }
-        terminate(peer, 10)
+        figures[name] = rest.measure(wrk, rest.Target(name, f"http://127.0.0.1:{port}", auth, peer.pid), SECONDS,
+                                     bench.tmp)  # fmt: skip
+        bench.stop(peer)
     return figures
 
 
-def resume(url: str, ws_url: str, token: str) -> dict[str, float]:
+def seed_database(mongo_url: str) -> None:
+    """The bench user's contacts, copied into the bare app's own database."""
+    from pymongo import MongoClient
+
+    with MongoClient(mongo_url, w="majority") as client:
+        client.seed.contacts.insert_many(list(client.bench.contacts.find().sort("_id", -1).limit(20)))
+
+
+def fanout(
+    url: str, token: str, document: str, clients: int, pids: list[int], protocol: str = "murmuration",
+    ws: str | None = None, tokens: Path | None = None, profile: str | None = None, writes: int | None = None,
+    fields: str | None = None,
+) -> dict[str, Any] | None:  # fmt: skip
+    """One run of bench/fanout.py; None (and the reason said) if it failed."""
+    writes = writes if writes is not None else (5 if clients > 1 else 50)
+    command = [sys.executable, "bench/fanout.py", "--protocol", protocol, "--url", url, "--token", token,
+               "--ws", ws or url.replace("http", "ws") + "/ws", "--document", document, "--clients", str(clients),
+               "--writes", str(writes), "--rate", "2" if clients > 1 else "20",
+               *(f"--pid={pid}" for pid in pids)]  # fmt: skip
+    if tokens is not None:
+        command += ["--tokens", str(tokens)]
+    if fields is not None:
+        command += ["--fields", fields]
+    if profile is not None and PROFILE:
+        command += ["--profile", str(spy_path(profile))]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    if out.returncode != 0:
+        say(f"{protocol} with {clients} clients failed: {out.stderr[-1200:]}")
+        return None
+    if profile is not None:
+        report_profile(profile)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def workers_first(leader: int) -> list[int]:
+    """The service's processes, its (last started) worker first: fanout.py profiles the first."""
+    return sorted(procs.group(leader), reverse=True)
+
+
+def new_document(url: str, token: str, title: str) -> str:
+    # A process that has just closed 10,000 sockets can take a while to answer.
+    answer = httpx.post(f"{url}/documents", json={"title": title}, headers={"Authorization": f"Bearer {token}"},
+                        timeout=120)  # fmt: skip
+    answer.raise_for_status()
+    return str(answer.json()["id"])
+
+
+def fanout_stage(bench: Bench, url: str, token: str, ours: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    for clients in FANOUT:
+        say(f"fan-out: murmuration, {clients} clients on one document")
+        doc = new_document(url, token, f"fan-out {clients}")
+        found = fanout(url, token, doc, clients, workers_first(ours.pid), profile=f"fanout-{clients}")
+        runs += [{"system": "murmuration", **found}] if found else []
+    if 5000 in FANOUT or 10000 in FANOUT:
+        url2, two = bench.murmuration("murmuration-2w-fanout", workers=2)
+        biggest = max(FANOUT)
+        say(f"fan-out: murmuration with WORKERS=2, {biggest} clients")
+        found = fanout(url2, token, new_document(url, token, "fan-out 2w"), biggest, procs.group(two.pid))
+        runs += [{"system": "murmuration, 2 workers", **found}] if found else []
+        bench.stop(two)
+    for name in PEERS:
+        start = {"socketio": launch.start_socketio, "channels": launch.start_channels}[name]
+        try:
+            peer = start(bench.mongo_url, "bench", bench.tmp)
+        except launch.PeerError as error:
+            say(f"{name} is left out: {error}")
+            continue
+        try:
+            for clients in FANOUT:
+                say(f"fan-out: {name}, {clients} clients on one document")
+                doc = new_document(url, token, f"{name} {clients}")
+                pids = [pid for leader in peer.pids for pid in procs.group(leader)]
+                found = fanout(url, token, doc, clients, pids, protocol=peer.protocol, ws=peer.ws_url)
+                runs += [{"system": name, **found}] if found else []
+        finally:
+            peer.stop()
+    return runs
+
+
+# What a reader's page shows of a document (not its 5,000-entry roster); updated_at times the frames.
+READER_FIELDS = "title,body,version,updated_at,updated_by"
+
+
+def readers_stage(bench: Bench, url: str, token: str, ours: subprocess.Popen[bytes]) -> dict[str, Any] | None:
+    """One document shared with READERS distinct users, each connected once with their own token."""
+    say(f"many readers: seeding {READERS} users and sharing one document with them")
+    doc = new_document(url, token, "many readers")
+    tokens = readers.seed(bench.mongo_url, "bench", doc, READERS, bench.tmp / "tokens.txt")
+    say(f"many readers: {READERS} distinct users on one document")
+    return fanout(
+        url, token, doc, READERS, workers_first(ours.pid), tokens=tokens, profile="readers", fields=READER_FIELDS
+    )
+
+
+def idle_stage(bench: Bench, token: str) -> dict[str, Any] | None:
+    """IDLE authenticated sockets on a fresh process (memory is measured alone: an earlier stage's
+    freed memory would be reused and flatter the figure)."""
+    url, fresh = bench.murmuration("murmuration-idle")
+    say(f"idle: {IDLE} authenticated sockets on a fresh process")
+    try:
+        return fanout(url, token, new_document(url, token, "idle"), IDLE, procs.group(fresh.pid), writes=0)
+    finally:
+        bench.stop(fresh)
+
+
+def resume(url: str, token: str) -> dict[str, float]:
     headers = {"Authorization": f"Bearer {token}"}
+    ws_url = url.replace("http", "ws") + "/ws"
     with connect(ws_url, additional_headers=headers) as ws:
         ws.recv()
         ws.send(json.dumps({"type": "subscribe", "id": "c", "stream": "contacts"}))
@@ -222,35 +311,33 @@ def resume(url: str, ws_url: str, token: str) -> dict[str, float]:
         return {"events": count, "seconds": time.perf_counter() - started}
 
 
-def report(results: dict[str, Any]) -> None:
-    lines = [f"# Benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
-             f"{results['workers']} worker(s) each, wrk -c64 -d{results['seconds']}s)"]  # fmt: skip
-    if "rest" in results:
-        rest = results["rest"]
-        ours = rest["murmuration"]
-        lines += ["", "| REST | req/s | p50 ms | p99 ms | ours / it |", "| --- | ---: | ---: | ---: | ---: |"]
-        for route in ("get", "post"):
-            for name, figures in rest.items():
-                f = figures[route]
-                ratio = ours[route]["rps"] / f["rps"] if f["rps"] else float("nan")
-                label = f"{'GET' if route == 'get' else 'POST'} /contacts, {name}"
-                lines.append(f"| {label} | {f['rps']:.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {ratio:.2f}x |")
-    if "fanout" in results:
-        header = "| clients | delivered | p50 ms | p99 ms | max ms | events/s | CPU % | RSS MB | KB/idle socket |"
-        lines += ["", "Fan-out of writes to one document:", "", header, "|" + " ---: |" * 9]
-        for f in results["fanout"]:
-            cells = [f["clients"], f"{f['received']}/{f['expected']}", f"{f['p50_ms']:.1f}", f"{f['p99_ms']:.1f}",
-                     f"{f['max_ms']:.1f}", f"{f['events_per_s']:.0f}", f"{f['server_cpu_percent']:.0f}",
-                     f"{f['server_rss_mb']:.0f}", f"{f['rss_per_idle_kb']:.1f}"]  # fmt: skip
-            lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
-    if "resume" in results:
-        r = results["resume"]
-        lines += ["", f"Resume: {r['events']} missed events replayed in {r['seconds']:.2f} s."]
-    table = "\n".join(lines)
-    print(table)
+def spy_path(name: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.md").write_text(table + "\n")
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    raw = RESULTS / f"profile-{name}.folded"
+    raw.unlink(missing_ok=True)
+    return raw
+
+
+def report_profile(name: str) -> None:
+    raw = RESULTS / f"profile-{name}.folded"
+    if raw.exists():
+        (RESULTS / f"profile-{name}.md").write_text(spy.summarize(raw.read_text(), name))
+        say(f"profile of the worker: bench/results/profile-{name}.md")
+
+
+@contextlib.contextmanager
+def profiled(leader: int, name: str) -> Iterator[None]:
+    """With BENCH_PROFILE=1, sample the service's worker with py-spy while the block runs."""
+    if not PROFILE:
+        yield
+        return
+    worker = max(procs.group(leader))  # the worker is started after the main process
+    recording = spy.record(worker, spy_path(name))
+    try:
+        yield
+    finally:
+        spy.stop(recording)
+    report_profile(name)
 
 
 if __name__ == "__main__":
