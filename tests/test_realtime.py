@@ -123,6 +123,41 @@ def test_a_document_subscription_carries_only_that_document(server, signup) -> N
         assert (event["id"], event["data"]["body"]) == (one["id"], "y")
 
 
+def test_a_reader_that_asks_for_some_fields_gets_only_those_live_and_replayed(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    doc = ann.post("/documents", json={"title": "Roster"}).json()
+    ann.post(f"/documents/{doc['id']}/collaborators", json={"email": bob.email, "role": "viewer"})
+    slim = {"id": doc["id"], "fields": ["title", "version"]}
+    with Feed(server, bob) as narrow, Feed(server, ann) as whole:
+        narrow.subscribe("d", "documents", slim)
+        whole.subscribe("d", "documents", {"id": doc["id"]})
+        saved = ann.patch(f"/documents/{doc['id']}", json={"body": "v2"}).json()
+        event = narrow.event("d")
+        assert event["data"] == {"id": doc["id"], "title": "Roster", "version": 2}
+        assert whole.event("d")["data"] == saved  # the same event, whole, for a subscriber that did not narrow it
+        cursor = event["cursor"]
+    ann.patch(f"/documents/{doc['id']}", json={"title": "Renamed"})
+    with Feed(server, bob) as again:
+        replayed = again.subscribe("d", "documents", slim, since=cursor)
+        assert [e["data"] for e in replayed] == [{"id": doc["id"], "title": "Renamed", "version": 3}]
+
+
+def test_fields_must_name_fields_of_the_stream(server, signup) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "x"}).json()
+    with Feed(server, ann) as feed:
+        for sub, stream, params in (
+            ("a", "documents", {"id": doc["id"], "fields": ["title", "password"]}),
+            ("b", "documents", {"fields": "title"}),
+            ("c", "documents", {"fields": []}),
+            ("d", "documents", {"fields": [{"$gt": ""}]}),
+            ("e", "contacts", {"fields": ["name"]}),
+        ):
+            feed.send(type="subscribe", id=sub, stream=stream, params=params)
+            assert feed.expect("error", id=sub)["code"] == "bad_request"
+        assert feed.subscribe("ok", "documents", {"fields": ["title"]}) == []
+
+
 def test_subscribing_to_what_you_may_not_see_is_not_found(server, signup) -> None:
     ann, bob = signup("Ann"), signup("Bob")
     doc = ann.post("/documents", json={"title": "private"}).json()

@@ -313,3 +313,20 @@ class Outbox:
     def push(self, frame: str) -> bool:
         self.frames.append(frame)
         return True
+
+
+def test_subscribers_that_narrow_an_event_share_one_frame_per_projection() -> None:
+    router, board = Router(), Board()
+    sinks = [Sink() for _ in range(4)]
+    fields = [frozenset({"title"}), frozenset({"title"}), None, frozenset({"version"})]
+    subs = [Subscription("d", "documents", reader, DOC, sink, f)
+            for reader, sink, f in zip((ANN, BOB, CAT, ANN), sinks, fields, strict=True)]  # fmt: skip
+    for sub in subs:
+        router.add(sub)
+    before, after = document(ANN, BOB, CAT), document(ANN, BOB, CAT, version=2)
+    out = router.route(Change("t1", "documents", "update", DOC, before, after), board)
+    frames = {sub.user if sub.fields != frozenset({"version"}) else "v": frame for sub, frame in out}
+    assert frames[ANN] is frames[BOB]  # same id, same fields: one str, so its bytes are built once
+    assert json.loads(frames[ANN])["data"] == {"id": str(DOC), "title": "t"}
+    assert json.loads(frames["v"])["data"] == {"id": str(DOC), "version": 2}
+    assert "collaborators" in json.loads(frames[CAT])["data"]

@@ -42,6 +42,7 @@ class Subscription:
     user: Any
     target: Any | None
     sink: Sink
+    fields: frozenset[str] | None = None  # only these fields of `data` (and its id); None: all of it
     prefix: str = field(init=False)
     buffer: list[tuple[str, str]] | None = None  # (token, frame) held back while a replay runs
     buffer_limit: int = 10_000
@@ -62,10 +63,13 @@ class Subscription:
             self.sink.overflow()
 
 
-def event_tail(stream: str, audience: Audience, cursor: str) -> str:
+def event_tail(stream: str, audience: Audience, cursor: str, fields: frozenset[str] | None = None) -> str:
     key = audience.target if audience.event_id is None else audience.event_id
     event_id = None if key is None else str(key)
-    body = encode({"stream": stream, "op": audience.op, "id": event_id, "data": audience.data, "cursor": cursor})
+    data = audience.data
+    if fields is not None and isinstance(data, dict):
+        data = {name: value for name, value in data.items() if name in fields or name == "id"}
+    body = encode({"stream": stream, "op": audience.op, "id": event_id, "data": data, "cursor": cursor})
     return body[1:]
 
 
@@ -139,15 +143,17 @@ class Router:
     def _deliveries(self, stream: Stream, change: Change, board: Board, delta: Delta) -> list[tuple[Subscription, str]]:
         out: list[tuple[Subscription, str]] = []
         for audience in stream.rule(change, board, delta):
-            tail = None
-            # Subscribers that chose the same id get the same str object, so its websocket bytes
-            # are built once (wire.py) and not once per socket.
-            frames: dict[str, str] = {}
+            # Each projection is serialized once; subscribers that chose the same id and fields get
+            # the same str object, so its websocket bytes are built once (wire.py), not once per socket.
+            tails: dict[frozenset[str] | None, str] = {}
+            frames: dict[tuple[str, frozenset[str] | None], str] = {}
             for sub in self._audience(stream, audience):
-                frame = frames.get(sub.prefix)
+                frame = frames.get((sub.prefix, sub.fields))
                 if frame is None:
-                    tail = tail or event_tail(stream.name, audience, change.token)
-                    frame = frames[sub.prefix] = sub.prefix + tail
+                    tail = tails.get(sub.fields)
+                    if tail is None:
+                        tail = tails[sub.fields] = event_tail(stream.name, audience, change.token, sub.fields)
+                    frame = frames[(sub.prefix, sub.fields)] = sub.prefix + tail
                 out.append((sub, frame))
         return out
 
@@ -165,7 +171,7 @@ class Router:
             for audience in stream.rule(change, Board(), Delta()):
                 seen = audience.users is None or sub.user in audience.users
                 if seen and (sub.target is None or sub.target == audience.target):
-                    return sub.prefix + event_tail(stream.name, audience, change.token)
+                    return sub.prefix + event_tail(stream.name, audience, change.token, sub.fields)
         except Exception as error:
             self._failed(stream.name, change, error)
         return None

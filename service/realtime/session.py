@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from models.documents import DocumentOut
 from models.rooms import MessageIn, message_out
 from models.users import user_out
 
@@ -275,13 +276,14 @@ class Session:
             raise BadRequest("params must be an object")
         if since is not None and not isinstance(since, str):
             raise BadRequest("since must be a cursor string")
+        fields = _fields(stream, params.pop("fields", None))
         target = await self._authorize(user, stream, params)
         # Two subscriptions to the same thing would carry every frame twice (each with its own id, so
         # its own bytes): one socket holds one of each.
         same = next((sub.id for sub in self.subs.values() if (sub.stream, sub.target) == (stream, target)), None)
         if same is not None:
             raise Conflict(f"this connection is already subscribed to {stream} with these params, as {same!r}")
-        sub = Subscription(sub_id, stream, user.id, target, self)
+        sub = Subscription(sub_id, stream, user.id, target, self, fields)
         self.subs[sub_id] = sub
         try:
             await self.hub.subscribe(sub, since)
@@ -346,6 +348,26 @@ class Session:
             "at": now(),
         }
         await self.roster.present(self.id, key, record)
+
+
+# Streams whose events can be narrowed to some fields (`params.fields`): a reader that does not show
+# the roster need not receive a 5,000-entry collaborator list with every save.
+PROJECTABLE = {"documents": frozenset(DocumentOut.model_fields)}
+
+
+def _fields(stream: str, value: Any) -> frozenset[str] | None:
+    if value is None:
+        return None
+    known = PROJECTABLE.get(stream)
+    if known is None:
+        raise BadRequest(f"unknown params for {stream}: fields")
+    if not isinstance(value, list) or not 1 <= len(value) <= len(known) or not all(isinstance(f, str) for f in value):
+        raise BadRequest(f"params.fields must be a list of field names: {', '.join(sorted(known))}")
+    unknown = set(value) - known
+    if unknown:
+        named = ", ".join(sorted(unknown))[:200]
+        raise BadRequest(f"params.fields: no field {named}; one of {', '.join(sorted(known))}")
+    return frozenset(value)
 
 
 def id_field(frame: dict[str, Any], name: str) -> str:
