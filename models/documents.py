@@ -102,7 +102,8 @@ def collaborator_out(entry: Any) -> dict[str, Any]:
     return {**ref(entry), "role": role}
 
 
-def document_out(doc: dict[str, Any]) -> dict[str, Any]:
+def document_out(doc: dict[str, Any], roster: bool = True) -> dict[str, Any]:
+    """`roster=False` leaves out the collaborators (for an event whose reader asked not to get them)."""
     owner = ref(doc["owner"])
     return {
         "id": ident(doc["_id"]),
@@ -113,7 +114,7 @@ def document_out(doc: dict[str, Any]) -> dict[str, Any]:
         "tags": texts(doc, "tags"),
         "version": whole(doc, "version"),
         "owner": owner,
-        "collaborators": [collaborator_out(entry) for entry in listed(doc, "collaborators")],
+        **({"collaborators": [collaborator_out(entry) for entry in listed(doc, "collaborators")]} if roster else {}),
         "created_at": moment(doc, "created_at"),
         "updated_at": moment(doc, "updated_at"),
         "updated_by": ref(doc["updated_by"]) if "updated_by" in doc else owner,

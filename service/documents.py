@@ -61,6 +61,15 @@ async def visible(
     return await one(db.documents, document_id, {"access": user.id}, "document", session, check=check)
 
 
+async def readable(db: Database, user: User, document_id: str) -> Document:
+    """Only the id of a document `user` may read (404 otherwise): what a subscription checks. A
+    document shared with thousands weighs megabytes; its events are shaped (or skipped) as they come."""
+    found = await db.documents.find_one({"_id": parse_id(document_id), "access": user.id}, {"_id": 1})
+    if found is None:
+        raise NotFound("document not found")
+    return found
+
+
 async def listing(db: Database, user: User, limit: int, after: str | None) -> tuple[list[Document], str | None]:
     return await newest_first(db.documents, {"access": user.id}, limit, after)
 

@@ -47,6 +47,9 @@ def _readers(doc: dict[str, Any] | None) -> set[ObjectId]:
     return {item for item in access if isinstance(item, ObjectId)} if isinstance(access, list) else set()
 
 
+PRE_IMAGE_UNUSED = {"fullDocumentBeforeChange.body": 0, "fullDocumentBeforeChange.collaborators": 0}
+
+
 class Hub:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
@@ -75,7 +78,10 @@ class Hub:
         watched = sorted({*self.router.collections, *self.observers})
         documents = {"operationType": {"$in": list(OPERATIONS)}, "ns.coll": {"$in": watched}}
         collections = {"operationType": {"$in": list(STRUCTURAL)}}
-        return [{"$match": {"$or": [documents, collections]}}]
+        # What a pre-image is read for (who could read it, an order's status, a presence's document) is
+        # never a document's body or roster: a document shared with thousands would otherwise bring
+        # both, twice, with every save.
+        return [{"$match": {"$or": [documents, collections]}}, {"$project": PRE_IMAGE_UNUSED}]
 
     # --- the change stream ------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from .board import Board, Delta
 from .change import Change
 from .frames import encode
-from .streams import STREAMS, Audience, Stream, online_audience, presence_audience
+from .streams import STREAMS, Audience, Shaped, Stream, online_audience, presence_audience
 
 Key = tuple[Any, ...]
 
@@ -66,7 +66,7 @@ class Subscription:
 def event_tail(stream: str, audience: Audience, cursor: str, fields: frozenset[str] | None = None) -> str:
     key = audience.target if audience.event_id is None else audience.event_id
     event_id = None if key is None else str(key)
-    data = audience.data
+    data = audience.data.shown(fields) if isinstance(audience.data, Shaped) else audience.data
     if fields is not None and isinstance(data, dict):
         data = {name: value for name, value in data.items() if name in fields or name == "id"}
     body = encode({"stream": stream, "op": audience.op, "id": event_id, "data": data, "cursor": cursor})

@@ -398,7 +398,7 @@ HANDLERS: dict[str, Callable[[Session, User, dict[str, Any]], Awaitable[None]]] 
 }
 
 TARGETS: dict[str, Target] = {
-    "documents": Target("id", documents.visible),
-    "presence": Target("document", documents.visible),
+    "documents": Target("id", documents.readable),
+    "presence": Target("document", documents.readable),
     "room": Target("room", rooms.joined),  # without params: every room the caller is in
 }

@@ -34,6 +34,29 @@ class Audience:
     event_id: Any | None = None
 
 
+class Shaped:
+    """A changed document as the API shows it, built on first need: whole (once), or for a projection
+    by `narrow`, which may leave out what the projection does not show (a roster of thousands)."""
+
+    __slots__ = ("doc", "narrow", "shape", "whole")
+
+    def __init__(
+        self,
+        doc: dict[str, Any],
+        shape: Callable[[dict[str, Any]], Any],
+        narrow: Callable[[dict[str, Any], frozenset[str]], Any] | None = None,
+    ) -> None:
+        self.doc, self.shape, self.narrow = doc, shape, narrow
+        self.whole: Any = None
+
+    def shown(self, fields: frozenset[str] | None) -> Any:
+        if fields is not None and self.narrow is not None:
+            return self.narrow(self.doc, fields)
+        if self.whole is None:
+            self.whole = self.shape(self.doc)
+        return self.whole
+
+
 Rule = Callable[[Change, Board, Delta], list[Audience]]
 # The change-stream $match a replay of (user, target) needs: MongoDB filters, the hub routes only those.
 Match = Callable[[Any, Any | None], dict[str, Any]]
@@ -85,18 +108,28 @@ def transitions(op: str, before: set[Any], after: set[Any]) -> dict[str, set[Any
     return {"update": before & after, "enter": after - before, "leave": before - after}
 
 
-def readers_rule(readers: Callable[[dict[str, Any] | None], set[Any]], shape: Callable[[Any], Any]) -> Rule:
-    """A rule for a collection whose documents say who may read them."""
+def readers_rule(
+    readers: Callable[[dict[str, Any] | None], set[Any]],
+    shape: Callable[[Any], Any],
+    narrow: Callable[[dict[str, Any], frozenset[str]], Any] | None = None,
+) -> Rule:
+    """A rule for a collection whose documents say who may read them. The data is shaped once for all
+    its audiences, and only if some subscriber gets it (`Shaped`)."""
 
     def rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
         groups = transitions(change.op, readers(change.before), readers(change.after))
+        data = Shaped(change.after, shape, narrow) if change.after is not None else None
         return [
-            Audience(op, change.id, shape(change.after) if op in ("insert", "update", "enter") else None, users)
+            Audience(op, change.id, data if op in ("insert", "update", "enter") else None, users)
             for op, users in groups.items()
             if users
         ]
 
     return rule
+
+
+def document_narrowed(doc: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    return document_out(doc, roster="collaborators" in fields)
 
 
 def owner(doc: dict[str, Any] | None) -> set[Any]:
@@ -169,7 +202,7 @@ STREAMS: dict[str, Stream] = {
         Stream(
             "documents",
             frozenset({"documents"}),
-            readers_rule(access, document_out),
+            readers_rule(access, document_out, document_narrowed),
             match=reading("documents", "access"),
         ),
         Stream("presence", frozenset({"presence", "documents"}), presence_rule, replayable=False),
