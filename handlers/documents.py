@@ -109,7 +109,7 @@ async def delete(request: Request, document_id: str) -> HTTPResponse:
 @bp.post("/<document_id>/collaborators")
 @describe("Share with a user by email as editor or viewer (owner only)", "documents", body=CollaboratorIn,
           response=DocumentOut, answer_headers=ETAG,
-          errors={**MISSING_OR_HIDDEN, "409": "conflict: that user is the owner"})  # fmt: skip
+          errors={**MISSING_OR_HIDDEN, "409": "conflict: that user is the owner, or 10,000 readers"})  # fmt: skip
 async def share(request: Request, document_id: str) -> HTTPResponse:
     data = body(request, CollaboratorIn)
     doc = await documents.add_collaborator(context(request).db, current_user(request), document_id, data)

@@ -50,7 +50,8 @@ async def listing(request: Request) -> HTTPResponse:
 
 
 @bp.post("/<room_id>/members")
-@describe("Add a member by email (any member may)", "chat", body=MemberIn, response=RoomOut, errors=HIDDEN)
+@describe("Add a member by email (any member may)", "chat", body=MemberIn, response=RoomOut,
+          errors={**HIDDEN, "409": "conflict: the room has 10,000 members"})  # fmt: skip
 async def add_member(request: Request, room_id: str) -> HTTPResponse:
     data = body(request, MemberIn)
     room = await rooms.add_member(context(request).db, current_user(request), room_id, data.email)

@@ -15,7 +15,7 @@ from models.documents import CollaboratorIn, DocumentIn, DocumentPatch, document
 from .accounts import User, by_email, no_account
 from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
 from .errors import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
-from .pages import drop_reader, newest_first, one
+from .pages import ROOM_FOR_ONE_MORE, drop_reader, full, newest_first, one
 
 EDITORS = ("owner", "editor")
 
@@ -171,12 +171,12 @@ async def add_collaborator(db: Database, user: User, document_id: str, data: Col
         {"$set": {"collaborators.$.role": data.role}},
         return_document=ReturnDocument.AFTER,
     ) or await db.documents.find_one_and_update(
-        {"_id": doc["_id"], "collaborators._id": {"$ne": target.id}},
+        {"_id": doc["_id"], "collaborators._id": {"$ne": target.id}, **ROOM_FOR_ONE_MORE},
         {"$push": {"collaborators": entry}, "$addToSet": {"access": target.id}},
         return_document=ReturnDocument.AFTER,
     )
     if changed is None:
-        raise NotFound("document not found")
+        raise await full(db.documents, doc["_id"], "document")
     if data.role == "viewer":
         await db.presence.update_many(
             {"document": doc["_id"], "user": target.id, "state": "editing"}, {"$set": {"state": "viewing"}}

@@ -8,11 +8,22 @@ from typing import Any
 
 from . import stored
 from .database import DESCENDING, Collection, Document, ObjectId, ReturnDocument, Session, for_display, parse_id
-from .errors import NotFound
+from .errors import Conflict, NotFound
 from .stored import Shape
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+# Readers of one document or room (owner and creator included): every change event carries the roster
+# and its pre-image the `access` list, so it is bounded well under MongoDB's 16 MB.
+MAX_READERS = 10_000
+ROOM_FOR_ONE_MORE = {f"access.{MAX_READERS - 1}": {"$exists": False}}
+
+
+async def full(collection: Collection, doc_id: ObjectId, what: str) -> Conflict:
+    """Why adding a reader to `doc_id` matched nothing: it is full (409), or it is gone (404, raised)."""
+    if await collection.find_one({"_id": doc_id, f"access.{MAX_READERS - 1}": {"$exists": True}}, {"_id": 1}):
+        return Conflict(f"this {what} already has {MAX_READERS:,} readers, the most it can have")
+    raise NotFound(f"{what} not found")
 
 
 async def one(

@@ -15,7 +15,7 @@ from models.rooms import MessageIn, RoomIn, room_out
 from .accounts import User, by_email, no_account
 from .database import DESCENDING, Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now, parse_id
 from .errors import Forbidden, ValidationFailed
-from .pages import drop_reader, newest_first, one
+from .pages import ROOM_FOR_ONE_MORE, drop_reader, full, newest_first, one
 
 TYPING_SECONDS = 6
 # Unread messages are counted up to this (the room list shows "100+"): counting costs what a page
@@ -85,12 +85,20 @@ async def add_member(db: Database, user: User, room_id: str, email: str) -> Docu
     target = (await by_email(db, [email])).get(email)
     if target is None:
         raise no_account()
+    if target.id in room.get("access", []):
+        return room
     changed = await db.rooms.find_one_and_update(
-        {"_id": room["_id"], "access": {"$ne": target.id}},
+        {"_id": room["_id"], "access": {"$ne": target.id}, **ROOM_FOR_ONE_MORE},
         {"$push": {"members": target.ref()}, "$addToSet": {"access": target.id}},
         return_document=ReturnDocument.AFTER,
     )
-    return changed or await joined(db, user, room_id)
+    if changed is None:
+        # Added meanwhile by someone else (answered as it stands), or full.
+        again = await joined(db, user, room_id)
+        if target.id in again.get("access", []):
+            return again
+        raise await full(db.rooms, room["_id"], "room")
+    return changed
 
 
 async def remove_member(db: Database, user: User, room_id: str, user_id: str) -> Document:

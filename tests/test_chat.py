@@ -278,3 +278,15 @@ def test_bad_chat_input_is_refused_and_stores_nothing(signup, db) -> None:
         assert answer.status_code == status, (path, payload, answer.text)
     assert db.messages.count_documents({"room": ObjectId(room["id"])}) == 0
     assert say(ann, room, "x" * 4000)["text"] == "x" * 4000
+
+
+def test_a_room_holds_at_most_ten_thousand_members(signup, db) -> None:
+    ann, bob, cat = signup("Ann"), signup("Bob"), signup("Cat")
+    room = ann.post("/rooms", json={"name": "all hands", "members": [bob.email]}).json()
+    others = [{"_id": ObjectId(), "name": f"m{i}"} for i in range(9_998)]
+    db.rooms.update_one({"_id": ObjectId(room["id"])}, {"$push": {"members": {"$each": others},
+                        "access": {"$each": [o["_id"] for o in others]}}})  # fmt: skip
+    refused = ann.post(f"/rooms/{room['id']}/members", json={"email": cat.email})
+    assert refused.status_code == 409 and "10,000" in refused.json()["error"]["message"]
+    assert ann.post(f"/rooms/{room['id']}/members", json={"email": bob.email}).status_code == 200  # already in
+    assert cat.get(f"/rooms/{room['id']}").status_code == 404

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+from bson import ObjectId
 
 
 def make(account, **fields) -> dict:
@@ -188,3 +189,17 @@ def test_presence_route_is_empty_without_viewers(signup, anon: httpx.Client) -> 
     ann = signup("Ann")
     doc = make(ann)
     assert ann.get(f"/documents/{doc['id']}/presence").json() == {"viewing": [], "editing": []}
+
+
+def test_a_document_is_shared_with_at_most_ten_thousand_readers(signup, db) -> None:
+    ann, bob, cat = signup("Ann"), signup("Bob"), signup("Cat")
+    doc = ann.post("/documents", json={"title": "Town hall"}).json()
+    ann.post(f"/documents/{doc['id']}/collaborators", json={"email": bob.email, "role": "viewer"})
+    others = [{"_id": ObjectId(), "name": f"r{i}", "role": "viewer"} for i in range(9_998)]
+    db.documents.update_one({"_id": ObjectId(doc["id"])}, {"$push": {"collaborators": {"$each": others},
+                            "access": {"$each": [o["_id"] for o in others]}}})  # fmt: skip
+    refused = ann.post(f"/documents/{doc['id']}/collaborators", json={"email": cat.email, "role": "viewer"})
+    assert refused.status_code == 409 and "10,000" in refused.json()["error"]["message"]
+    again = ann.post(f"/documents/{doc['id']}/collaborators", json={"email": bob.email, "role": "editor"})
+    assert again.status_code == 200  # a role change adds no one
+    assert cat.get(f"/documents/{doc['id']}").status_code == 404
