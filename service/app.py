@@ -181,4 +181,6 @@ async def _measure(request: Request, response: BaseHTTPResponse) -> None:
     if started is None:
         return
     route = request.route.path if request.route is not None else "unmatched"
-    observe(request.method, route, response.status, time.perf_counter() - started)
+    # The parser takes any token as a method: one outside HTTP's would be a label per made-up name.
+    method = request.method if request.method in HTTP_METHODS else "other"
+    observe(method, route, response.status, time.perf_counter() - started)

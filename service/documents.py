@@ -70,6 +70,24 @@ async def readable(db: Database, user: User, document_id: str) -> Document:
     return found
 
 
+async def role(db: Database, user: User, document_id: str) -> tuple[ObjectId, str]:
+    """(the document's id, the caller's role on it), reading only the owner and the caller's own roster
+    entry, not a roster of thousands; 404 if the caller may not read it."""
+    found = await db.documents.find_one(
+        {"_id": parse_id(document_id), "access": user.id},
+        {"owner._id": 1, "collaborators": {"$elemMatch": {"_id": user.id}}},
+    )
+    if found is None:
+        raise NotFound("document not found")
+    owner = found.get("owner")
+    if isinstance(owner, dict) and owner.get("_id") == user.id:
+        return found["_id"], "owner"
+    entries = found.get("collaborators")
+    entry = entries[0] if isinstance(entries, list) and entries and isinstance(entries[0], dict) else {}
+    kind = entry.get("role")
+    return found["_id"], str(kind) if kind in ("editor", "viewer") else "viewer"
+
+
 async def listing(db: Database, user: User, limit: int, after: str | None) -> tuple[list[Document], str | None]:
     return await newest_first(db.documents, {"access": user.id}, limit, after)
 
@@ -176,6 +194,10 @@ async def add_collaborator(db: Database, user: User, document_id: str, data: Col
         return_document=ReturnDocument.AFTER,
     )
     if changed is None:
+        # Shared meanwhile by a concurrent request (answered as it stands), or full, or gone.
+        again = await db.documents.find_one({"_id": doc["_id"], "access": target.id})
+        if again is not None:
+            return again
         raise await full(db.documents, doc["_id"], "document")
     if data.role == "viewer":
         await db.presence.update_many(

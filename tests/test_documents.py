@@ -203,3 +203,16 @@ def test_a_document_is_shared_with_at_most_ten_thousand_readers(signup, db) -> N
     again = ann.post(f"/documents/{doc['id']}/collaborators", json={"email": bob.email, "role": "editor"})
     assert again.status_code == 200  # a role change adds no one
     assert cat.get(f"/documents/{doc['id']}").status_code == 404
+
+
+def test_sharing_with_one_person_at_once_from_many_requests_answers_each_with_the_document(signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    doc = ann.post("/documents", json={"title": "Race"}).json()
+
+    def share(_: int) -> httpx.Response:
+        return ann.post(f"/documents/{doc['id']}/collaborators", json={"email": bob.email, "role": "viewer"})
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(share, range(6)))
+    assert [a.status_code for a in answers] == [200] * 6
+    assert [c["id"] for c in ann.get(f"/documents/{doc['id']}").json()["collaborators"]] == [bob.id]

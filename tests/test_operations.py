@@ -21,6 +21,14 @@ def test_every_answer_names_the_instance(anon: httpx.Client, server) -> None:
     assert anon.get("/nowhere").headers["X-Instance"] == f"test-{server.port}"
 
 
+def test_made_up_methods_share_one_metric_label(anon: httpx.Client) -> None:
+    for method in ("BREW", "XYZZY1", "XYZZY2"):
+        anon.request(method, "/contacts")
+    text = anon.get("/metrics").text
+    assert "XYZZY" not in text and "BREW" not in text
+    assert re.search(r'murmuration_http_requests_total\{method="other",route="[^"]*",status="\d+"\} \d', text)
+
+
 def test_metrics_are_prometheus_text_with_request_counts(anon: httpx.Client, signup) -> None:
     signup().get("/contacts")
     answer = anon.get("/metrics")

@@ -152,6 +152,8 @@ def test_fields_must_name_fields_of_the_stream(server, signup) -> None:
             ("c", "documents", {"fields": []}),
             ("d", "documents", {"fields": [{"$gt": ""}]}),
             ("e", "contacts", {"fields": ["name"]}),
+            ("f", "documents", {"fields": None}),
+            ("g", "online", {"fields": None}),
         ):
             feed.send(type="subscribe", id=sub, stream=stream, params=params)
             assert feed.expect("error", id=sub)["code"] == "bad_request"

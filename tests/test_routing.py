@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
+from models.documents import DocumentOut, document_out
 from service.errors import CursorExpired
 from service.realtime import router as routing
 from service.realtime import streams
 from service.realtime.board import Board
 from service.realtime.change import Change
 from service.realtime.router import Router, Subscription
+from service.realtime.session import projection
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -318,15 +320,66 @@ class Outbox:
 def test_subscribers_that_narrow_an_event_share_one_frame_per_projection() -> None:
     router, board = Router(), Board()
     sinks = [Sink() for _ in range(4)]
-    fields = [frozenset({"title"}), frozenset({"title"}), None, frozenset({"version"})]
+    fields = [
+        projection("documents", ["title"]),
+        projection("documents", ["title"]),
+        None,
+        projection("documents", ["version"]),
+    ]
     subs = [Subscription("d", "documents", reader, DOC, sink, f)
             for reader, sink, f in zip((ANN, BOB, CAT, ANN), sinks, fields, strict=True)]  # fmt: skip
     for sub in subs:
         router.add(sub)
     before, after = document(ANN, BOB, CAT), document(ANN, BOB, CAT, version=2)
     out = router.route(Change("t1", "documents", "update", DOC, before, after), board)
-    frames = {sub.user if sub.fields != frozenset({"version"}) else "v": frame for sub, frame in out}
+    frames = {sub.user if sub.fields != projection("documents", ["version"]) else "v": frame for sub, frame in out}
     assert frames[ANN] is frames[BOB]  # same id, same fields: one str, so its bytes are built once
     assert json.loads(frames[ANN])["data"] == {"id": str(DOC), "title": "t"}
     assert json.loads(frames["v"])["data"] == {"id": str(DOC), "version": 2}
     assert "collaborators" in json.loads(frames[CAT])["data"]
+
+
+def test_many_projections_of_one_event_shape_the_document_at_most_twice() -> None:
+    shaped: list[str] = []
+
+    def whole(doc: dict[str, Any]) -> dict[str, Any]:
+        shaped.append("whole")
+        return document_out(doc)
+
+    def narrow(doc: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+        shaped.append("narrow")
+        return document_out(doc, roster=False)
+
+    stream = streams.Stream("documents", frozenset({"documents"}), streams.readers_rule(streams.access, whole, narrow))
+    router = Router({"documents": stream})
+    names = sorted(DocumentOut.model_fields)
+    projections = [frozenset({"id", a, b}) for a in names for b in names if a < b]
+    sinks = []
+    for fields in projections:
+        sinks.append(Sink())
+        router.add(Subscription("d", "documents", BOB, DOC, sinks[-1], fields))
+    deliver(router, Board(), change("update", document(ANN, BOB), document(ANN, BOB, version=2)))
+    assert sorted(shaped) == ["narrow", "whole"]
+    shown = document_out(document(ANN, BOB, version=2))
+    for sink, fields in zip(sinks, projections, strict=True):
+        assert sink.frames[0]["data"] == {name: value for name, value in shown.items() if name in fields}
+
+
+def test_a_reader_that_leaves_the_roster_out_gets_its_events_when_the_roster_cannot_be_shown() -> None:
+    errors: list[str] = []
+    router = Router(on_error=lambda where, change, error: errors.append(where))
+    whole, narrow = Sink(), Sink()
+    router.add(Subscription("w", "documents", ANN, DOC, whole))
+    router.add(Subscription("n", "documents", BOB, DOC, narrow, frozenset({"id", "title"})))
+    broken = document(ANN, BOB, CAT, version=2)
+    broken["collaborators"].append({"_id": "not an id", "role": "king"})  # written in the shell
+    deliver(router, Board(), Change("t1", "documents", "update", DOC, document(ANN, BOB, CAT), broken))
+    assert whole.frames == [] and errors == ["documents"]
+    assert narrow.frames[0]["data"] == {"id": str(DOC), "title": "t"}
+    gone = {**broken, "access": [ANN, CAT]}
+    deliver(router, Board(), Change("t2", "documents", "update", DOC, broken, gone))
+    assert (narrow.frames[-1]["op"], narrow.frames[-1]["data"]) == ("leave", None)
+
+
+def test_id_is_always_part_of_a_projection() -> None:
+    assert projection("documents", ["title"]) == projection("documents", ["id", "title"])

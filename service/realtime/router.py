@@ -64,11 +64,18 @@ class Subscription:
 
 
 def event_tail(stream: str, audience: Audience, cursor: str, fields: frozenset[str] | None = None) -> str:
+    """An event frame without its subscriber's prefix. With `fields` (which always hold `id`), the
+    data is only those fields, joined from JSON encoded once per event (Shaped.fragments)."""
     key = audience.target if audience.event_id is None else audience.event_id
     event_id = None if key is None else str(key)
-    data = audience.data.shown(fields) if isinstance(audience.data, Shaped) else audience.data
+    data = audience.data
+    if fields is not None and isinstance(data, Shaped) and (joined := data.fragments(fields, encode)) is not None:
+        head = encode({"stream": stream, "op": audience.op, "id": event_id})
+        return f'{head[1:-1]},"data":{joined},"cursor":{encode(cursor)}}}'
+    if isinstance(data, Shaped):
+        data = data.shown(fields)
     if fields is not None and isinstance(data, dict):
-        data = {name: value for name, value in data.items() if name in fields or name == "id"}
+        data = {name: value for name, value in data.items() if name in fields}
     body = encode({"stream": stream, "op": audience.op, "id": event_id, "data": data, "cursor": cursor})
     return body[1:]
 
@@ -145,17 +152,28 @@ class Router:
         for audience in stream.rule(change, board, delta):
             # Each projection is serialized once; subscribers that chose the same id and fields get
             # the same str object, so its websocket bytes are built once (wire.py), not once per socket.
-            tails: dict[frozenset[str] | None, str] = {}
+            # A projection whose frame cannot be built (a roster written by hand that cannot be shown)
+            # is skipped and reported; subscribers with another projection still get theirs.
+            tails: dict[frozenset[str] | None, str | None] = {}
             frames: dict[tuple[str, frozenset[str] | None], str] = {}
             for sub in self._audience(stream, audience):
                 frame = frames.get((sub.prefix, sub.fields))
                 if frame is None:
-                    tail = tails.get(sub.fields)
+                    if sub.fields not in tails:
+                        tails[sub.fields] = self._tail(stream.name, audience, change, sub.fields)
+                    tail = tails[sub.fields]
                     if tail is None:
-                        tail = tails[sub.fields] = event_tail(stream.name, audience, change.token, sub.fields)
+                        continue
                     frame = frames[(sub.prefix, sub.fields)] = sub.prefix + tail
                 out.append((sub, frame))
         return out
+
+    def _tail(self, stream: str, audience: Audience, change: Change, fields: frozenset[str] | None) -> str | None:
+        try:
+            return event_tail(stream, audience, change.token, fields)
+        except Exception as error:
+            self._failed(stream, change, error)
+            return None
 
     def _failed(self, where: str, change: Change, error: Exception) -> None:
         if self.on_error is None:

@@ -276,7 +276,7 @@ class Session:
             raise BadRequest("params must be an object")
         if since is not None and not isinstance(since, str):
             raise BadRequest("since must be a cursor string")
-        fields = _fields(stream, params.pop("fields", None))
+        fields = projection(stream, params.pop("fields")) if "fields" in params else None
         target = await self._authorize(user, stream, params)
         # Two subscriptions to the same thing would carry every frame twice (each with its own id, so
         # its own bytes): one socket holds one of each.
@@ -333,15 +333,15 @@ class Session:
         if state not in PRESENCE_STATES:
             raise BadRequest('state must be "viewing", "editing" or null')
         self.writes.spend(user.id, 0)
-        doc = await documents.visible(self.db, user, document_id)
-        key = f"{self.id}:{doc['_id']}"
+        doc_id, role = await documents.role(self.db, user, document_id)
+        key = f"{self.id}:{doc_id}"
         if state is None:
             await self.roster.present(self.id, key, None)
             return
-        if state == "editing" and not documents.can_edit(doc, user.id):
+        if state == "editing" and role not in documents.EDITORS:
             raise Forbidden("viewers cannot edit this document")
         record = {
-            "document": doc["_id"],
+            "document": doc_id,
             "user": user.id,
             "name": user.name,
             "state": state,
@@ -355,9 +355,8 @@ class Session:
 PROJECTABLE = {"documents": frozenset(DocumentOut.model_fields)}
 
 
-def _fields(stream: str, value: Any) -> frozenset[str] | None:
-    if value is None:
-        return None
+def projection(stream: str, value: Any) -> frozenset[str]:
+    """The projection asked for, with `id` (always shown): `["title"]` and `["id", "title"]` are one."""
     known = PROJECTABLE.get(stream)
     if known is None:
         raise BadRequest(f"unknown params for {stream}: fields")
@@ -367,7 +366,7 @@ def _fields(stream: str, value: Any) -> frozenset[str] | None:
     if unknown:
         named = ", ".join(sorted(unknown))[:200]
         raise BadRequest(f"params.fields: no field {named}; one of {', '.join(sorted(known))}")
-    return frozenset(value)
+    return frozenset(value) | {"id"}
 
 
 def id_field(frame: dict[str, Any], name: str) -> str:

@@ -35,10 +35,12 @@ class Audience:
 
 
 class Shaped:
-    """A changed document as the API shows it, built on first need: whole (once), or for a projection
-    by `narrow`, which may leave out what the projection does not show (a roster of thousands)."""
+    """A changed document as the API shows it, built on first need and at most twice per event: whole,
+    or by `narrow` without what projections leave out (a roster of thousands). Each field's JSON is
+    encoded once, so a projection costs the join of its fields' text, however many projections the
+    subscribers chose (`fragments`)."""
 
-    __slots__ = ("doc", "narrow", "shape", "whole")
+    __slots__ = ("doc", "narrow", "parts", "shape", "shapes")
 
     def __init__(
         self,
@@ -47,14 +49,39 @@ class Shaped:
         narrow: Callable[[dict[str, Any], frozenset[str]], Any] | None = None,
     ) -> None:
         self.doc, self.shape, self.narrow = doc, shape, narrow
-        self.whole: Any = None
+        self.shapes: dict[bool, Any] = {}  # whole (True) / narrowed (False)
+        self.parts: dict[tuple[bool, str], str] = {}
 
     def shown(self, fields: frozenset[str] | None) -> Any:
-        if fields is not None and self.narrow is not None:
-            return self.narrow(self.doc, fields)
-        if self.whole is None:
-            self.whole = self.shape(self.doc)
-        return self.whole
+        whole = self._whole(fields)
+        found = self.shapes.get(whole)
+        if found is None:
+            if fields is None or self.narrow is None or whole:
+                found = self.shape(self.doc)
+            else:
+                found = self.narrow(self.doc, fields)
+            self.shapes[whole] = found
+        return found
+
+    def _whole(self, fields: frozenset[str] | None) -> bool:
+        """Whether `fields` need the whole shape; otherwise the narrowed one (without the roster) serves."""
+        return fields is None or self.narrow is None or "collaborators" in fields
+
+    def fragments(self, fields: frozenset[str], encode: Callable[[Any], str]) -> str | None:
+        """The JSON object of `fields` (in the shape's order), from fields encoded once each; None
+        when the shape is not an object."""
+        data = self.shown(fields)
+        if not isinstance(data, dict):
+            return None
+        whole = self._whole(fields)
+        out = []
+        for name, value in data.items():
+            if name in fields:
+                part = self.parts.get((whole, name))
+                if part is None:
+                    part = self.parts[(whole, name)] = encode(name) + ":" + encode(value)
+                out.append(part)
+        return "{" + ",".join(out) + "}"
 
 
 Rule = Callable[[Change, Board, Delta], list[Audience]]
