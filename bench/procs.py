@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,3 +45,22 @@ def rss_kb(pids: Iterable[int]) -> int:
             continue
         total += next((int(line.split()[1]) for line in lines if line.startswith("VmRSS:")), 0)
     return total
+
+
+def _idle_and_total() -> tuple[int, int]:
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+
+
+def settle(idle: float = 0.7, within: float = 30.0) -> float:
+    """Wait (up to `within` seconds) until the machine is at least `idle` idle over a second: a stage
+    starts on a quiet machine, not while the previous one's processes still wind down. Returns the
+    idle share last seen."""
+    deadline = time.monotonic() + within
+    while True:
+        idle0, total0 = _idle_and_total()
+        time.sleep(1)
+        idle1, total1 = _idle_and_total()
+        share = (idle1 - idle0) / max(total1 - total0, 1)
+        if share >= idle or time.monotonic() > deadline:
+            return share

@@ -208,6 +208,7 @@ def fanout(
         command += ["--fields", fields]
     if profile is not None and PROFILE:
         command += ["--profile", str(spy_path(profile))]
+    procs.settle()
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     if out.returncode != 0:
         say(f"{protocol} with {clients} clients failed: {out.stderr[-1200:]}")
