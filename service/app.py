@@ -91,8 +91,9 @@ def create_app(settings: Settings | None = None) -> App:
     # The contract's limit is enforced by the connection, after reading the frame, so the client gets
     # a clean 1009 close; the transport's own (abrupt) limit only stops what is far beyond it.
     app.config.WEBSOCKET_MAX_SIZE = settings.ws_max_frame * 4
-    app.config.WEBSOCKET_PING_INTERVAL = 20
-    app.config.WEBSOCKET_PING_TIMEOUT = 20
+    # 0: not Sanic's keepalive (a task and a timer per socket): the realtime engine pings every socket
+    # every 20 s from one timer, and cuts off one whose pong has not come by the next (keepalive.py).
+    app.config.WEBSOCKET_PING_INTERVAL = 0
     app.config.PROXIES_COUNT = settings.proxies_count
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.ACCESS_LOG = False

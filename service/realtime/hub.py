@@ -19,10 +19,13 @@ from ..database import Database, DatabaseError, ObjectId, OperationFailure, boun
 from ..database import Stream as ChangeStream
 from ..errors import BadRequest, CursorExpired, RateLimited
 from ..metrics import EVENTS, REPLAY_READS, REPLAYS, SKIPPED_CHANGES, STREAM_LAG
+from ..ratelimit import RateLimiter
 from ..stored import malformed
 from .board import Board
 from .change import OPERATIONS, STRUCTURAL, Change, Fragments
+from .deadlines import Deadlines
 from .frames import error_frame, subscribed
+from .keepalive import Keepalive
 from .router import Router, Subscription, state
 from .streams import STREAMS, Stream
 
@@ -64,6 +67,12 @@ class Hub:
         self.replaying: Counter[Any] = Counter()  # user id -> replays under way in this process
         self.fragments = Fragments()
         self.stopping = False
+        # The process's sockets, each without a timer of its own: pinged from one, and the expiry of
+        # their login sessions on another.
+        self.keepalive = Keepalive()
+        self.expiries = Deadlines()
+        # Each socket's frame rate, keyed by its connection id (a limiter of its own was 0.3 KB more).
+        self.frames = RateLimiter(settings.ws_frame_rate * 60, settings.ws_frame_rate * 2)
 
     def observe(self, collection: str, observer: Observer) -> None:
         """Call `observer` with every change of `collection` (and None when the stream breaks).
@@ -108,6 +117,8 @@ class Hub:
 
     async def close(self) -> None:
         self.following = False
+        self.keepalive.stop()
+        self.expiries.stop()
         await self._drop_stream()
 
     async def _drop_stream(self) -> None:

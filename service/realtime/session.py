@@ -13,7 +13,6 @@ None. The session is also the `Sink` its subscriptions deliver to: it owns their
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import logging
@@ -34,7 +33,7 @@ from ..database import Database, DatabaseError, ObjectId, failure, now
 from ..errors import BadRequest, Conflict, Forbidden, RateLimited, ServiceError, Unauthorized
 from ..metrics import SLOW_CLIENTS
 from ..payloads import decode_object, parse
-from ..ratelimit import RateLimiter
+from .deadlines import Entry
 from .frames import PONG, encode, error_frame
 from .hub import Hub
 from .roster import Roster
@@ -79,6 +78,12 @@ class Out(Protocol):
 
 
 class Session:
+    # One per socket: slots rather than an instance dict (about 60 bytes less each).
+    __slots__ = (
+        "accounts", "auth_attempts", "closing", "db", "expiry", "hub", "id", "out", "roster", "settings",
+        "state", "subs", "user", "writes",
+    )  # fmt: skip
+
     def __init__(
         self,
         out: Out,
@@ -99,10 +104,9 @@ class Session:
         self.state = State.AUTHENTICATING
         self.user: User | None = None
         self.closing: Close | None = None
-        self.expiry: asyncio.TimerHandle | None = None
+        self.expiry: Entry | None = None  # in the hub's deadlines
         self.auth_attempts = 0
         self.subs: dict[str, Subscription] = {}
-        self.limiter = RateLimiter(settings.ws_frame_rate * 60, settings.ws_frame_rate * 2)
         # The per-user write budget the REST routes spend (shared, so sockets are no way around it).
         self.writes = writes  # shared by every socket and request of the process: one budget per user
 
@@ -140,6 +144,10 @@ class Session:
             return
         await self._open(identity)
 
+    def expire(self) -> None:
+        """The login session behind this socket expired (its deadline in the hub's `expiries`)."""
+        self.revoke("the session expired")
+
     def revoke(self, reason: str) -> None:
         """The login session behind this socket ended: it closes at once with 4001."""
         if self.state is State.CLOSED:
@@ -155,9 +163,10 @@ class Session:
     def shut(self) -> None:
         """The connection is gone (or going): the hub stops delivering to it."""
         if self.expiry is not None:
-            self.expiry.cancel()
+            self.hub.expiries.cancel(self.expiry)
         for sub in self.subs.values():
             self.hub.unsubscribe(sub)
+        self.hub.frames.buckets.pop(self.id, None)  # its frame budget goes with it
         self.subs.clear()
         self.state = State.CLOSED
 
@@ -176,7 +185,7 @@ class Session:
         await self.roster.connected(self.id, user.id, identity.session, self.revoke)
         # Expiry needs no database event (MongoDB's TTL monitor deletes the session up to a minute late).
         seconds = (identity.expires - now()).total_seconds()
-        self.expiry = asyncio.get_running_loop().call_later(max(0.0, seconds), self.revoke, "the session expired")
+        self.expiry = self.hub.expiries.add(seconds, self)
         self.state = State.OPEN
         self.push(encode({"type": "ready", "user": user_out(user.doc())}))
 
@@ -203,7 +212,7 @@ class Session:
         return len(raw.encode()) > limit
 
     def _parse(self, raw: str | bytes) -> dict[str, Any]:
-        wait = self.limiter.hit("frames")
+        wait = self.hub.frames.hit(self.id)
         if wait:
             raise RateLimited(wait, "too many frames; slow down")
         return decode_object(raw, "a frame")

@@ -7,7 +7,9 @@ router hands one str object to all the subscribers of an event that chose the sa
 as clients of one app do) and `Wire.write` is one `transport.write`.
 
 Flow control reads Sanic's private `SanicProtocol._can_write` (the event its transport pauses and
-resumes). `check_sanic` verifies at start that the installed Sanic still has it.
+resumes). Keepalive pings (keepalive.py) go the same way, and their pongs are told apart by Sanic's
+`WebsocketImplProtocol.pings`. `check_sanic` verifies at start that the installed Sanic still has
+these, and what inbox.py and adopt.py read.
 """
 
 from __future__ import annotations
@@ -17,22 +19,40 @@ from functools import lru_cache
 
 import sanic
 from sanic.server.protocols.base_protocol import SanicProtocol
+from sanic.server.websockets.frame import WebsocketFrameAssembler
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.protocol import State
 
 TEXT = 0x81  # FIN + text opcode
 SANIC_PINNED = "25.12.1"  # requirements.txt: the version this module was written and tested against
+PING = b"mm"  # every keepalive ping's payload: a socket never has two outstanding, so it needs no other
+CLOSE_NO_PONG = 1011  # what Sanic's own keepalive closes a silent peer with
 
 
-def check_sanic(protocol: type = SanicProtocol, websocket: type = WebsocketImplProtocol) -> None:
-    """Refuse to start on a Sanic whose websocket internals are not the ones this module reads."""
+def check_sanic(
+    protocol: type = SanicProtocol,
+    websocket: type = WebsocketImplProtocol,
+    assembler: type = WebsocketFrameAssembler,
+) -> None:
+    """Refuse to start on a Sanic whose websocket internals are not the ones wire.py, inbox.py and
+    adopt.py read."""
     slots = getattr(protocol, "__slots__", ())
-    fields = getattr(websocket, "__annotations__", {})
-    if "_can_write" not in slots or "transport" not in slots or not {"io_proto", "ws_proto"} <= set(fields):
+    fields = set(getattr(websocket, "__annotations__", {}))
+    methods = all(callable(getattr(websocket, name, None)) for name in ("pause_frames", "resume_frames"))
+    held = set(getattr(assembler, "__slots__", ()))
+    if (
+        "_can_write" not in slots
+        or "transport" not in slots
+        or not {"io_proto", "ws_proto", "loop", "assembler", "pings", "recv_cancel"} <= fields
+        or not {"data_finished_fut", "auto_closer_task"} <= fields
+        or not methods
+        or not {"chunks", "message_complete"} <= held
+    ):
         raise RuntimeError(
-            f"Sanic {sanic.__version__} changed the websocket internals service/realtime/wire.py reads "
-            f"(SanicProtocol._can_write, WebsocketImplProtocol.io_proto); install the pinned Sanic "
-            f"{SANIC_PINNED} (pip install -r requirements.txt) or adapt wire.py"
+            f"Sanic {sanic.__version__} changed the websocket internals service/realtime/wire.py, inbox.py and "
+            f"adopt.py read (SanicProtocol._can_write, WebsocketImplProtocol.io_proto, .assembler, .pings, "
+            f".recv_cancel, .data_finished_fut); install the pinned Sanic {SANIC_PINNED} "
+            f"(pip install -r requirements.txt) or adapt them"
         )
 
 
@@ -52,6 +72,8 @@ def encode_text(frame: str) -> bytes:
 
 class Wire:
     """The write side of one of Sanic's websockets, with its flow control."""
+
+    __slots__ = ("ws",)
 
     def __init__(self, ws: WebsocketImplProtocol) -> None:
         self.ws = ws
@@ -83,3 +105,18 @@ class Wire:
     def abort(self, code: int, reason: str) -> None:
         """Close at once, without waiting for the client (it is not reading)."""
         self.ws.fail_connection(code, reason)
+
+    def ping(self) -> bool:
+        """Ping the peer, as Sanic's keepalive would; False, and the connection failed (1011), when the
+        previous ping is still unanswered. Sanic settles the ping's future and forgets it on the pong."""
+        ws, io = self.ws, self.ws.io_proto
+        if ws.ws_proto.state is not State.OPEN or io is None or io.transport is None or io.transport.is_closing():
+            return True  # closing already: nothing to keep alive
+        if PING in ws.pings:
+            ws.fail_connection(CLOSE_NO_PONG)
+            return False
+        ws.pings[PING] = io.loop.create_future()
+        ws.ws_proto.send_ping(PING)
+        for data in ws.ws_proto.data_to_send():
+            io.transport.write(data)
+        return True
