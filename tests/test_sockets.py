@@ -216,6 +216,22 @@ def test_a_text_message_that_is_not_utf8_fails_the_connection_with_1007() -> Non
     asyncio.run(scenario())
 
 
+def test_a_message_in_too_many_fragments_fails_the_connection_with_1009() -> None:
+    async def scenario() -> None:
+        ws, transport = websocket()
+        inbox = Inbox.install(ws)
+        whole = [frame(Opcode.TEXT, b"[", fin=False), *[frame(Opcode.CONT, b"", fin=False)] * 1022]
+        await ws.process_events([*whole, frame(Opcode.CONT, b"]")])
+        assert inbox.take() == "[]"  # 1,024 fragments: a message
+        endless = [frame(Opcode.TEXT, b"[", fin=False), *[frame(Opcode.CONT, b"", fin=False)] * 5000]
+        await ws.process_events(endless)
+        assert inbox.take() is None and inbox.chunks is None
+        reason = b"a message in more than 1024 fragments"
+        assert transport.frames() == [(Opcode.CLOSE, struct.pack("!H", 1009) + reason)]
+
+    asyncio.run(scenario())
+
+
 def test_the_inbox_refuses_a_socket_whose_frames_went_to_sanic_first() -> None:
     async def scenario() -> None:
         ws, _ = websocket()

@@ -25,6 +25,10 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 CLOSE_INVALID_DATA = 1007  # RFC 6455 §8.1: a text message that is not UTF-8 fails the connection
+CLOSE_TOO_BIG = 1009
+# Fragments of one message: the transport's size limit counts payload bytes only, so a message of
+# millions of empty fragments would hold the reader (and every other socket of the process) for seconds.
+MAX_FRAGMENTS = 1024
 
 
 class Inbox:
@@ -64,6 +68,10 @@ class Inbox:
             else:
                 self.chunks = [bytes(frame.data)]
         elif opcode is Opcode.CONT and self.chunks is not None:  # the parser refuses a stray one
+            if len(self.chunks) >= MAX_FRAGMENTS:
+                self.chunks = None
+                self.ws.fail_connection(CLOSE_TOO_BIG, f"a message in more than {MAX_FRAGMENTS} fragments")
+                return
             self.chunks.append(bytes(frame.data))
             if frame.fin:
                 data, self.chunks = b"".join(self.chunks), None
