@@ -34,15 +34,26 @@ from .parts import account, session
 
 
 class Member:
-    def __init__(self) -> None:
+    def __init__(self, expired_log: list[Member] | None = None) -> None:
         self.beats = 0
         self.expired = 0
+        self.log = expired_log
 
     def beat(self) -> None:
         self.beats += 1
 
     def expire(self) -> None:
         self.expired += 1
+        if self.log is not None:
+            self.log.append(self)
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait for `condition` on the running loop, failing after `within` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the condition did not come true in time"
+        await asyncio.sleep(0.01)
 
 
 def test_the_keepalive_beats_each_member_once_a_round_starting_a_round_after_it_joined() -> None:
@@ -72,8 +83,7 @@ def test_the_keepalive_timer_runs_only_while_there_are_sockets() -> None:
         members = [Member() for _ in range(3)]
         slots = [keepalive.add(member) for member in members]
         assert keepalive.timer is not None
-        await asyncio.sleep(0.5)  # two rounds and a half
-        assert all(member.beats == 2 for member in members)
+        await until(lambda: all(member.beats >= 2 for member in members))  # two rounds
         for member, slot in zip(members, slots, strict=True):
             keepalive.discard(member, slot)
         assert keepalive.timer is None
@@ -83,16 +93,15 @@ def test_the_keepalive_timer_runs_only_while_there_are_sockets() -> None:
 
 def test_deadlines_expire_in_order_on_one_timer_and_cancelled_ones_let_go_at_once() -> None:
     async def scenario() -> None:
-        deadlines = Deadlines()
-        late, early, cancelled = Member(), Member(), Member()
+        deadlines, expired = Deadlines(), []
+        late, early, cancelled = Member(expired), Member(expired), Member(expired)
         deadlines.add(0.15, late)
         deadlines.add(0.05, early)
         entry = deadlines.add(0.10, cancelled)
         deadlines.cancel(entry)
         assert entry[2] is None  # nothing keeps the cancelled member (and its socket) alive
-        await asyncio.sleep(0.1)
-        assert (early.expired, late.expired) == (1, 0)
-        await asyncio.sleep(0.1)
+        await until(lambda: len(expired) == 2)
+        assert expired == [early, late]
         assert (early.expired, late.expired, cancelled.expired) == (1, 1, 0)
         assert deadlines.timer is None and deadlines.live == 0
 
@@ -262,7 +271,7 @@ def test_an_adopted_socket_is_closed_by_sanic_as_before() -> None:
         assert adopt(ws) is ws.assembler and ws.data_finished_fut is not shielded and shielded.cancelled()
         await asyncio.sleep(0)  # the auto-closer waits for the data transfer to finish
         ws.eof_received()  # the client is gone: Sanic finishes the transfer on the plain future
-        await asyncio.sleep(0.01)
+        await until(lambda: transport.closed)
         assert transport.closed and not ws.auto_closer_task.done()  # closed; waiting to hear it is lost
         ws.connection_lost(None)
         await asyncio.wait_for(ws.auto_closer_task, 1)
