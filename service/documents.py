@@ -15,17 +15,20 @@ from models.documents import CollaboratorIn, DocumentIn, DocumentPatch, document
 from .accounts import User, by_email, no_account
 from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
 from .errors import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
-from .pages import ROOM_FOR_ONE_MORE, drop_reader, full, newest_first, one
+from .pages import ROOM_FOR_ONE_MORE, drop_reader, newest_first, one, refuse_full
 
 EDITORS = ("owner", "editor")
 
 
 def role_of(doc: Document, user_id: ObjectId) -> str | None:
-    if doc["owner"]["_id"] == user_id:
+    """The user's role on `doc`, None if they have none; a hand-made owner or roster counts for nothing."""
+    owner = doc.get("owner")
+    if isinstance(owner, dict) and owner.get("_id") == user_id:
         return "owner"
-    for collaborator in doc.get("collaborators", []):
-        if collaborator["_id"] == user_id:
-            return str(collaborator["role"])
+    roster = doc.get("collaborators")
+    for collaborator in roster if isinstance(roster, list) else []:
+        if isinstance(collaborator, dict) and collaborator.get("_id") == user_id:
+            return str(collaborator.get("role"))
     return None
 
 
@@ -79,13 +82,8 @@ async def role(db: Database, user: User, document_id: str) -> tuple[ObjectId, st
     )
     if found is None:
         raise NotFound("document not found")
-    owner = found.get("owner")
-    if isinstance(owner, dict) and owner.get("_id") == user.id:
-        return found["_id"], "owner"
-    entries = found.get("collaborators")
-    entry = entries[0] if isinstance(entries, list) and entries and isinstance(entries[0], dict) else {}
-    kind = entry.get("role")
-    return found["_id"], str(kind) if kind in ("editor", "viewer") else "viewer"
+    # Let in by `access` but on no roster (edited by hand): a reader, as everywhere else.
+    return found["_id"], role_of(found, user.id) or "viewer"
 
 
 async def listing(db: Database, user: User, limit: int, after: str | None) -> tuple[list[Document], str | None]:
@@ -198,7 +196,7 @@ async def add_collaborator(db: Database, user: User, document_id: str, data: Col
         again = await db.documents.find_one({"_id": doc["_id"], "access": target.id})
         if again is not None:
             return again
-        raise await full(db.documents, doc["_id"], "document")
+        await refuse_full(db.documents, doc["_id"], "document")
     if data.role == "viewer":
         await db.presence.update_many(
             {"document": doc["_id"], "user": target.id, "state": "editing"}, {"$set": {"state": "viewing"}}

@@ -4,7 +4,7 @@ first (without ever counting a collection), and taking a reader off."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from . import stored
 from .database import DESCENDING, Collection, Document, ObjectId, ReturnDocument, Session, for_display, parse_id
@@ -19,10 +19,10 @@ MAX_READERS = 10_000
 ROOM_FOR_ONE_MORE = {f"access.{MAX_READERS - 1}": {"$exists": False}}
 
 
-async def full(collection: Collection, doc_id: ObjectId, what: str) -> Conflict:
-    """Why adding a reader to `doc_id` matched nothing: it is full (409), or it is gone (404, raised)."""
+async def refuse_full(collection: Collection, doc_id: ObjectId, what: str) -> NoReturn:
+    """Why adding a reader to `doc_id` matched nothing: it is full (409), or it is gone (404)."""
     if await collection.find_one({"_id": doc_id, f"access.{MAX_READERS - 1}": {"$exists": True}}, {"_id": 1}):
-        return Conflict(f"this {what} already has {MAX_READERS:,} readers, the most it can have")
+        raise Conflict(f"this {what} already has {MAX_READERS:,} readers, the most it can have")
     raise NotFound(f"{what} not found")
 
 

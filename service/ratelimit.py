@@ -38,6 +38,10 @@ class RateLimiter:
         now = self.clock()
         self._keep(key, max(-self.burst, self._level(key, now) - cost), now)
 
+    def forget(self, key: str) -> None:
+        """Drop `key`'s bucket (its owner is gone: a closed socket)."""
+        self.buckets.pop(key, None)
+
     def _level(self, key: str, now: float) -> float:
         tokens, last = self.buckets.get(key, (self.burst, now))
         return min(self.burst, tokens + (now - last) * self.per_second)

@@ -15,7 +15,7 @@ from models.rooms import MessageIn, RoomIn, room_out
 from .accounts import User, by_email, no_account
 from .database import DESCENDING, Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now, parse_id
 from .errors import Forbidden, ValidationFailed
-from .pages import ROOM_FOR_ONE_MORE, drop_reader, full, newest_first, one
+from .pages import ROOM_FOR_ONE_MORE, drop_reader, newest_first, one, refuse_full
 
 TYPING_SECONDS = 6
 # Unread messages are counted up to this (the room list shows "100+"): counting costs what a page
@@ -85,7 +85,7 @@ async def add_member(db: Database, user: User, room_id: str, email: str) -> Docu
     target = (await by_email(db, [email])).get(email)
     if target is None:
         raise no_account()
-    if target.id in room.get("access", []):
+    if _reads(room, target.id):
         return room
     changed = await db.rooms.find_one_and_update(
         {"_id": room["_id"], "access": {"$ne": target.id}, **ROOM_FOR_ONE_MORE},
@@ -95,10 +95,16 @@ async def add_member(db: Database, user: User, room_id: str, email: str) -> Docu
     if changed is None:
         # Added meanwhile by someone else (answered as it stands), or full.
         again = await joined(db, user, room_id)
-        if target.id in again.get("access", []):
+        if _reads(again, target.id):
             return again
-        raise await full(db.rooms, room["_id"], "room")
+        await refuse_full(db.rooms, room["_id"], "room")
     return changed
+
+
+def _reads(room: Document, user_id: ObjectId) -> bool:
+    """Whether `user_id` is among the room's readers (an `access` the shell made a scalar reads as none)."""
+    access = room.get("access")
+    return isinstance(access, list) and user_id in access
 
 
 async def remove_member(db: Database, user: User, room_id: str, user_id: str) -> Document:

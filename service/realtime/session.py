@@ -166,7 +166,7 @@ class Session:
             self.hub.expiries.cancel(self.expiry)
         for sub in self.subs.values():
             self.hub.unsubscribe(sub)
-        self.hub.frames.buckets.pop(self.id, None)  # its frame budget goes with it
+        self.hub.frames.forget(self.id)  # its frame budget goes with it
         self.subs.clear()
         self.state = State.CLOSED
 
