@@ -94,6 +94,14 @@ async def live(client: Client, stream: Stream) -> None:
         await asyncio.sleep(0.02)
 
 
+async def documents_and_contacts(client: Client) -> tuple[Stream, Stream]:
+    """Both streams on the client's one socket, once each is live."""
+    documents, contacts = client.subscribe("documents"), client.subscribe("contacts")
+    await within(live(client, documents))
+    await within(live(client, contacts))
+    return documents, contacts
+
+
 def blocking(function: Callable[[], T]) -> Awaitable[T]:
     return asyncio.to_thread(function)
 
@@ -103,9 +111,9 @@ def test_a_followed_document_survives_a_server_restart_with_nothing_missed_or_tw
 
     async def scenario() -> None:
         async with Client(server.url, ann.token) as client:
-            documents, contacts = client.subscribe("documents"), client.subscribe("contacts")  # one socket
-            await within(live(client, documents))  # a subscription without `since` starts when it is live
-            await within(live(client, contacts))  # and this one sees no event before the drop
+            # One socket; a subscription without `since` starts when it is live, so these see no event
+            # from before the drop.
+            documents, contacts = await documents_and_contacts(client)
             first = await client.post("/documents", {"title": "before the restart"})
             assert (await next_event(documents)).id == first["id"]
             await blocking(server.stop)
@@ -212,9 +220,7 @@ def test_a_consumer_that_falls_behind_holds_up_no_other_and_misses_nothing(serve
 
     async def scenario() -> None:
         async with Client(server.url, ann.token, queue_size=3) as client:
-            documents, contacts = client.subscribe("documents"), client.subscribe("contacts")
-            await within(live(client, documents))
-            await within(live(client, contacts))
+            documents, contacts = await documents_and_contacts(client)
             made = [(await client.post("/documents", {"title": f"d{n}"}))["id"] for n in range(10)]
             contact = await client.post("/contacts", {"name": "not held up"})
             assert (await next_event(contacts)).id == contact["id"]  # while documents is 7 behind
