@@ -8,8 +8,18 @@ from __future__ import annotations
 
 from sanic import Blueprint
 
-from . import auth, contacts, dashboard, documents, operations, payments, realtime, rooms
+from . import auth, contacts, dashboard, documents, invites, operations, payments, realtime, rooms
 
 
 def blueprints() -> list[Blueprint]:
-    return [auth.bp, contacts.bp, documents.bp, rooms.bp, payments.bp, operations.bp, realtime.bp, dashboard.bp]
+    return [
+        auth.bp,
+        contacts.bp,
+        documents.bp,
+        rooms.bp,
+        invites.bp,
+        payments.bp,
+        operations.bp,
+        realtime.bp,
+        dashboard.bp,
+    ]

@@ -23,9 +23,11 @@ from models.documents import (
 )
 from service import documents
 from service.context import context, current_user
+from service.invites import Invited
 from service.stored import one, shown
 
 from .inputs import PAGING, body, page_args, whole
+from .invited import INVITED, invited
 from .openapi import Param, describe
 
 bp = Blueprint("documents", url_prefix="/documents")
@@ -107,12 +109,16 @@ async def delete(request: Request, document_id: str) -> HTTPResponse:
 
 
 @bp.post("/<document_id>/collaborators")
-@describe("Share with a user by email as editor or viewer (owner only)", "documents", body=CollaboratorIn,
-          response=DocumentOut, answer_headers=ETAG,
+@describe("Share with a user by email as editor or viewer (owner only); an address that is not a verified account"
+          " gets a pending invite (202)", "documents", body=CollaboratorIn, response=DocumentOut, answer_headers=ETAG,
+          answers=INVITED,
           errors={**MISSING_OR_HIDDEN, "409": "conflict: that user is the owner, or 10,000 readers"})  # fmt: skip
 async def share(request: Request, document_id: str) -> HTTPResponse:
     data = body(request, CollaboratorIn)
-    doc = await documents.add_collaborator(context(request).db, current_user(request), document_id, data)
+    ctx = context(request)
+    doc = await documents.add_collaborator(ctx.db, ctx.outbox, current_user(request), document_id, data)
+    if isinstance(doc, Invited):
+        return invited(doc)
     return answer_write(request, doc)
 
 

@@ -57,6 +57,7 @@ class Operation:
     content: str | None = None  # the media type of a body that is not JSON (metrics, the docs page)
     answer_headers: dict[str, str] = field(default_factory=dict)  # headers of the success answer
     form: tuple[str, ...] = ()  # required fields of a form body (application/x-www-form-urlencoded)
+    answers: dict[str, tuple[str, type[BaseModel]]] = field(default_factory=dict)  # other successes, own body
 
 
 def describe(summary: str, tag: str, **options: Any) -> Callable[[F], F]:
@@ -100,6 +101,10 @@ def _success(op: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
     return ok
 
 
+def _answer(text: str, model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
+    return {"description": text, "content": {"application/json": {"schema": _schema(model, schemas)}}}
+
+
 def _operation(op: Operation, path_params: list[str], schemas: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": op.summary, "tags": [op.tag]}
     parameters = _parameters(op, path_params)
@@ -119,6 +124,7 @@ def _operation(op: Operation, path_params: list[str], schemas: dict[str, Any]) -
     out["responses"] = {
         str(op.status): ok,
         **{code: {**ok, "description": text} for code, text in op.also.items()},
+        **{code: _answer(text, model, schemas) for code, (text, model) in op.answers.items()},
         **{
             code: {"description": text, **error, **({"headers": RETRY_AFTER} if code == "429" else {})}
             for code, text in errors.items()

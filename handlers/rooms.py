@@ -8,12 +8,14 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
 from models.common import page
+from models.invites import invite_out
 from models.rooms import (
     MemberIn,
     MessageIn,
     MessageOut,
     MessagePage,
     ReadIn,
+    RoomCreatedOut,
     RoomIn,
     RoomOut,
     RoomPage,
@@ -22,9 +24,11 @@ from models.rooms import (
 )
 from service import rooms
 from service.context import context, current_user
+from service.invites import Invited
 from service.stored import maybe, one, shown
 
 from .inputs import PAGING, body, page_args
+from .invited import INVITED, invited
 from .openapi import describe
 
 bp = Blueprint("rooms", url_prefix="/rooms")
@@ -33,10 +37,12 @@ HIDDEN = {"404": "not_found: no such room, or you are not a member"}
 
 
 @bp.post("/")
-@describe("Create a room; you are a member", "chat", body=RoomIn, response=RoomOut, status=201)
+@describe("Create a room; you are a member; `invites` lists the addresses that are not verified accounts yet",
+          "chat", body=RoomIn, response=RoomCreatedOut, status=201)  # fmt: skip
 async def create(request: Request) -> HTTPResponse:
-    room = await rooms.create(context(request).db, current_user(request), body(request, RoomIn))
-    return json(room_out(room), status=201)
+    ctx = context(request)
+    room, made = await rooms.create(ctx.db, ctx.outbox, current_user(request), body(request, RoomIn))
+    return json({**one("rooms", room, room_out), "invites": shown("invites", made, invite_out)}, status=201)
 
 
 @bp.get("/")
@@ -50,11 +56,15 @@ async def listing(request: Request) -> HTTPResponse:
 
 
 @bp.post("/<room_id>/members")
-@describe("Add a member by email (any member may)", "chat", body=MemberIn, response=RoomOut,
+@describe("Add a member by email (any member may); an address that is not a verified account gets a pending"
+          " invite (202)", "chat", body=MemberIn, response=RoomOut, answers=INVITED,
           errors={**HIDDEN, "409": "conflict: the room has 10,000 members"})  # fmt: skip
 async def add_member(request: Request, room_id: str) -> HTTPResponse:
     data = body(request, MemberIn)
-    room = await rooms.add_member(context(request).db, current_user(request), room_id, data.email)
+    ctx = context(request)
+    room = await rooms.add_member(ctx.db, ctx.outbox, current_user(request), room_id, data.email)
+    if isinstance(room, Invited):
+        return invited(room)
     return json(one("rooms", room, room_out))
 
 

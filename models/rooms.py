@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from .common import ID_PATTERN, Input, Output, Trim, ident, listed, moment, optional_text, ref, required_text, text
+from .invites import InviteOut
 from .users import Email, UserRef
 
 # Longest values, in characters: requests, stored rooms and messages that can be shown, and the validator agree.
@@ -40,6 +41,10 @@ class RoomOut(Output):
     members: list[UserRef]
     created_by: UserRef
     created_at: str
+
+
+class RoomCreatedOut(RoomOut):
+    invites: list[InviteOut]  # addresses that are not verified accounts yet: access once verified
 
 
 class MessageOut(Output):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
@@ -39,6 +40,7 @@ class UserOut(Output):
     email: str
     name: str
     created_at: str
+    email_verified: bool
 
 
 class UserRef(Output):
@@ -55,6 +57,51 @@ class MeOut(Output):
     user: UserOut
 
 
+class VerifyIn(Input):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class ForgotIn(Input):
+    email: Email
+
+
+class ResetIn(Input):
+    token: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=8, max_length=MAX_PASSWORD)
+
+
+class PasswordIn(Input):
+    current_password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+    password: str = Field(min_length=8, max_length=MAX_PASSWORD)
+
+
+class SessionOut(Output):
+    id: str
+    created_at: str
+    last_used_at: str | None
+    user_agent: str | None
+    address: str | None
+    current: bool
+
+
+class SessionPage(Output):
+    items: list[SessionOut]
+    next: str | None
+
+
 def user_out(doc: dict[str, Any]) -> dict[str, Any]:
     return {"id": ident(doc["_id"]), "email": text(doc, "email"), "name": text(doc, "name"),
-            "created_at": moment(doc, "created_at")}  # fmt: skip
+            "created_at": moment(doc, "created_at"), "email_verified": doc.get("email_verified") is True}  # fmt: skip
+
+
+def session_out(doc: dict[str, Any], public_id: str, current: bool) -> dict[str, Any]:
+    """A session as its owner sees it; fields the shell left out or mistyped read as null."""
+    used = doc.get("last_used_at")
+    return {"id": public_id, "created_at": moment(doc, "created_at"),
+            "last_used_at": moment(doc, "last_used_at") if isinstance(used, datetime) else None,
+            "user_agent": _optional(doc.get("user_agent")), "address": _optional(doc.get("address")),
+            "current": current}  # fmt: skip
+
+
+def _optional(value: object) -> str | None:
+    return value if isinstance(value, str) else None

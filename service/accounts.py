@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,10 +18,13 @@ from models.common import Unreadable
 from models.users import LoginIn, RegisterIn, user_out
 
 from .config import Settings
-from .database import Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now
-from .errors import Conflict, RateLimited, Unauthorized, ValidationFailed
+from .database import Database, DatabaseError, Document, DuplicateKeyError, ObjectId, ReturnDocument, Session, now
+from .errors import Conflict, RateLimited, Unauthorized
+from .mail.outbox import Outbox
 from .stored import UNREADABLE, malformed, shown
+from .tokens import token_hash
 
+log = logging.getLogger("murmuration.accounts")
 _hasher = PasswordHasher()
 # Verifying against this when the email is unknown makes both failures cost the same time.
 _DUMMY_HASH = _hasher.hash("not a real password")
@@ -32,6 +36,7 @@ class User:
     email: str
     name: str
     created_at: datetime
+    email_verified: bool = False
 
     @classmethod
     def from_doc(cls, doc: Document) -> User:
@@ -39,14 +44,27 @@ class User:
         user_out(doc)  # every field the API shows has its type
         if not isinstance(doc["_id"], ObjectId):
             raise Unreadable("_id is not an ObjectId")
-        return cls(doc["_id"], doc["email"], doc["name"], doc["created_at"])
+        # Only `true` proves the address: missing (an account made before verification existed) is not.
+        return cls(doc["_id"], doc["email"], doc["name"], doc["created_at"], doc.get("email_verified") is True)
 
     def doc(self) -> Document:
-        return {"_id": self.id, "email": self.email, "name": self.name, "created_at": self.created_at}
+        return {"_id": self.id, "email": self.email, "name": self.name, "created_at": self.created_at,
+                "email_verified": self.email_verified}  # fmt: skip
 
     def ref(self) -> Document:
         """How documents and rooms store who did something: `{"_id", "name"}`."""
         return {"_id": self.id, "name": self.name}
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """Where a session is used from, as `GET /auth/sessions` shows it."""
+
+    address: str
+    user_agent: str
+
+    def fields(self) -> Document:
+        return {"address": self.address[:100], "user_agent": self.user_agent[:256]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +74,6 @@ class Identity:
     user: User
     session: str
     expires: datetime
-
-
-def token_hash(token: str) -> str:
-    """The key a token's session is stored under. Any string hashes (one that is not UTF-8, with lone
-    surrogates, included), so a made-up token is just an unknown key."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Accounts:
@@ -75,28 +87,43 @@ class Accounts:
 
     CACHE_SIZE = 100_000
 
-    def __init__(self, db: Database, settings: Settings, trusted: Callable[[], bool] = lambda: False) -> None:
+    TOUCH_EVERY = 60.0  # seconds: how stale a session's `last_used_at` may get (one write a minute at most)
+
+    def __init__(
+        self, db: Database, settings: Settings, outbox: Outbox, trusted: Callable[[], bool] = lambda: False
+    ) -> None:
         self.db = db
         self.settings = settings
+        self.outbox = outbox
         self.trusted = trusted
         self.cache: OrderedDict[str, tuple[User, datetime]] = OrderedDict()
+        self.touched: OrderedDict[str, float] = OrderedDict()  # session key -> when last_used_at was written
         self.generation = 0  # moves at every revocation heard
 
-    async def register(self, data: RegisterIn) -> tuple[User, str]:
-        password_hash = await asyncio.to_thread(_hasher.hash, data.password)
-        doc = {"email": data.email, "name": data.name, "password": password_hash, "created_at": now()}
+    async def register(self, data: RegisterIn, seen: Seen) -> tuple[User, str]:
+        """The account and its verification letter in one transaction: a crash cannot keep one without
+        the other."""
+        password_hash = await hash_password(data.password)
+        doc = {"email": data.email, "name": data.name, "password": password_hash, "created_at": now(),
+               "email_verified": False}  # fmt: skip
+
+        async def work(session: Session) -> None:
+            doc.pop("_id", None)  # a retried transaction inserts afresh
+            doc["_id"] = (await self.db.users.insert_one(doc, session=session)).inserted_id
+            await self.outbox.queue("verify", data.email, {}, session=session)
+
         try:
-            result = await self.db.users.insert_one(doc)
+            await self.db.transaction(work)
         except DuplicateKeyError:
             raise Conflict("an account with this email already exists") from None
-        doc["_id"] = result.inserted_id
+        self.outbox.poke()
         user = User.from_doc(doc)
-        return user, await self._open_session(user)
+        return user, await self._open_session(user, seen)
 
-    async def login(self, data: LoginIn, address: str) -> tuple[User, str]:
+    async def login(self, data: LoginIn, seen: Seen) -> tuple[User, str]:
         """A slot is taken in each of the login's windows before the password is checked, atomically,
         so concurrent guesses cannot outrun the limit; a success gives them back."""
-        email = data.email.strip().lower()
+        email, address = data.email.strip().lower(), seen.address
         limit = self.settings.login_max_failures
         doc = await self.db.users.find_one({"email": email})
         known = doc.get("addresses") if doc else None
@@ -107,12 +134,10 @@ class Accounts:
         slots = {f"login:email:{email}:{address}": limit, f"login:addr:{address}": limit * 4}
         if not familiar:
             slots[f"login:email:{email}"] = limit * 10
-        await self._take(slots)
-        stored = doc.get("password") if doc else None
-        password_hash = stored if isinstance(stored, str) else _DUMMY_HASH
-        if not await asyncio.to_thread(_verify, password_hash, data.password) or doc is None:
+        await take(self.db, slots, self.settings.login_window, "too many failed logins; try again later")
+        if not await password_matches(doc.get("password") if doc else None, data.password) or doc is None:
             raise Unauthorized("wrong email or password")  # the slots taken count this failure
-        user = _user(doc)
+        user = user_of(doc)
         emails = [f"login:email:{email}:{address}", f"login:email:{email}"]
         await self.db.throttles.delete_many({"_id": {"$in": emails}})
         await self.db.throttles.update_one({"_id": f"login:addr:{address}"}, {"$inc": {"failures": -1}})
@@ -120,7 +145,7 @@ class Accounts:
             kept = {"$cond": [{"$isArray": "$addresses"}, "$addresses", []]}
             last = {"$slice": [{"$concatArrays": [kept, [address]]}, -10]}
             await self.db.users.update_one({"_id": user.id}, [{"$set": {"addresses": last}}])
-        return user, await self._open_session(user)
+        return user, await self._open_session(user, seen)
 
     async def logout(self, token: str) -> None:
         key = token_hash(token)
@@ -134,6 +159,29 @@ class Accounts:
     def forget_all(self) -> None:
         self.cache.clear()
         self.generation += 1
+
+    def forget_user(self, user_id: object) -> None:
+        """An account changed (verified, renamed, repaired in the shell): its cached copies go, so no
+        instance answers with the old one. Rare, so a scan."""
+        stale = [key for key, (user, _) in self.cache.items() if user.id == user_id]
+        for key in stale:
+            del self.cache[key]
+        self.generation += 1
+
+    async def touch(self, key: str, seen: Seen) -> None:
+        """Record that the session `key` was used now, from where: at most once a minute per session."""
+        clock = time.monotonic()
+        last = self.touched.get(key)
+        if last is not None and clock - last < self.TOUCH_EVERY:
+            return
+        self.touched[key] = clock
+        self.touched.move_to_end(key)
+        if len(self.touched) > self.CACHE_SIZE:
+            self.touched.popitem(last=False)
+        try:
+            await self.db.sessions.update_one({"_id": key}, {"$set": {"last_used_at": now(), **seen.fields()}})
+        except DatabaseError as error:  # a record of use is not worth failing the request it records
+            log.warning("could not record a session's use: %s", type(error).__name__)
 
     def cached(self, token: str) -> User | None:
         """The user of a token known to be valid, without asking the database (None if not known)."""
@@ -166,25 +214,29 @@ class Accounts:
         doc = await self.db.users.find_one({"_id": owner})
         if doc is None:
             raise Unauthorized("the token's account no longer exists")
-        user = _user(doc)
+        user = user_of(doc)
         if self.generation == generation:
             self.cache[key] = (user, expires)
             if len(self.cache) > self.CACHE_SIZE:
                 self.cache.popitem(last=False)
         return Identity(user, key, expires)
 
-    async def _open_session(self, user: User) -> str:
+    async def _open_session(self, user: User, seen: Seen) -> str:
         # A fixed prefix lets secret scanners spot leaked tokens, and no token starts with "-".
         token = "mm_" + secrets.token_urlsafe(32)
         created = now()
+        key = token_hash(token)
         await self.db.sessions.insert_one(
             {
-                "_id": token_hash(token),
+                "_id": key,
                 "user": user.id,
                 "created_at": created,
                 "expires_at": created + timedelta(days=self.settings.token_ttl_days),
+                "last_used_at": created,
+                **seen.fields(),
             }
         )
+        self.touched[key] = time.monotonic()
         # At most `max_sessions` per user: the oldest end (their sockets close, like a logout).
         extra = (
             self.db.sessions.find({"user": user.id}, {"_id": 1}).sort("created_at", -1).skip(self.settings.max_sessions)
@@ -194,47 +246,56 @@ class Accounts:
             await self.db.sessions.delete_many({"_id": {"$in": oldest}})
         return token
 
-    async def _take(self, slots: dict[str, int]) -> None:
-        """Take one attempt in each window (a window that has ended starts again: its end is in the
-        query, not left to the TTL reaper); 429 if any is full."""
-        stamp = now()
-        fresh = stamp + timedelta(seconds=self.settings.login_window)
-        live = {"$and": [{"$eq": [{"$type": "$expires_at"}, "date"]}, {"$gt": ["$expires_at", stamp]},
-                         {"$isNumber": "$failures"}]}  # fmt: skip
-        for key, limit in slots.items():
-            window: Document | None = await self.db.throttles.find_one_and_update(
-                {"_id": key},
-                [{"$set": {
-                    "failures": {"$cond": [live, {"$add": ["$failures", 1]}, 1]},
-                    "expires_at": {"$cond": [live, "$expires_at", fresh]},
-                }}],
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )  # fmt: skip
-            if window is not None and window["failures"] > limit:
-                wait = (window["expires_at"] - stamp).total_seconds()
-                raise RateLimited(wait, "too many failed logins; try again later")
 
-
-def no_account() -> ValidationFailed:
-    """An address given to share with or add that no account has: a 422 naming the field, not a 404,
-    which would say the document or room in the path is missing."""
-    detail = {"field": "email", "message": "no account has this address"}
-    return ValidationFailed("no user has this email", details=[detail])
+async def take(db: Database, slots: dict[str, int], window: int, message: str) -> None:
+    """Take one attempt in each window (a window that has ended starts again: its end is in the query,
+    not left to the TTL reaper); 429 with `message` if any is full. Atomic, so concurrent attempts
+    cannot outrun a limit."""
+    stamp = now()
+    fresh = stamp + timedelta(seconds=window)
+    live = {"$and": [{"$eq": [{"$type": "$expires_at"}, "date"]}, {"$gt": ["$expires_at", stamp]},
+                     {"$isNumber": "$failures"}]}  # fmt: skip
+    for key, limit in slots.items():
+        found: Document | None = await db.throttles.find_one_and_update(
+            {"_id": key},
+            [{"$set": {
+                "failures": {"$cond": [live, {"$add": ["$failures", 1]}, 1]},
+                "expires_at": {"$cond": [live, "$expires_at", fresh]},
+            }}],
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )  # fmt: skip
+        if found is not None and found["failures"] > limit:
+            raise RateLimited((found["expires_at"] - stamp).total_seconds(), message)
 
 
 async def by_email(db: Database, emails: Iterable[str]) -> dict[str, User]:
-    """The accounts with these emails; a stored user that cannot be read is left out (and reported)."""
-    docs = await db.users.find({"email": {"$in": list(emails)}}, {"password": 0}).to_list()
+    """The verified accounts with these emails (only a proven address can be found by others); a
+    stored user that cannot be read is left out (and reported)."""
+    found = {"email": {"$in": list(emails)}, "email_verified": True}
+    docs = await db.users.find(found, {"password": 0}).to_list()
     return {user.email: user for user in shown("users", docs, User.from_doc)}
 
 
-def _user(doc: Document) -> User:
+def user_of(doc: Document) -> User:
+    """The user a stored record describes; 401 if it cannot be read (reported for an operator)."""
     try:
         return User.from_doc(doc)
     except UNREADABLE as error:
         malformed("users", doc, error)
         raise Unauthorized("this account's stored record cannot be read; an operator can repair it") from None
+
+
+async def hash_password(password: str) -> str:
+    """A slow salted hash, off the event loop."""
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def password_matches(stored: object, password: str) -> bool:
+    """Whether `password` is the one `stored` hashes; a missing or hand-made hash costs the same time
+    and never matches."""
+    password_hash = stored if isinstance(stored, str) else _DUMMY_HASH
+    return await asyncio.to_thread(_verify, password_hash, password) and isinstance(stored, str)
 
 
 def _verify(password_hash: str, password: str) -> bool:

@@ -16,12 +16,13 @@ from sanic.response import BaseHTTPResponse, HTTPResponse, json
 from handlers import blueprints
 
 from .config import Settings
-from .context import AppState, bearer_token, context
+from .context import AppState, bearer_token, context, seen
 from .database import DatabaseError, failure
 from .errors import BY_STATUS, BadRequest, MethodNotAllowed, RateLimited, ServiceError, Unauthorized
 from .lifecycle import draining, running
 from .metrics import observe
 from .payments.catalog import Catalog
+from .tokens import token_hash
 
 log = logging.getLogger("murmuration")
 
@@ -168,6 +169,7 @@ async def _guard(request: Request) -> HTTPResponse | None:
     except ServiceError as error:
         return error_response(error)
     request.ctx.token = token
+    await ctx.accounts.touch(token_hash(token), seen(request))
     if request.method in WRITES:
         try:
             ctx.writes.spend(user.id, len(request.body or b""))

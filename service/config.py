@@ -10,8 +10,9 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from email.utils import parseaddr
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,6 +72,22 @@ class Braintree:
 
 
 @dataclass(frozen=True, slots=True)
+class Smtp:
+    """Where mail goes: `SMTP_URL` = smtp://[user:password@]host[:port] (STARTTLS when the server offers
+    it), smtp+starttls:// (STARTTLS required) or smtps:// (TLS from the first byte)."""
+
+    host: str
+    port: int
+    security: str  # "opportunistic" | "starttls" | "tls"
+    username: str | None
+    password: str | None
+
+    def __repr__(self) -> str:  # the password never reaches a log
+        user = f"{self.username}:***@" if self.username else ""
+        return f"Smtp({self.security} {user}{self.host}:{self.port})"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     mongo_url: str
     mongo_db: str
@@ -109,6 +126,14 @@ class Settings:
     payment_sweep: float
     payment_sweep_days: int
     catalog_path: Path
+    smtp: Smtp | None
+    smtp_timeout: float
+    mail_from: str
+    mail_backoff: float
+    mail_per_hour: int
+    public_url: str
+    verify_ttl_hours: int
+    reset_ttl_minutes: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -156,6 +181,14 @@ class Settings:
             payment_sweep=env.number("PAYMENT_SWEEP", 300.0, 0.1, 86400.0),
             payment_sweep_days=env.integer("PAYMENT_SWEEP_DAYS", 7, 1, 365),
             catalog_path=Path(env.text("CATALOG_PATH", str(ROOT / "service" / "payments" / "catalog.json"))),
+            smtp=_smtp(env.optional("SMTP_URL")),
+            smtp_timeout=env.number("SMTP_TIMEOUT", 30.0, 0.5, 600.0),
+            mail_from=_mail_from(env.text("MAIL_FROM", "Murmuration <murmuration@localhost>")),
+            mail_backoff=env.number("MAIL_BACKOFF", 30.0, 0.05, 3600.0),
+            mail_per_hour=env.integer("MAIL_PER_HOUR", 10, 1, 10_000),
+            public_url=_public_url(env.text("PUBLIC_URL", f"http://127.0.0.1:{port}")),
+            verify_ttl_hours=env.integer("VERIFY_TTL_HOURS", 48, 1, 24 * 365),
+            reset_ttl_minutes=env.integer("RESET_TTL_MINUTES", 60, 1, 24 * 60),
         )
 
 
@@ -207,3 +240,39 @@ def _braintree(env: _Env) -> Braintree | None:
             "BRAINTREE_ENVIRONMENT must be sandbox, production, or http://HOST:PORT of a local gateway emulator"
         )
     return Braintree(environment, merchant_id, public_key, private_key)
+
+
+SMTP_SCHEMES = {"smtp": ("opportunistic", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
+
+
+def _smtp(url: str | None) -> Smtp | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    scheme = SMTP_SCHEMES.get(parts.scheme.lower())
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if scheme is None or not parts.hostname or port == -1:
+        # The URL is not echoed: it may hold a password.
+        raise ConfigError("SMTP_URL must be smtp://, smtp+starttls:// or smtps:// [user:password@]host[:port]")
+    security, default_port = scheme
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return Smtp(parts.hostname, port or default_port, security, username, password)
+
+
+def _mail_from(value: str) -> str:
+    address = parseaddr(value)[1]
+    if "@" not in address or any(c in value for c in "\r\n"):
+        raise ConfigError(f"MAIL_FROM={value!r} is not an address (Name <user@example.com>, or user@example.com)")
+    return value
+
+
+def _public_url(value: str) -> str:
+    """Where people reach the service: the links in mail start with it."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(f"PUBLIC_URL={value!r} must be http(s)://host[:port][/path], where people open the dashboard")
+    return value.rstrip("/")

@@ -11,10 +11,11 @@ from typing import cast
 
 from sanic import Request
 
-from .accounts import Accounts, User
+from .accounts import Accounts, Seen, User
 from .budget import WriteBudget
 from .config import Settings
 from .database import Database
+from .mail.outbox import Outbox
 from .payments.catalog import Catalog
 from .payments.gateway import Gateway
 from .payments.worker import Payments
@@ -31,6 +32,7 @@ class Context:
     settings: Settings
     db: Database
     accounts: Accounts
+    outbox: Outbox
     hub: Hub
     roster: Roster
     catalog: Catalog
@@ -73,3 +75,8 @@ def bearer_token(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+def seen(request: Request) -> Seen:
+    """Where a request comes from, as a session records it."""
+    return Seen(request.remote_addr or request.ip, request.headers.get("user-agent", ""))

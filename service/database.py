@@ -104,6 +104,22 @@ INDEXES: dict[str, list[IndexModel]] = {
             name="client_id_per_author",
         ),
     ],
+    "tokens": [
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry"),
+        IndexModel([("user", ASCENDING), ("kind", ASCENDING)], name="by_user"),
+    ],
+    "outbox": [
+        IndexModel([("status", ASCENDING), ("next_at", ASCENDING)], name="work_queue"),
+        IndexModel([("to", ASCENDING), ("created_at", DESCENDING)], name="by_recipient"),
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry"),
+    ],
+    "invites": [
+        IndexModel(
+            [("email", ASCENDING), ("kind", ASCENDING), ("target", ASCENDING)], unique=True, name="one_per_target"
+        ),
+        IndexModel([("by", ASCENDING), ("_id", DESCENDING)], name="by_inviter"),
+        IndexModel([("target", ASCENDING)], name="by_target"),
+    ],
     "signals": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")],
     "orders": [
         IndexModel([("owner", ASCENDING), ("_id", DESCENDING)], name="by_owner"),
@@ -262,6 +278,18 @@ class Database:
     @cached_property
     def reads(self) -> Collection:
         return self.db["reads"]
+
+    @cached_property
+    def tokens(self) -> Collection:
+        return self.db["tokens"]
+
+    @cached_property
+    def outbox(self) -> Collection:
+        return self.db["outbox"]
+
+    @cached_property
+    def invites(self) -> Collection:
+        return self.db["invites"]
 
     @cached_property
     def signals(self) -> Collection:

@@ -12,9 +12,12 @@ from typing import Any
 
 from models.documents import CollaboratorIn, DocumentIn, DocumentPatch, document_out
 
-from .accounts import User, by_email, no_account
+from . import invites
+from .accounts import User, by_email
 from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
 from .errors import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
+from .invites import Invited, Target
+from .mail.outbox import Outbox
 from .pages import ROOM_FOR_ONE_MORE, drop_reader, newest_first, one, refuse_full
 
 EDITORS = ("owner", "editor")
@@ -167,17 +170,29 @@ async def delete(db: Database, user: User, document_id: str) -> None:
         await db.documents.delete_one({"_id": doc["_id"]}, session=session)
         await db.revisions.delete_many({"document": doc["_id"]}, session=session)
         await db.presence.delete_many({"document": doc["_id"]}, session=session)
+        await invites.forget_target(db, doc["_id"], session)
 
     await db.transaction(work)
 
 
-async def add_collaborator(db: Database, user: User, document_id: str, data: CollaboratorIn) -> Document:
+async def add_collaborator(
+    db: Database, outbox: Outbox, user: User, document_id: str, data: CollaboratorIn
+) -> Document | Invited:
+    """Share with a verified account (the document), or invite an address that is not one."""
     doc = await visible(db, user, document_id)
     if role_of(doc, user.id) != "owner":
         raise Forbidden("only the owner can share a document")
+    if data.email == user.email:
+        raise Conflict("the owner is already on the document")
     target = (await by_email(db, [data.email])).get(data.email)
     if target is None:
-        raise no_account()
+        title = doc.get("title", "")
+        made = await invites.invite(db, outbox, user, Target("document", doc["_id"], title, data.role), data.email)
+        if made is not None:
+            return Invited(made)
+        target = (await by_email(db, [data.email])).get(data.email)  # verified meanwhile
+        if target is None:
+            raise Conflict("the account of this address cannot be read; an operator can repair it")
     if target.id == user.id:
         raise Conflict("the owner is already on the document")
     entry = {**target.ref(), "role": data.role}

@@ -17,5 +17,12 @@ async def check(context: Context) -> tuple[bool, dict[str, Any]]:
         "mongo": "ok" if mongo_ok else "unreachable",
         "change_stream": "ok" if stream_ok else "reconnecting",
         "tasks": context.supervisor.report(),
+        "mail": await _mail(context),
         "instance": context.settings.instance,
     }
+
+
+async def _mail(context: Context) -> dict[str, Any]:
+    """Whether letters can go out, and how many wait (they wait for good while mail is off)."""
+    delivery = "smtp" if context.outbox.mailer is not None else "off"
+    return {"delivery": delivery, "waiting": await context.outbox.waiting()}

@@ -1,8 +1,8 @@
 """The life cycle of a worker: one owner builds its parts in order and tears them down in reverse.
 
-    database -> hub (stream open, board loaded) -> accounts -> roster (first beat) -> payments
-    -> background tasks, under one supervisor: the hub's follower, the roster's heartbeat, the payment
-    loops and the payment sweep
+    database -> hub (stream open, board loaded) -> outbox -> accounts -> roster (first beat) -> payments
+    -> background tasks, under one supervisor: the hub's follower, the roster's heartbeat, the mail
+    worker, the payment loops and the payment sweep
 
 Teardown runs the other way: payment loops finish the order in hand (bounded) and give back
 unstarted leases, the other tasks are cancelled, this instance's records go, the stream closes,
@@ -23,6 +23,9 @@ from .budget import WriteBudget
 from .config import Settings
 from .context import Context
 from .database import Database, DatabaseError
+from .mail.compose import Composer
+from .mail.outbox import Outbox
+from .mail.smtp import Mailer
 from .payments.catalog import Catalog
 from .payments.gateway import Gateway
 from .payments.worker import Payments
@@ -49,9 +52,12 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
         tasks = Supervisor()
         db = await _database(settings, stack)
         hub = Hub(db, settings)
-        accounts = Accounts(db, settings, trusted=hub.is_following)
+        mailer = Mailer(settings.smtp, settings.smtp_timeout) if settings.smtp is not None else None
+        outbox = Outbox(db, settings, mailer, Composer(db, settings))
+        accounts = Accounts(db, settings, outbox, trusted=hub.is_following)
         roster = Roster(db, settings, instance_id(settings))
         hub.observe("sessions", _forget_revoked(accounts))
+        hub.observe("users", _forget_changed(accounts))
         hub.observe("connections", roster.observe)
         hub.observe("sessions", roster.observe_sessions)
         await roster.beat()
@@ -61,6 +67,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
         tasks.start("hub-follow", hub.follow)
         tasks.start("roster-heartbeat", roster.heartbeat)
         stack.push_async_callback(_stop_following, hub, roster, tasks)
+        _mail(outbox, tasks, stack)
         gateway, payments = _payments(settings, db, roster.instance_id, catalog)
         if payments is not None:
             loops = [f"payments-{i}" for i in range(payments.loops)]
@@ -74,6 +81,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
             settings=settings,
             db=db,
             accounts=accounts,
+            outbox=outbox,
             hub=hub,
             roster=roster,
             catalog=catalog,
@@ -110,6 +118,34 @@ def _forget_revoked(accounts: Accounts) -> Observer:
             accounts.forget(str(change.id))
 
     return observe
+
+
+def _forget_changed(accounts: Accounts) -> Observer:
+    """An account changed on any instance (verified, a new password): its cached copies go."""
+
+    def observe(change: Change | None) -> None:
+        if change is None or change.op == "drop":
+            accounts.forget_all()
+        else:
+            accounts.forget_user(change.id)
+
+    return observe
+
+
+def _mail(outbox: Outbox, tasks: Supervisor, stack: AsyncExitStack) -> None:
+    if outbox.mailer is None:
+        log.warning(
+            "mail is off: set SMTP_URL (and MAIL_FROM); verification and reset letters wait in the outbox until then"
+        )
+        return
+    tasks.start("mail", outbox.run)
+    stack.push_async_callback(_stop_mail, outbox, tasks)
+
+
+async def _stop_mail(outbox: Outbox, tasks: Supervisor) -> None:
+    """The letter in hand is sent (within the send's deadline) rather than cut off and sent again later."""
+    outbox.wind_down()
+    await tasks.stop(["mail"], grace=outbox.settings.smtp_timeout)
 
 
 def _payments(settings: Settings, db: Database, owner: str, catalog: Catalog) -> tuple[Gateway | None, Payments | None]:

@@ -69,6 +69,7 @@ PAYMENT_CORRECTIONS = Counter(
 PAYMENT_EXTRA_CHARGES = Counter(
     "murmuration_payment_extra_charges_total", "Second charges for one order the sweep gave back", ["how"]
 )
+MAIL = Counter("murmuration_mail_total", "Outbox letters by what became of them", ["kind", "outcome"])
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

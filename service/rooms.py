@@ -12,9 +12,12 @@ from datetime import timedelta
 from models.common import Unreadable
 from models.rooms import MessageIn, RoomIn, room_out
 
-from .accounts import User, by_email, no_account
+from . import invites
+from .accounts import User, by_email
 from .database import DESCENDING, Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now, parse_id
-from .errors import Forbidden, ValidationFailed
+from .errors import Conflict, Forbidden, ValidationFailed
+from .invites import Invited, Target
+from .mail.outbox import Outbox
 from .pages import ROOM_FOR_ONE_MORE, drop_reader, newest_first, one, refuse_full
 
 TYPING_SECONDS = 6
@@ -23,15 +26,11 @@ TYPING_SECONDS = 6
 UNREAD_CAP = 100
 
 
-async def create(db: Database, user: User, data: RoomIn) -> Document:
+async def create(db: Database, outbox: Outbox, user: User, data: RoomIn) -> tuple[Document, list[Document]]:
+    """The room, with the members that are verified accounts, and an invite for each other address."""
     emails = sorted(set(data.members) - {user.email})
     found = await by_email(db, emails)
-    unknown = [email for email in emails if email not in found]
-    if unknown:
-        raise ValidationFailed(
-            "some members have no account", details=[{"field": "members", "message": email} for email in unknown]
-        )
-    members = [user.ref()] + [found[email].ref() for email in emails]
+    members = [user.ref()] + [found[email].ref() for email in emails if email in found]
     doc: Document = {
         "name": data.name,
         "members": members,
@@ -40,7 +39,13 @@ async def create(db: Database, user: User, data: RoomIn) -> Document:
         "created_at": now(),
     }
     doc["_id"] = (await db.rooms.insert_one(doc)).inserted_id
-    return doc
+    made = []
+    for email in emails:
+        if email not in found:
+            added = await add_member(db, outbox, user, str(doc["_id"]), email)
+            if isinstance(added, Invited):
+                made.append(added.invite)
+    return await joined(db, user, str(doc["_id"])), made
 
 
 def _readable_room(doc: Document) -> None:
@@ -80,11 +85,19 @@ async def _summary(db: Database, user: User, room: Document, marker: ObjectId | 
     return unread, last
 
 
-async def add_member(db: Database, user: User, room_id: str, email: str) -> Document:
+async def add_member(db: Database, outbox: Outbox, user: User, room_id: str, email: str) -> Document | Invited:
+    """Add a verified account (the room), or invite an address that is not one."""
     room = await joined(db, user, room_id)
+    if email == user.email:
+        return room  # already a member
     target = (await by_email(db, [email])).get(email)
     if target is None:
-        raise no_account()
+        made = await invites.invite(db, outbox, user, Target("room", room["_id"], room.get("name", "")), email)
+        if made is not None:
+            return Invited(made)
+        target = (await by_email(db, [email])).get(email)  # verified meanwhile
+        if target is None:
+            raise Conflict("the account of this address cannot be read; an operator can repair it")
     if _reads(room, target.id):
         return room
     changed = await db.rooms.find_one_and_update(

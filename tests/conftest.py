@@ -10,6 +10,7 @@ import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -95,8 +96,8 @@ def signup(server: Server) -> Iterator[Callable[..., Account]]:
     """`signup("Ann")` registers a new user and returns their authenticated client."""
     made: list[Account] = []
 
-    def make(name: str = "Ann", password: str = "correct horse") -> Account:
-        account = Account.register(server.url, name, password)
+    def make(name: str = "Ann", password: str = "correct horse", **options: Any) -> Account:
+        account = Account.register(server.url, name, password, **options)
         made.append(account)
         return account
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from deploy.local.gateway import GatewayServer
+from deploy.local.mailsink import MailSink, code_in
 from deploy.local.mongo import free_port, kill_group, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +75,9 @@ class Server:
             "INSTANCE_NAME": f"test-{self.port}",
             # Test modules sign up many users from one address; the modules about limits set their own.
             "REGISTER_LIMIT": "100000",
+            # Letters go to this process's mail sink, where `Account.register` reads its verification code.
+            "SMTP_URL": mail_sink().url,
+            "MAIL_BACKOFF": "0.2",
             "PYTHONUNBUFFERED": "1",
             **self.env,
         }
@@ -119,6 +123,16 @@ class Server:
         kill_group(process)
 
 
+_sink: list[MailSink] = []
+
+
+def mail_sink() -> MailSink:
+    """The mail sink every server of this test process sends to (started on first use)."""
+    if not _sink:
+        _sink.append(MailSink().start())
+    return _sink[0]
+
+
 def unique_email(name: str) -> str:
     return f"{name.lower()}-{next(_serial)}-{uuid.uuid4().hex[:8]}@example.com"
 
@@ -132,8 +146,17 @@ class Account(httpx.Client):
     password: str
 
     @classmethod
-    def register(cls, base_url: str, name: str = "Ann", password: str = "correct horse") -> Account:
-        email = unique_email(name)
+    def register(
+        cls,
+        base_url: str,
+        name: str = "Ann",
+        password: str = "correct horse",
+        verified: bool = True,
+        email: str | None = None,
+    ) -> Account:
+        """A new account (at `email`, or a fresh address); `verified`: its address proven with the code
+        from its letter, as people do (others can share with it by email)."""
+        email = email or unique_email(name)
         answer = httpx.post(
             f"{base_url}/auth/register", json={"email": email, "password": password, "name": name}, timeout=30
         )
@@ -141,7 +164,16 @@ class Account(httpx.Client):
         body = answer.json()
         account = cls(base_url=base_url, headers={"Authorization": f"Bearer {body['token']}"}, timeout=30)
         account.user, account.token, account.email, account.password = body["user"], body["token"], email, password
+        if verified:
+            account.verify()
         return account
+
+    def verify(self) -> None:
+        """Read the verification letter from the mail sink and send its code."""
+        letter = mail_sink().mailbox.wait(self.email, "#verify=")[0]
+        answer = self.post("/auth/verify", json={"token": code_in(letter, "verify")})
+        assert answer.status_code == 200, answer.text
+        self.user = answer.json()["user"]
 
     @property
     def id(self) -> str:

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from models.users import RegisterIn
-from service.accounts import User
+from service.accounts import Seen, User
 from service.context import Context
 from service.realtime.session import Session
 
@@ -54,7 +54,7 @@ async def session(context: Context, out: Outbox | None = None) -> AsyncIterator[
 
 async def account(context: Context, name: str = "Ann") -> tuple[User, str]:
     data = RegisterIn(email=unique_email(name), password="correct horse", name=name)
-    return await context.accounts.register(data)
+    return await context.accounts.register(data, Seen("127.0.0.1", "tests"))
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

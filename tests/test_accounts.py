@@ -17,7 +17,8 @@ def test_register_answers_the_user_and_a_working_token(anon: httpx.Client) -> No
     assert answer.status_code == 201
     body = answer.json()
     assert set(body) == {"user", "token"}
-    assert set(body["user"]) == {"id", "email", "name", "created_at"}
+    assert set(body["user"]) == {"id", "email", "name", "created_at", "email_verified"}
+    assert body["user"]["email_verified"] is False
     assert body["user"]["email"] == email and body["user"]["name"] == "Ann"
     assert re.fullmatch(r"[0-9a-f]{24}", body["user"]["id"])
     assert ISO.match(body["user"]["created_at"])

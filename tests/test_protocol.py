@@ -13,10 +13,10 @@ import pytest
 
 from models.contacts import ContactIn
 from service import contacts
-from service.accounts import token_hash
 from service.context import Context
 from service.realtime.session import CLOSE_TOO_BIG, CLOSE_TOO_SLOW, CLOSE_UNAUTHENTICATED, State
 from service.realtime.wire import SANIC_PINNED, check_sanic
+from service.tokens import token_hash
 
 from .harness import ROOT
 from .parts import Outbox, account, session, until

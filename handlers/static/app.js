@@ -66,6 +66,8 @@ hooks.onUnauthorized = () => signedOut("Your session ended; sign in again.");
 async function boot() {
   setUpSignin();
   $("#signout").addEventListener("click", signOut);
+  $("#verify-banner [data-resend]").addEventListener("click", resendVerification);
+  if (await followMailLink()) return;
   $("#notify").addEventListener("click", () => Notification.requestPermission().then(showNotifyButton));
   if (!session.token) return showSignin();
   try {
@@ -87,6 +89,37 @@ function setUpSignin() {
     $("#signin-toggle").textContent = registering ? "I have an account" : "Create an account instead";
     form.password.autocomplete = registering ? "new-password" : "current-password";
   });
+  const forgot = $("#forgot-form");
+  $("#forgot-toggle").addEventListener("click", () => {
+    form.hidden = true;
+    forgot.hidden = false;
+    forgot.email.value = form.email.value;
+    forgot.email.focus();
+  });
+  $("[data-back]", forgot).addEventListener("click", () => showSignin());
+  forgot.addEventListener("submit", async (submitted) => {
+    submitted.preventDefault();
+    $("#signin-error").textContent = "";
+    try {
+      await api("POST", "/auth/password/forgot", { body: { email: forgot.email.value.trim() } });
+      showSignin("", "If an account has this address, a letter with a reset link is on its way.");
+    } catch (error) {
+      $("#signin-error").textContent = explain(error);
+    }
+  });
+  const reset = $("#reset-form");
+  reset.addEventListener("submit", async (submitted) => {
+    submitted.preventDefault();
+    $("#signin-error").textContent = "";
+    try {
+      await api("POST", "/auth/password/reset", { body: { token: reset.dataset.code, password: reset.password.value } });
+      reset.reset();
+      session.token = null;
+      showSignin("", "Your password is changed and every session ended. Sign in with the new one.");
+    } catch (error) {
+      $("#signin-error").textContent = explain(error);
+    }
+  });
   form.addEventListener("submit", async (submitted) => {
     submitted.preventDefault();
     $("#signin-error").textContent = "";
@@ -103,11 +136,64 @@ function setUpSignin() {
   });
 }
 
-function showSignin(message = "") {
+function showSignin(message = "", notice = "") {
   $("#shell").hidden = true;
   $("#signin").hidden = false;
+  $("#signin-form").hidden = false;
+  $("#forgot-form").hidden = true;
+  $("#reset-form").hidden = true;
   $("#signin-error").textContent = message;
+  $("#signin-notice").textContent = notice;
   $("#signin-form").email.focus();
+}
+
+// --- links from letters: #verify=<code>, #reset=<code> ----------------------------------------
+
+async function followMailLink() {
+  const [, kind, code] = location.hash.match(/^#(verify|reset)=(.+)$/) || [];
+  if (!kind) return false;
+  history.replaceState(null, "", location.pathname); // the code is used once: keep it out of history
+  if (kind === "reset") {
+    showSignin();
+    $("#signin-form").hidden = true;
+    $("#reset-form").hidden = false;
+    $("#reset-form").dataset.code = code;
+    $("#reset-form").password.focus();
+    return true;
+  }
+  try {
+    await api("POST", "/auth/verify", { body: { token: code } });
+    if (!session.token) { showSignin("", "Your address is verified. Sign in to go on."); return true; }
+    toastLater("Your address is verified.");
+  } catch (error) {
+    if (!session.token) { showSignin(explain(error)); return true; }
+    toastLater(explain(error));
+  }
+  return false;
+}
+
+let pendingToast = null;
+function toastLater(text) { pendingToast = text; }
+
+function toast(text) {
+  const shown = el("p", { class: "toast", role: "status" }, text);
+  $("#toasts").append(shown);
+  setTimeout(() => shown.remove(), 8000);
+}
+
+async function resendVerification() {
+  try {
+    await api("POST", "/auth/verify/resend");
+    toast(`A new letter is on its way to ${state.me.email}.`);
+  } catch (error) {
+    toast(explain(error));
+  }
+}
+
+function showVerification(user) {
+  const banner = $("#verify-banner");
+  banner.hidden = user.email_verified;
+  $("[data-email]", banner).textContent = user.email;
 }
 
 function start(user) {
@@ -115,6 +201,8 @@ function start(user) {
   $("#signin").hidden = true;
   $("#shell").hidden = false;
   $("#me").textContent = user.name;
+  showVerification(user);
+  if (pendingToast) { toast(pendingToast); pendingToast = null; }
   showNotifyButton();
   const feed = new Feed({
     token: session.token,
@@ -221,6 +309,7 @@ function route() {
   if (section === "documents" && id) view = documentView(main, id);
   else if (section === "rooms") view = roomsView(main, id || null);
   else if (section === "orders") view = ordersView(main);
+  else if (section === "account") view = accountView(main);
   else view = documentsView(main);
 }
 
@@ -408,8 +497,10 @@ function documentView(main, id) {
     const share = submitted.target;
     $("[data-share-error]", main).textContent = "";
     try {
-      await api("POST", `/documents/${id}/collaborators`, { body: { email: share.email.value.trim(), role: share.role.value } });
+      const email = share.email.value.trim();
+      const { status } = await api("POST", `/documents/${id}/collaborators`, { body: { email, role: share.role.value } });
       share.reset();
+      if (status === 202) toast(`${email} is invited: they get access once they verify that address (see Account).`);
     } catch (error) {
       $("[data-share-error]", main).textContent = explain(error);
     }
@@ -740,3 +831,71 @@ function ordersView(main) {
 }
 
 boot();
+
+// --- account: verification, sessions, invites, password ------------------------------------------
+
+function accountView(main) {
+  mount(main, "account-view");
+  const error = $("[data-error]", main);
+  const notice = $("[data-notice]", main);
+  const fail = (caught) => { error.textContent = explain(caught); };
+
+  async function load() {
+    error.textContent = "";
+    try {
+      const [{ data: me }, { data: sessions }, { data: invites }] = await Promise.all([
+        api("GET", "/auth/me"), api("GET", "/auth/sessions"), api("GET", "/invites?limit=100"),
+      ]);
+      state.me = me.user;
+      showVerification(me.user);
+      $("[data-verified]", main).replaceChildren(me.user.email_verified
+        ? `${me.user.email} is verified.`
+        : el("span", {}, `${me.user.email} is not verified yet. `,
+          el("button", { type: "button", class: "link", onclick: resendVerification }, "Send the letter again")));
+      $("[data-sessions]", main).replaceChildren(...sessions.items.map(sessionItem));
+      $("[data-invites]", main).replaceChildren(...(invites.items.length
+        ? invites.items.map(inviteItem) : [el("li", { class: "muted" }, "None.")]));
+    } catch (caught) { fail(caught); }
+  }
+
+  function sessionItem(item) {
+    const when = item.last_used_at ? new Date(item.last_used_at).toLocaleString() : "never";
+    return el("li", { "data-session": item.id },
+      el("span", { class: "grow" }, `${item.user_agent || "unknown client"} · ${item.address || "?"} · last used ${when}`,
+        item.current ? el("strong", {}, " (this one)") : null),
+      el("button", { type: "button", onclick: () => endSession(item) }, item.current ? "Sign out" : "End"));
+  }
+
+  async function endSession(item) {
+    try {
+      await api("DELETE", `/auth/sessions/${item.id}`);
+      if (item.current) return signedOut();
+      load();
+    } catch (caught) { fail(caught); }
+  }
+
+  function inviteItem(item) {
+    const what = item.kind === "document" ? `document (${item.role})` : "room";
+    return el("li", { "data-invite": item.id },
+      el("span", { class: "grow" }, `${item.email}: ${what}, since ${new Date(item.created_at).toLocaleString()}`),
+      el("button", { type: "button", onclick: () => withdraw(item) }, "Withdraw"));
+  }
+
+  async function withdraw(item) {
+    try { await api("DELETE", `/invites/${item.id}`); load(); } catch (caught) { fail(caught); }
+  }
+
+  $("[data-form=password]", main).addEventListener("submit", async (submitted) => {
+    submitted.preventDefault();
+    const form = submitted.target;
+    error.textContent = notice.textContent = "";
+    try {
+      await api("POST", "/auth/password", { body: { current_password: form.current.value, password: form.password.value } });
+      form.reset();
+      notice.textContent = "Password changed; your other sessions have ended.";
+      load();
+    } catch (caught) { fail(caught); }
+  });
+  load();
+  return {};
+}

@@ -1,0 +1,148 @@
+"""The outbox: a letter is a document in MongoDB before it is a mail, so nothing is lost between the
+write that calls for it (an account created, in the same transaction) and its sending.
+
+A supervised worker claims letters with a lease (`next_at` moves past the send's deadline), writes
+each when it sends it (tokens are made then, so none is ever stored in clear), and records what
+became of it: `sent`, `dropped` (nothing to say any more: already verified, no such account),
+`failed` (refused for good, or still undelivered after `MAX_ATTEMPTS`), or back to `pending` with a
+backoff. A crash mid-send lets the lease lapse and another worker sends it again: at least once, with
+the same Message-ID, never lost. Finished letters are kept 30 days (TTL), then go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from ..config import Settings
+from ..database import Database, Document, ObjectId, ReturnDocument, Session, now
+from ..metrics import MAIL
+from ..stored import UNREADABLE, malformed
+from .letters import Letter, message
+from .smtp import MailDelayed, Mailer, MailRefused
+
+log = logging.getLogger("murmuration.mail")
+
+Compose = Callable[[Document], Awaitable[Letter | None]]
+
+MAX_ATTEMPTS = 12  # with the default 30 s backoff doubling to an hour: about a day of trying
+MAX_BACKOFF = 3600.0
+KEPT = timedelta(days=30)
+POLL = 2.0  # how often an idle worker looks for letters queued by other instances or due again
+WINDOW = timedelta(hours=1)
+
+
+class Outbox:
+    def __init__(self, db: Database, settings: Settings, mailer: Mailer | None, compose: Compose) -> None:
+        self.db = db
+        self.settings = settings
+        self.mailer = mailer
+        self.compose = compose
+        self.lease = timedelta(seconds=2 * settings.smtp_timeout + 5)  # the send, and writing it first
+        self.wake = asyncio.Event()
+        self.stopping = False
+
+    async def queue(self, kind: str, to: str, params: dict[str, Any], session: Session | None = None) -> bool:
+        """Queue a letter to `to` (in `session`'s transaction if given; `poke` once it commits). False,
+        and nothing queued, if `to` already has MAIL_PER_HOUR letters this hour: an address cannot be
+        flooded through us, whoever asks."""
+        stamp = now()
+        recent = {"to": to, "created_at": {"$gt": stamp - WINDOW}}
+        if await self.db.outbox.count_documents(recent, limit=self.settings.mail_per_hour, session=session) >= (
+            self.settings.mail_per_hour
+        ):
+            MAIL.labels(kind, "throttled").inc()
+            log.warning(
+                "a %s letter was not queued: its address already had %d this hour", kind, self.settings.mail_per_hour
+            )
+            return False
+        letter = {"kind": kind, "to": to, "params": params, "status": "pending", "attempts": 0,
+                  "created_at": stamp, "next_at": stamp}  # fmt: skip
+        await self.db.outbox.insert_one(letter, session=session)
+        return True
+
+    def poke(self) -> None:
+        """A letter was committed: the worker looks now instead of at its next poll."""
+        self.wake.set()
+
+    def wind_down(self) -> None:
+        """Shutdown: finish the letter in hand, claim no other."""
+        self.stopping = True
+        self.wake.set()
+
+    async def run(self) -> None:
+        """Send letters as they come, until `wind_down` (supervised)."""
+        while not self.stopping:
+            letter = await self._claim()
+            if letter is None:
+                self.wake.clear()
+                try:
+                    async with asyncio.timeout(POLL):
+                        await self.wake.wait()
+                except TimeoutError:
+                    pass
+                continue
+            await self._deliver(letter)
+
+    async def _claim(self) -> Document | None:
+        stamp = now()
+        claimed: Document | None = await self.db.outbox.find_one_and_update(
+            {"status": {"$in": ["pending", "sending"]}, "next_at": {"$lte": stamp}},
+            {"$set": {"status": "sending", "next_at": stamp + self.lease}, "$inc": {"attempts": 1}},
+            sort=[("next_at", 1)],
+            return_document=ReturnDocument.AFTER,
+        )
+        return claimed
+
+    async def _deliver(self, letter: Document) -> None:
+        assert self.mailer is not None  # the worker runs only with SMTP configured
+        kind = str(letter.get("kind"))[:20]
+        try:
+            to = letter["to"]
+            if not isinstance(to, str) or not isinstance(letter["_id"], ObjectId):
+                raise TypeError("to is not a string")
+            written = await self.compose(letter)
+            if written is None:
+                return await self._finish(letter, kind, "dropped")
+            await self.mailer.send(message(written, to, self.settings.mail_from, f"<{letter['_id']}@murmuration>"))
+        except UNREADABLE as error:
+            malformed("outbox", letter, error)
+            return await self._finish(letter, kind, "failed", "the stored letter cannot be read")
+        except MailRefused as error:
+            return await self._finish(letter, kind, "failed", str(error))
+        except MailDelayed as error:
+            return await self._retry(letter, kind, str(error))
+        await self._finish(letter, kind, "sent")
+
+    async def _retry(self, letter: Document, kind: str, reason: str) -> None:
+        attempts = letter.get("attempts")
+        attempts = attempts if isinstance(attempts, int) else MAX_ATTEMPTS
+        if attempts >= MAX_ATTEMPTS:
+            return await self._finish(letter, kind, "failed", f"undelivered after {attempts} attempts: {reason}")
+        wait = min(self.settings.mail_backoff * 2 ** (attempts - 1), MAX_BACKOFF)
+        MAIL.labels(kind, "retry").inc()
+        log.warning("a %s letter was not sent (%s); trying again in %.0f s", kind, reason, wait)
+        await self.db.outbox.update_one(
+            {"_id": letter["_id"], "status": "sending", "next_at": letter["next_at"]},
+            {"$set": {"status": "pending", "next_at": now() + timedelta(seconds=wait), "last_error": reason}},
+        )
+
+    async def _finish(self, letter: Document, kind: str, outcome: str, reason: str | None = None) -> None:
+        MAIL.labels(kind, outcome).inc()
+        if outcome == "failed":
+            log.error("a %s letter failed for good: %s (outbox %s)", kind, reason, letter.get("_id"))
+        stamp = now()
+        update: Document = {"status": outcome, "finished_at": stamp, "expires_at": stamp + KEPT}
+        if reason is not None:
+            update["last_error"] = reason
+        # Only while this worker's lease holds: a lapsed lease means another worker has it now.
+        await self.db.outbox.update_one(
+            {"_id": letter["_id"], "status": "sending", "next_at": letter["next_at"]}, {"$set": update}
+        )
+
+    async def waiting(self) -> int:
+        """Letters not yet sent (for /health)."""
+        return await self.db.outbox.count_documents({"status": {"$in": ["pending", "sending"]}}, limit=100_000)
