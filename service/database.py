@@ -73,7 +73,9 @@ HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
 
 # Collections whose changes are streamed to clients keep pre-images, so a delete or a lost
 # permission can still be routed to the right subscribers and authorized against the old state.
-STREAMED = ("contacts", "documents", "rooms", "messages", "orders", "presence", "connections")
+# Sessions too: an update (its use recorded, its expiry moved in the shell) is told from its end by
+# the session as it is after the change.
+STREAMED = ("contacts", "documents", "rooms", "messages", "orders", "presence", "connections", "sessions")
 
 INDEXES: dict[str, list[IndexModel]] = {
     "users": [IndexModel([("email", ASCENDING)], unique=True, name="email_unique")],

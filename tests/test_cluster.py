@@ -26,7 +26,7 @@ from deploy.local.cluster import Cluster, Instance
 from deploy.local.mongo import free_port
 
 from .feed import Feed
-from .harness import ROOT, Account, Server, wait_for
+from .harness import ROOT, Account, Server, mail_sink, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,7 @@ def cluster() -> Iterator[Cluster]:
             "PAYMENT_LEASE": "9",
             "PAYMENT_SETTLE_DELAY": "1",
             "PAYMENT_POLL": "0.2",
+            "SMTP_URL": mail_sink().url,
         },
     )
     try:

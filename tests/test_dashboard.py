@@ -14,8 +14,9 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expec
 
 from deploy.local import debian
 from deploy.local.gateway import GatewayServer
+from deploy.local.mailsink import text_of
 
-from .harness import ROOT, Account, Server, payments_env, unique_email, wait_for
+from .harness import ROOT, Account, Server, mail_sink, payments_env, unique_email, wait_for
 
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "dashboard"
 # Without the background-networking flags Chromium keeps trying Google's hosts, which this network refuses.
@@ -57,9 +58,10 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 def sign_in(page: Page, account: Account) -> Page:
     """Sign `account` in through the page's form, and wait for the live feed."""
     page.goto("/")
-    page.get_by_label("Email").fill(account.email)
-    page.get_by_label("Password").fill(account.password)
-    page.get_by_role("button", name="Sign in").click()
+    form = page.locator("#signin-form")
+    form.get_by_label("Email").fill(account.email)
+    form.get_by_label("Password").fill(account.password)
+    form.get_by_role("button", name="Sign in").click()
     expect(page.locator("#status")).to_have_text("live")
     expect(page.locator("#me")).to_have_text(account.user["name"])
     return page
@@ -100,12 +102,13 @@ def test_a_newcomer_signs_up_and_lands_on_an_empty_dashboard(browser: Browser, s
         page = context.new_page()
         page.goto("/")
         page.get_by_role("button", name="Create an account instead").click()
-        page.get_by_label("Email").fill("not an email")
-        page.get_by_label("Password").fill("long enough password")
+        form = page.locator("#signin-form")
+        form.get_by_label("Email").fill("not an email")
+        form.get_by_label("Password").fill("long enough password")
         page.get_by_label("Your name").fill("Nia")
         page.get_by_role("button", name="Create account").click()
         expect(page.locator("#signin-error")).to_contain_text("email")  # the API's error, for people
-        page.get_by_label("Email").fill(unique_email("nia"))
+        form.get_by_label("Email").fill(unique_email("nia"))
         page.get_by_role("button", name="Create account").click()
         expect(page.locator("#status")).to_have_text("live")
         expect(page.get_by_role("heading", name="Documents")).to_be_visible()
@@ -124,6 +127,65 @@ def test_a_newcomer_signs_up_and_lands_on_an_empty_dashboard(browser: Browser, s
         expect(page.locator("#status")).to_have_text("live")
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    finally:
+        context.close()
+
+
+def test_a_newcomer_verifies_invites_a_colleague_and_resets_a_forgotten_password(
+    browser: Browser, server: Server
+) -> None:
+    context = browser.new_context(base_url=server.url)
+    email, colleague = unique_email("nia"), unique_email("colleague")
+    try:
+        page = context.new_page()
+        page.goto("/")
+        page.get_by_role("button", name="Create an account instead").click()
+        form = page.locator("#signin-form")
+        form.get_by_label("Email").fill(email)
+        form.get_by_label("Password").fill("long enough password")
+        page.get_by_label("Your name").fill("Nia")
+        page.get_by_role("button", name="Create account").click()
+        expect(page.locator("#verify-banner")).to_contain_text(email)
+        # The letter, read from the local mail sink, holds the link that proves the address.
+        link = re.search(r"http://\S+/(#verify=\S+)", text_of(mail_sink().mailbox.wait(email, "#verify=")[0]))
+        assert link is not None
+        page.goto(f"/{link.group(1)}")
+        expect(page.locator(".toast", has_text="Your address is verified.")).to_be_visible()
+        expect(page.locator("#verify-banner")).to_be_hidden()
+        # Shared before the colleague has an account: a pending invite, shown on the account page.
+        page.get_by_label("New document title").fill("Roadmap")
+        page.get_by_role("button", name="Create", exact=True).click()
+        expect(page.get_by_role("heading", name="Roadmap")).to_be_visible()
+        page.get_by_label("Share with (email)").fill(colleague)
+        page.get_by_role("button", name="Share").click()
+        expect(page.locator(".toast", has_text=f"{colleague} is invited")).to_be_visible()
+        page.get_by_role("link", name="Account").click()
+        expect(page.locator("[data-invites]")).to_contain_text(colleague)
+        expect(page.locator("[data-sessions]")).to_contain_text("(this one)")
+        snap(page, "account")
+        # The colleague signs up and verifies: the document is theirs, the invite is gone.
+        joined = Account.register(server.url, "Colleague", email=colleague)
+        documents = joined.get("/documents").json()["items"]
+        assert [d["title"] for d in documents] == ["Roadmap"]
+        joined.close()
+        page.reload()
+        expect(page.locator("[data-invites]")).to_contain_text("None.")
+        # A forgotten password: the reset link from the letter, then signing in with the new one.
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_role("button", name="Forgot your password?").click()
+        page.locator("#forgot-form").get_by_label("Email").fill(email)
+        page.get_by_role("button", name="Mail me a reset link").click()
+        expect(page.locator("#signin-notice")).to_contain_text("a letter with a reset link is on its way")
+        reset = re.search(r"http://\S+/(#reset=\S+)", text_of(mail_sink().mailbox.wait(email, "#reset=")[0]))
+        assert reset is not None
+        page.goto(f"/{reset.group(1)}")
+        page.get_by_label("New password").fill("another long password")
+        page.get_by_role("button", name="Set the new password").click()
+        expect(page.locator("#signin-notice")).to_contain_text("Your password is changed")
+        form.get_by_label("Email").fill(email)
+        form.get_by_label("Password").fill("another long password")
+        form.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#status")).to_have_text("live")
     finally:
         context.close()
 

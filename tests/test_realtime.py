@@ -366,3 +366,13 @@ def test_dropping_the_sessions_collection_signs_everyone_out(server, signup, db)
         assert first.closed(5)[0] == 4001 and second.closed(5)[0] == 4001
     assert ann.get("/auth/me").status_code == 401 and bob.get("/auth/me").status_code == 401
     assert signup("Cat").get("/auth/me").status_code == 200  # and signing in works again
+
+
+def test_a_session_whose_expiry_is_moved_later_in_the_shell_keeps_its_socket(server, signup, db) -> None:
+    ann = signup("Ann")
+    with Feed(server, ann) as feed:
+        feed.subscribe("c", "contacts")
+        later = datetime.now(UTC) + timedelta(days=60)
+        db.sessions.update_many({"user": ObjectId(ann.id)}, {"$set": {"expires_at": later, "note": "extended"}})
+        created = ann.post("/contacts", json={"name": "after the update"}).json()["id"]
+        assert feed.expect("event", sub="c")["id"] == created  # still open, still delivering

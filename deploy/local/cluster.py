@@ -19,6 +19,7 @@ import httpx
 
 from . import debian
 from .gateway import GatewayServer
+from .mailsink import MailSink
 from .mongo import ROOT, VAR, MongoNode, MongoSetupError, find_mongod, initiate, kill_group, port_is_open, terminate
 
 TEMPLATE = ROOT / "deploy" / "nginx" / "murmuration.conf.in"
@@ -116,6 +117,7 @@ class Cluster:
     members: list[MongoNode] = field(default_factory=list)
     instances: list[Instance] = field(default_factory=list)
     gateway: GatewayServer | None = None
+    mail: MailSink | None = None
     nginx: subprocess.Popen[bytes] | None = None
     mongo_url: str = ""
 
@@ -137,11 +139,17 @@ class Cluster:
         self.mongo_url = initiate(self.members, timeout=120)
         say(f"replica set ready: {self.mongo_url}")
         self.gateway = GatewayServer(0).start()
+        smtp = self.extra_env.get("SMTP_URL") or os.environ.get("SMTP_URL")
+        if not smtp:  # letters go to a local sink, printed here and kept in the cluster's home
+            self.mail = MailSink(0, self.home / "mail", echo=True).start()
+            smtp = self.mail.url
+            say(f"mail sink on {smtp}: letters are printed here and kept in {self.home / 'mail'}")
         for name, instance_port in zip(("a", "b"), instance_ports, strict=True):
             env = {
                 **os.environ, **KEYS, "MONGO_URL": self.mongo_url, "MONGO_DB": self.db_name,
                 "PORT": str(instance_port), "HOST": "127.0.0.1", "INSTANCE_NAME": name, "PROXIES_COUNT": "1",
-                "BRAINTREE_ENVIRONMENT": self.gateway.url, **self.extra_env,
+                "BRAINTREE_ENVIRONMENT": self.gateway.url, "SMTP_URL": smtp, "PUBLIC_URL": self.url,
+                **self.extra_env,
             }  # fmt: skip
             instance = Instance(name, instance_port, env, self.home / f"instance-{name}.log")
             say(f"starting instance {name} on 127.0.0.1:{instance.port}")
@@ -171,6 +179,8 @@ class Cluster:
             instance.stop()
         if self.gateway is not None:
             self.gateway.shutdown()
+        if self.mail is not None:
+            self.mail.stop()
         # All members at once: a primary told to stop alone waits for its secondaries to catch up.
         for member in self.members:
             if member.process is not None and member.process.poll() is None:

@@ -67,6 +67,7 @@ async function boot() {
   setUpSignin();
   $("#signout").addEventListener("click", signOut);
   $("#verify-banner [data-resend]").addEventListener("click", resendVerification);
+  window.addEventListener("hashchange", () => { if (MAIL_LINK.test(location.hash)) followMailLink(); });
   if (await followMailLink()) return;
   $("#notify").addEventListener("click", () => Notification.requestPermission().then(showNotifyButton));
   if (!session.token) return showSignin();
@@ -149,11 +150,16 @@ function showSignin(message = "", notice = "") {
 
 // --- links from letters: #verify=<code>, #reset=<code> ----------------------------------------
 
+const MAIL_LINK = /^#(verify|reset)=(.+)$/;
+
+// Opened from a letter (a new tab, or this one): the code is used once, then kept out of the history.
 async function followMailLink() {
-  const [, kind, code] = location.hash.match(/^#(verify|reset)=(.+)$/) || [];
+  const [, kind, code] = location.hash.match(MAIL_LINK) || [];
   if (!kind) return false;
-  history.replaceState(null, "", location.pathname); // the code is used once: keep it out of history
+  history.replaceState(null, "", location.pathname);
+  const signedIn = Boolean(state.me);
   if (kind === "reset") {
+    if (signedIn) signedOut(); // a reset ends every session anyway
     showSignin();
     $("#signin-form").hidden = true;
     $("#reset-form").hidden = false;
@@ -161,14 +167,16 @@ async function followMailLink() {
     $("#reset-form").password.focus();
     return true;
   }
+  let message = "Your address is verified.";
   try {
-    await api("POST", "/auth/verify", { body: { token: code } });
-    if (!session.token) { showSignin("", "Your address is verified. Sign in to go on."); return true; }
-    toastLater("Your address is verified.");
+    const { data } = await api("POST", "/auth/verify", { body: { token: code } });
+    if (state.me && state.me.id === data.user.id) { state.me = data.user; showVerification(data.user); }
   } catch (error) {
-    if (!session.token) { showSignin(explain(error)); return true; }
-    toastLater(explain(error));
+    message = explain(error);
   }
+  if (signedIn) { toast(message); route(); return true; }
+  if (!session.token) { showSignin("", message === "Your address is verified." ? `${message} Sign in to go on.` : message); return true; }
+  toastLater(message);
   return false;
 }
 
@@ -278,6 +286,7 @@ async function signOut() {
 function signedOut(message = "") {
   view.leave?.();
   view = {};
+  state.me = null;
   state.feed?.stop();
   state.feed = null;
   session.token = null;
@@ -299,6 +308,7 @@ function showStatus(status, delay) {
 // --- routing -------------------------------------------------------------------------------------
 
 function route() {
+  if (MAIL_LINK.test(location.hash)) return; // followMailLink's
   view.leave?.();
   const [, section = "documents", id] = location.hash.split("/");
   for (const link of document.querySelectorAll("[data-nav]")) {
