@@ -35,7 +35,7 @@ class Mailbox:
         self.directory = directory
         self.echo = echo
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         letter = message_from_bytes(envelope.content, _class=EmailMessage, policy=policy.default)
         assert isinstance(letter, EmailMessage)
         with self.changed:
@@ -59,8 +59,8 @@ class Mailbox:
     def to(self, address: str, containing: str = "") -> list[EmailMessage]:
         """The letters to `address` (whose text has `containing`), in the order they came."""
         with self.changed:
-            return [letter for letter in self.letters
-                    if str(letter.get("To", "")).lower() == address.lower() and containing in text_of(letter)]  # fmt: skip
+            mine = [letter for letter in self.letters if str(letter.get("To", "")).lower() == address.lower()]
+            return [letter for letter in mine if containing in text_of(letter)]
 
     def wait(self, address: str, containing: str = "", count: int = 1, timeout: float = 20.0) -> list[EmailMessage]:
         """The first `count` letters to `address` with `containing`, once they have come (AssertionError
@@ -90,9 +90,11 @@ def code_in(letter: EmailMessage, kind: str) -> str:
 
 def _shown(letter: EmailMessage) -> str:
     rule = "-" * 72
-    return f"[mail] {rule}\n[mail] To: {letter['To']}\n[mail] Subject: {letter['Subject']}\n" + "".join(
-        f"[mail] {line}\n" for line in text_of(letter).splitlines()
-    ) + f"[mail] {rule}"
+    return (
+        f"[mail] {rule}\n[mail] To: {letter['To']}\n[mail] Subject: {letter['Subject']}\n"
+        + "".join(f"[mail] {line}\n" for line in text_of(letter).splitlines())
+        + f"[mail] {rule}"
+    )
 
 
 class MailSink:
