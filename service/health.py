@@ -17,12 +17,13 @@ async def check(context: Context) -> tuple[bool, dict[str, Any]]:
         "mongo": "ok" if mongo_ok else "unreachable",
         "change_stream": "ok" if stream_ok else "reconnecting",
         "tasks": context.supervisor.report(),
-        "mail": await _mail(context),
+        "mail": await _mail(context, mongo_ok),
         "instance": context.settings.instance,
     }
 
 
-async def _mail(context: Context) -> dict[str, Any]:
-    """Whether letters can go out, and how many wait (they wait for good while mail is off)."""
+async def _mail(context: Context, mongo_ok: bool) -> dict[str, Any]:
+    """Whether letters can go out, and how many wait (they wait for good while mail is off); the count is
+    null while MongoDB cannot say."""
     delivery = "smtp" if context.outbox.mailer is not None else "off"
-    return {"delivery": delivery, "waiting": await context.outbox.waiting()}
+    return {"delivery": delivery, "waiting": await context.outbox.waiting() if mongo_ok else None}

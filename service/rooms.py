@@ -42,7 +42,10 @@ async def create(db: Database, outbox: Outbox, user: User, data: RoomIn) -> tupl
     made = []
     for email in emails:
         if email not in found:
-            added = await add_member(db, outbox, user, str(doc["_id"]), email)
+            try:
+                added = await add_member(db, outbox, user, str(doc["_id"]), email)
+            except Conflict:  # an account that cannot be read (reported): the room is made without it
+                continue
             if isinstance(added, Invited):
                 made.append(added.invite)
     return await joined(db, user, str(doc["_id"])), made

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -10,12 +11,29 @@ import pytest
 
 from service.ratelimit import RateLimiter
 
+from .harness import Account
+
 
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
     # PROXIES_COUNT=1: a test picks the caller's address with X-Forwarded-For, as nginx would set it.
     return {"RATE_LIMIT": "60", "RATE_BURST": "5", "ANON_RATE_LIMIT": "60", "MAX_SESSIONS": "3", "PROXIES_COUNT": "1",
             "REGISTER_LIMIT": "10"}  # fmt: skip
+
+
+@pytest.fixture
+def signup(server) -> Iterator[Callable[..., Account]]:
+    """Accounts left unverified: verifying is one more request from the same address, and this module's
+    limits are tight on purpose (nothing here shares by email)."""
+    made: list[Account] = []
+
+    def make(name: str = "Ann", password: str = "correct horse") -> Account:
+        made.append(Account.register(server.url, name, password, verified=False))
+        return made[-1]
+
+    yield make
+    for account in made:
+        account.close()
 
 
 def at(address: str) -> dict[str, str]:

@@ -42,13 +42,19 @@ def schemathesis(server_url: str, token: str, name: str, *options: str) -> None:
     assert result.returncode == 0, result.stdout[-20000:]
 
 
+ENDS_THE_SESSION = ["/auth/logout", "/auth/sessions/{session_id}"]
+
+
 def test_schemathesis_with_every_check_finds_nothing(server, signup) -> None:
-    # Logging out ends the session the run uses: it is run on its own, below.
-    schemathesis(server.url, signup().token, "all", "--exclude-path", "/auth/logout")
+    # Logging out (or ending a session listed by GET /auth/sessions, which the stateful phase follows)
+    # ends the session the run uses: those are run on their own, below.
+    excluded = [option for path in ENDS_THE_SESSION for option in ("--exclude-path", path)]
+    schemathesis(server.url, signup().token, "all", *excluded)
 
 
-def test_schemathesis_finds_nothing_in_logout(server, signup) -> None:
-    schemathesis(server.url, signup().token, "logout", "--include-path", "/auth/logout")
+@pytest.mark.parametrize("path", ENDS_THE_SESSION)
+def test_schemathesis_finds_nothing_in_what_ends_the_session(server, signup, path: str) -> None:
+    schemathesis(server.url, signup().token, path.split("/")[2], "--include-path", path)
 
 
 # Cases other seeds (and an attack) found: each is what the document says, held by the service.

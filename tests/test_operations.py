@@ -12,7 +12,7 @@ def test_health_is_ok_when_mongodb_answers(anon: httpx.Client) -> None:
     assert answer.status_code == 200
     assert answer.json()["status"] == "ok"
     tasks = answer.json()["tasks"]  # every background task, by name (no Braintree here: no payment loops)
-    assert tasks == {"hub-follow": {"state": "running", "restarts": 0},
+    assert tasks == {"hub-follow": {"state": "running", "restarts": 0}, "mail": {"state": "running", "restarts": 0},
                      "roster-heartbeat": {"state": "running", "restarts": 0}}  # fmt: skip
 
 

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..config import Settings
-from ..database import Database, Document, ObjectId, ReturnDocument, Session, now
+from ..database import Database, DatabaseError, Document, ObjectId, ReturnDocument, Session, now
 from ..metrics import MAIL
 from ..stored import UNREADABLE, malformed
 from .letters import Letter, message
@@ -143,6 +143,12 @@ class Outbox:
             {"_id": letter["_id"], "status": "sending", "next_at": letter["next_at"]}, {"$set": update}
         )
 
-    async def waiting(self) -> int:
-        """Letters not yet sent (for /health)."""
-        return await self.db.outbox.count_documents({"status": {"$in": ["pending", "sending"]}}, limit=100_000)
+    async def waiting(self) -> int | None:
+        """Letters not yet sent (for /health; counted up to 100,000); None if MongoDB does not answer
+        within 2 s."""
+        try:
+            return await self.db.outbox.count_documents(
+                {"status": {"$in": ["pending", "sending"]}}, limit=100_000, maxTimeMS=2000
+            )
+        except DatabaseError:
+            return None
