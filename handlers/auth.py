@@ -20,7 +20,7 @@ from models.users import (
 )
 from service import passwords, sessions, verification
 from service.accounts import user_of
-from service.context import context, current_user, seen
+from service.context import bearer_token, context, current_user, seen
 from service.errors import RateLimited, Unauthorized
 from service.stored import shown
 from service.tokens import token_hash
@@ -79,7 +79,11 @@ async def me(request: Request) -> HTTPResponse:
           response=MeOut, public=True, errors=BAD_CODE)  # fmt: skip
 async def verify(request: Request) -> HTTPResponse:
     data = body(request, VerifyIn)
-    user = await verification.verify(context(request).accounts, data.token)
+    ctx = context(request)
+    token = bearer_token(request)
+    # Signed in (a bearer token that works), the code must be this account's; without one, it is the proof.
+    caller = await ctx.accounts.authenticate(token) if token else None
+    user = await verification.verify(ctx.accounts, data.token, caller)
     return json({"user": user_out(user.doc())})
 
 

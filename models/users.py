@@ -13,7 +13,11 @@ MAX_PASSWORD = 1024  # argon2 hashes any length; a bound keeps a huge password f
 
 # One @, something before it, a domain with a dot inside, no whitespace but around (trimmed). The
 # pattern is the rule: the OpenAPI document shows it, and _email is the same check, spelled in Python.
-EMAIL_PATTERN = f"^[{SPACE}]*[^{SPACE}@]+@[^{SPACE}@.][^{SPACE}@]*\\.[^{SPACE}@]*[^{SPACE}@.][{SPACE}]*$"
+# RFC 5322's specials are refused too: a mail server reads `a,b@x` or `"a"<b@x>` as other mailboxes than
+# the string stored, and the mailbox that proves an address must be the one stored.
+SPECIALS = r',;:<>"()\[\]\\'
+NOT = f"{SPACE}{SPECIALS}@"
+EMAIL_PATTERN = f"^[{SPACE}]*[^{NOT}]+@[^{NOT}.][^{NOT}]*\\.[^{NOT}]*[^{NOT}.][{SPACE}]*$"
 
 
 def _email(value: str) -> str:
@@ -103,5 +107,5 @@ def session_out(doc: dict[str, Any], public_id: str, current: bool) -> dict[str,
             "current": current}  # fmt: skip
 
 
-def _optional(value: object) -> str | None:
-    return value if isinstance(value, str) else None
+def _optional(value: object, longest: int = 256) -> str | None:
+    return value[:longest] if isinstance(value, str) else None

@@ -18,10 +18,11 @@ from models.common import Unreadable
 from models.users import LoginIn, RegisterIn, user_out
 
 from .config import Settings
-from .database import Database, DatabaseError, Document, DuplicateKeyError, ObjectId, ReturnDocument, Session, now
-from .errors import Conflict, RateLimited, Unauthorized
+from .database import Database, DatabaseError, Document, DuplicateKeyError, ObjectId, Session, now
+from .errors import Conflict, Unauthorized
 from .mail.outbox import Outbox
 from .stored import UNREADABLE, malformed, shown
+from .throttles import take
 from .tokens import token_hash
 
 log = logging.getLogger("murmuration.accounts")
@@ -245,28 +246,6 @@ class Accounts:
         if oldest:
             await self.db.sessions.delete_many({"_id": {"$in": oldest}})
         return token
-
-
-async def take(db: Database, slots: dict[str, int], window: int, message: str) -> None:
-    """Take one attempt in each window (a window that has ended starts again: its end is in the query,
-    not left to the TTL reaper); 429 with `message` if any is full. Atomic, so concurrent attempts
-    cannot outrun a limit."""
-    stamp = now()
-    fresh = stamp + timedelta(seconds=window)
-    live = {"$and": [{"$eq": [{"$type": "$expires_at"}, "date"]}, {"$gt": ["$expires_at", stamp]},
-                     {"$isNumber": "$failures"}]}  # fmt: skip
-    for key, limit in slots.items():
-        found: Document | None = await db.throttles.find_one_and_update(
-            {"_id": key},
-            [{"$set": {
-                "failures": {"$cond": [live, {"$add": ["$failures", 1]}, 1]},
-                "expires_at": {"$cond": [live, "$expires_at", fresh]},
-            }}],
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )  # fmt: skip
-        if found is not None and found["failures"] > limit:
-            raise RateLimited((found["expires_at"] - stamp).total_seconds(), message)
 
 
 async def by_email(db: Database, emails: Iterable[str]) -> dict[str, User]:

@@ -195,6 +195,7 @@ async def add_collaborator(
             raise Conflict("the account of this address cannot be read; an operator can repair it")
     if target.id == user.id:
         raise Conflict("the owner is already on the document")
+    await invites.settled(db, data.email, doc["_id"])
     entry = {**target.ref(), "role": data.role}
     # One atomic update whichever way: change the role of a collaborator, or add a new one.
     changed = await db.documents.find_one_and_update(

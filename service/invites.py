@@ -16,12 +16,14 @@ from dataclasses import dataclass
 
 from .accounts import User
 from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
-from .errors import Conflict, NotFound
+from .errors import Conflict, Forbidden, NotFound
 from .mail.outbox import Outbox
 from .pages import ROOM_FOR_ONE_MORE, newest_first
+from .throttles import take
 
 MAX_PER_INVITER = 200  # pending invites one user may have out at once
 MAX_PER_ADDRESS = 100  # pending invites waiting for one address (all applied in one transaction)
+INVITES_PER_HOUR = 20  # invites (each a letter to a stranger) one user may send per hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +57,15 @@ async def invite(db: Database, outbox: Outbox, user: User, target: Target, email
         key = {"email": email, "kind": target.kind, "target": target.id}
         existing = await db.invites.find_one(key, {"_id": 1}, session=session)
         if existing is None:
-            await _room_for_one_more(db, user, email, session)
+            await _may_invite(db, user, email, session)
         found: Document | None = await db.invites.find_one_and_update(
             key,
-            {"$set": {"role": target.role, "by": user.id, "by_name": user.name},
-             "$setOnInsert": {"created_at": stamp}},
+            # The first inviter keeps it (another member re-adding the address does not take it over).
+            {"$set": {"role": target.role}, "$setOnInsert": {"by": user.id, "by_name": user.name, "created_at": stamp}},
             upsert=True,
             return_document=ReturnDocument.AFTER,
             session=session,
-        )  # fmt: skip
+        )
         assert found is not None
         if existing is None:
             params = {"invite": found["_id"], "by": user.name, "title": target.title}
@@ -76,11 +78,22 @@ async def invite(db: Database, outbox: Outbox, user: User, target: Target, email
     return made
 
 
-async def _room_for_one_more(db: Database, user: User, email: str, session: Session) -> None:
+async def may_invite(db: Database, user: User, session: Session | None = None) -> None:
+    """403 unless `user` has proven their own address: an invite mails a stranger in the inviter's name."""
+    inviter = await db.users.find_one({"_id": user.id}, {"email_verified": 1}, session=session)
+    if inviter is None or inviter.get("email_verified") is not True:
+        raise Forbidden("verify your own address before inviting people by email")
+
+
+async def _may_invite(db: Database, user: User, email: str, session: Session) -> None:
+    """Whether `user` may send one more invite: a proven address, and within the bounds."""
+    await may_invite(db, user, session)
     if await db.invites.count_documents({"by": user.id}, limit=MAX_PER_INVITER, session=session) >= MAX_PER_INVITER:
         raise Conflict(f"you have {MAX_PER_INVITER} pending invites; withdraw some (DELETE /invites/{{id}}) first")
     if await db.invites.count_documents({"email": email}, limit=MAX_PER_ADDRESS, session=session) >= MAX_PER_ADDRESS:
         raise Conflict(f"this address already has {MAX_PER_ADDRESS} pending invites")
+    await take(db, {f"invite:by:{user.id}": INVITES_PER_HOUR}, 3600,
+               f"at most {INVITES_PER_HOUR} invites an hour; try again later", session)  # fmt: skip
 
 
 async def accept(db: Database, user: Document, email: str, session: Session) -> int:
@@ -89,17 +102,20 @@ async def accept(db: Database, user: Document, email: str, session: Session) -> 
     document or room is full or gone, just go. The number that became access."""
     uid = user["_id"]
     applied = 0
-    for found in await db.invites.find({"email": email}, session=session).to_list(MAX_PER_ADDRESS):
-        target, by = found.get("target"), found.get("by")
-        if found.get("kind") == "document":
-            role = found.get("role") if found.get("role") in ("editor", "viewer") else "viewer"
+    found = await db.invites.find({"email": email}, session=session).to_list()
+    for invite in found:
+        target, by = invite.get("target"), invite.get("by")
+        if not isinstance(target, ObjectId) or not isinstance(by, ObjectId):
+            continue  # a hand-made invite is never a query: it gives nothing
+        if invite.get("kind") == "document":
+            role = invite.get("role") if invite.get("role") in ("editor", "viewer") else "viewer"
             changed = await db.documents.update_one(
                 {"_id": target, "owner._id": by, "access": {"$ne": uid}, **ROOM_FOR_ONE_MORE},
                 {"$push": {"collaborators": {"_id": uid, "name": user["name"], "role": role}},
                  "$addToSet": {"access": uid}},
                 session=session,
             )  # fmt: skip
-        elif found.get("kind") == "room":
+        elif invite.get("kind") == "room":
             changed = await db.rooms.update_one(
                 {"_id": target, "access": {"$all": [by], "$ne": uid}, **ROOM_FOR_ONE_MORE},
                 {"$push": {"members": {"_id": uid, "name": user["name"]}}, "$addToSet": {"access": uid}},
@@ -108,7 +124,7 @@ async def accept(db: Database, user: Document, email: str, session: Session) -> 
         else:
             continue
         applied += changed.modified_count
-    await db.invites.delete_many({"email": email}, session=session)
+    await db.invites.delete_many({"_id": {"$in": [invite["_id"] for invite in found]}}, session=session)
     return applied
 
 
@@ -126,3 +142,8 @@ async def withdraw(db: Database, user: User, invite_id: str) -> None:
 async def forget_target(db: Database, target: ObjectId, session: Session | None = None) -> None:
     """A deleted document's invites go with it."""
     await db.invites.delete_many({"target": target}, session=session)
+
+
+async def settled(db: Database, email: str, target: ObjectId) -> None:
+    """`email` got `target` directly (a verified account now): an invite left from before goes."""
+    await db.invites.delete_many({"email": email, "target": target})

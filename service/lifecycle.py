@@ -52,7 +52,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
         tasks = Supervisor()
         db = await _database(settings, stack)
         hub = Hub(db, settings)
-        mailer = Mailer(settings.smtp, settings.smtp_timeout) if settings.smtp is not None else None
+        mailer = Mailer(settings.smtp, settings.smtp_timeout, settings.mail_from) if settings.smtp is not None else None
         outbox = Outbox(db, settings, mailer, Composer(db, settings))
         accounts = Accounts(db, settings, outbox, trusted=hub.is_following)
         roster = Roster(db, settings, instance_id(settings))

@@ -4,9 +4,10 @@ every session but the one that changed it)."""
 from __future__ import annotations
 
 from . import tokens
-from .accounts import Accounts, User, hash_password, password_matches, take
+from .accounts import Accounts, User, hash_password, password_matches
 from .database import Document, Session
 from .errors import BadRequest, Forbidden
+from .throttles import take
 from .verification import proven
 
 RESETS_PER_EMAIL = 3  # reset letters asked for one address per hour (whether it has an account or not)
@@ -60,8 +61,9 @@ async def change(accounts: Accounts, user: User, session_key: str, current: str,
 
     async def work(session: Session) -> None:
         await db.users.update_one({"_id": user.id}, {"$set": {"password": password_hash}}, session=session)
+        # Reset codes stay: they prove the address, and whoever holds it must be able to take the account
+        # back from whoever holds the password (a squatter changing it in a loop included).
         await db.sessions.delete_many({"user": user.id, "_id": {"$ne": session_key}}, session=session)
-        await tokens.revoke(db, tokens.RESET, user.id, session)
         await db.throttles.delete_one({"_id": slot}, session=session)
 
     await db.transaction(work)

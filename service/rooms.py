@@ -15,7 +15,7 @@ from models.rooms import MessageIn, RoomIn, room_out
 from . import invites
 from .accounts import User, by_email
 from .database import DESCENDING, Database, Document, DuplicateKeyError, ObjectId, ReturnDocument, now, parse_id
-from .errors import Conflict, Forbidden, ValidationFailed
+from .errors import Conflict, Forbidden, RateLimited, ValidationFailed
 from .invites import Invited, Target
 from .mail.outbox import Outbox
 from .pages import ROOM_FOR_ONE_MORE, drop_reader, newest_first, one, refuse_full
@@ -30,6 +30,8 @@ async def create(db: Database, outbox: Outbox, user: User, data: RoomIn) -> tupl
     """The room, with the members that are verified accounts, and an invite for each other address."""
     emails = sorted(set(data.members) - {user.email})
     found = await by_email(db, emails)
+    if any(email not in found for email in emails):
+        await invites.may_invite(db, user)
     members = [user.ref()] + [found[email].ref() for email in emails if email in found]
     doc: Document = {
         "name": data.name,
@@ -44,7 +46,7 @@ async def create(db: Database, outbox: Outbox, user: User, data: RoomIn) -> tupl
         if email not in found:
             try:
                 added = await add_member(db, outbox, user, str(doc["_id"]), email)
-            except Conflict:  # an account that cannot be read (reported): the room is made without it
+            except (Conflict, RateLimited):  # unreadable, or past the invite bounds: made without it
                 continue
             if isinstance(added, Invited):
                 made.append(added.invite)
@@ -101,6 +103,7 @@ async def add_member(db: Database, outbox: Outbox, user: User, room_id: str, ema
         target = (await by_email(db, [email])).get(email)  # verified meanwhile
         if target is None:
             raise Conflict("the account of this address cannot be read; an operator can repair it")
+    await invites.settled(db, email, room["_id"])
     if _reads(room, target.id):
         return room
     changed = await db.rooms.find_one_and_update(

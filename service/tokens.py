@@ -42,9 +42,13 @@ async def peek(db: Database, kind: str, token: str) -> Document | None:
     return await db.tokens.find_one(_live(kind, token))
 
 
-async def redeem(db: Database, kind: str, token: str, session: Session | None = None) -> Document | None:
-    """The token's record, used up (None if unknown, expired or already used): one caller wins."""
-    found: Document | None = await db.tokens.find_one_and_delete(_live(kind, token), session=session)
+async def redeem(
+    db: Database, kind: str, token: str, session: Session | None = None, user: ObjectId | None = None
+) -> Document | None:
+    """The token's record, used up (None if unknown, expired, already used, or not `user`'s when given):
+    one caller wins."""
+    query = _live(kind, token) if user is None else {**_live(kind, token), "user": user}
+    found: Document | None = await db.tokens.find_one_and_delete(query, session=session)
     if found is None or not isinstance(found.get("user"), ObjectId) or not isinstance(found.get("email"), str):
         return None  # a record the shell made without its fields proves nothing
     return found

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from . import invites, tokens
-from .accounts import Accounts, User, take, user_of
+from .accounts import Accounts, User, user_of
 from .database import Document, ReturnDocument, Session
 from .errors import BadRequest, Conflict
+from .throttles import take
 
 RESENDS_PER_HOUR = 3
 
 
-async def verify(accounts: Accounts, token: str) -> User:
+async def verify(accounts: Accounts, token: str, caller: User | None = None) -> User:
     """Use a verification token: the address is proven, and every invite waiting for it becomes
-    access, in one transaction; 400 if the token is unknown, used or expired."""
+    access, in one transaction; 400 if the token is unknown, used or expired. A signed-in `caller` can
+    only verify their own account: the owner of an address someone else registered, signed in to their
+    own account, does not hand the address to the squatter by opening the link."""
     db = accounts.db
 
     async def work(session: Session) -> Document:
-        record = await tokens.redeem(db, tokens.VERIFY, token, session)
+        record = await tokens.redeem(db, tokens.VERIFY, token, session, caller.id if caller else None)
         if record is None:
             raise BadRequest("this verification code is unknown, used or expired; sign in and ask for a new one")
         return await proven(accounts, record, session)

@@ -3,6 +3,8 @@ they own it, and to nobody else."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 
 from deploy.local.mailsink import code_in
@@ -139,3 +141,64 @@ def test_an_invite_whose_inviter_lost_the_room_gives_nothing(signup) -> None:
     assert ann.delete(f"/rooms/{room['id']}/members/{cat.id}").status_code == 200
     bob = signup("Bob", email=address)
     assert bob.get(f"/rooms/{room['id']}/messages").status_code == 404
+
+
+def test_an_unverified_account_cannot_invite_strangers(signup) -> None:
+    mallory = signup("Mallory", verified=False)
+    doc = mallory.post("/documents", json={"title": "URGENT: verify at http://evil.example"}).json()
+    answer = mallory.post(f"/documents/{doc['id']}/collaborators", json={"email": unique_email("x"), "role": "viewer"})
+    assert answer.status_code == 403 and "verify your own address" in answer.json()["error"]["message"]
+    assert mallory.post("/rooms", json={"name": "r", "members": [unique_email("x")]}).status_code == 403
+
+
+def test_invites_are_limited_per_inviter_and_letters_per_address(signup) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "t"}).json()
+    answers = [ann.post(f"/documents/{doc['id']}/collaborators", json={"email": unique_email("x"), "role": "viewer"})
+               .status_code for _ in range(21)]  # fmt: skip
+    assert answers == [202] * 20 + [429]
+
+
+def test_strangers_invites_never_hold_back_an_addresses_own_letters(signup, server) -> None:
+    address = unique_email("Bob")
+    for name in ("Ann", "Cat"):  # 2 x 6 invites: more than MAIL_PER_HOUR (10) letters to one address
+        sharer = signup(name)
+        for i in range(6):
+            doc = sharer.post("/documents", json={"title": f"{name} {i}"}).json()
+            sharer.post(f"/documents/{doc['id']}/collaborators", json={"email": address, "role": "viewer"})
+    assert len(mail_sink().mailbox.to(address)) <= 10
+    bob = signup("Bob", email=address)  # its verification letter comes, and works
+    assert len(bob.get("/documents").json()["items"]) == 12
+    assert httpx.post(f"{server.url}/auth/password/forgot", json={"email": address}).status_code == 202
+    mail_sink().mailbox.wait(address, "#reset=")
+
+
+def test_an_address_with_mail_syntax_specials_is_refused(signup) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "t"}).json()
+    for sneaky in ("alice,mallory@example.com", '"n1"<victim@example.com>', "x:m@example.com;", "a(b)@example.com"):
+        answer = ann.post(f"/documents/{doc['id']}/collaborators", json={"email": sneaky, "role": "viewer"})
+        assert answer.status_code == 422, sneaky
+
+
+def test_another_member_adding_the_same_address_does_not_take_the_invite_over(signup) -> None:
+    ann, cat = signup("Ann"), signup("Cat")
+    room = ann.post("/rooms", json={"name": "r", "members": [cat.email]}).json()
+    address = unique_email("Bob")
+    first = ann.post(f"/rooms/{room['id']}/members", json={"email": address}).json()["invite"]
+    again = cat.post(f"/rooms/{room['id']}/members", json={"email": address})
+    assert again.status_code == 202 and again.json()["invite"]["id"] == first["id"]
+    assert [i["id"] for i in ann.get("/invites").json()["items"]] == [first["id"]]
+    assert cat.delete(f"/invites/{first['id']}").status_code == 404
+
+
+def test_a_hand_made_invite_with_an_operator_for_a_target_gives_nothing(signup, db) -> None:
+    ann = signup("Ann")
+    secret = ann.post("/documents", json={"title": "Secret plan"}).json()
+    address = unique_email("Bob")
+    forged = {"email": address, "kind": "document", "target": {"$ne": None}, "by": {"$exists": True},
+              "role": "editor", "created_at": datetime.now(UTC)}  # fmt: skip
+    db.invites.insert_one(forged, bypass_document_validation=True)
+    bob = signup("Bob", email=address)
+    assert bob.get(f"/documents/{secret['id']}").status_code == 404
+    assert db.invites.count_documents({"email": address}) == 0

@@ -93,3 +93,17 @@ def test_guessing_the_current_password_is_limited(signup) -> None:
     answers = [ann.post("/auth/password", json={"current_password": f"guess {i}", "password": "a brand new password"})
                .status_code for i in range(6)]  # fmt: skip
     assert answers == [403] * 5 + [429]
+
+
+def test_a_squatter_changing_the_password_in_a_loop_cannot_keep_the_owner_out(server, signup) -> None:
+    squatter = signup("Mallory", verified=False)
+    assert forgot(server, squatter.email).status_code == 202  # the owner of the address asks for a reset
+    code = code_in(mail_sink().mailbox.wait(squatter.email, "#reset=")[0], "reset")
+    password = squatter.password
+    for i in range(3):
+        new = f"squatter password {i}"
+        answer = squatter.post("/auth/password", json={"current_password": password, "password": new})
+        assert answer.status_code == 204
+        password = new
+    assert reset(server, code, "the owners password").status_code == 204
+    assert squatter.get("/auth/me").status_code == 401

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
+from bson import ObjectId
 
 from .feed import Feed
 
@@ -51,3 +54,18 @@ def test_ending_the_current_session_is_a_logout(signup) -> None:
     mine = ann.get("/auth/sessions").json()["items"][0]
     assert ann.delete(f"/auth/sessions/{mine['id']}").status_code == 204
     assert ann.get("/auth/me").status_code == 401
+
+
+def test_an_expired_session_is_not_listed_and_a_hand_made_one_can_be_ended(server, signup, db) -> None:
+    ann = signup("Ann")
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    user = ObjectId(ann.id)
+    db.sessions.insert_one({"_id": "expired-by-hand", "user": user, "created_at": past, "expires_at": past})
+    odd = db.sessions.insert_one({"_id": ObjectId(), "user": user, "created_at": past, "user_agent": "x" * 100_000,
+                                  "expires_at": datetime.now(UTC) + timedelta(days=1)},
+                                 bypass_document_validation=True).inserted_id  # fmt: skip
+    items = ann.get("/auth/sessions").json()["items"]
+    assert len(items) == 2 and all(len(item["user_agent"] or "") <= 256 for item in items)
+    hand_made = next(item for item in items if not item["current"] and item["user_agent"].startswith("x"))
+    assert ann.delete(f"/auth/sessions/{hand_made['id']}").status_code == 204
+    assert db.sessions.find_one({"_id": odd}) is None

@@ -134,3 +134,24 @@ def test_letters_wait_while_the_mail_server_is_down_and_say_why(mongo_url, mongo
             assert httpx.get(f"{server.url}/health").json()["mail"]["waiting"] >= 1
     finally:
         mongo.drop_database(name)
+
+
+def test_a_signed_in_caller_can_only_verify_their_own_account(server, signup) -> None:
+    squatted = signup("Mallory", verified=False)  # someone registered an address that is not theirs
+    owner = signup("Alice")  # ... whose owner, signed in to her own account, opens the link
+    code = code_in(mail_sink().mailbox.wait(squatted.email, "#verify=")[0], "verify")
+    assert owner.post("/auth/verify", json={"token": code}).status_code == 400
+    assert squatted.get("/auth/me").json()["user"]["email_verified"] is False
+    letter = text_of(mail_sink().mailbox.wait(squatted.email, "#verify=")[0])
+    assert "Mallory" not in letter and "Forgot your password?" in letter  # no name the squatter chose
+
+
+def test_a_letter_the_shell_left_unclaimable_never_holds_the_others(server, signup, db) -> None:
+    stamp = datetime.now(UTC)
+    for attempts in (None, "3", 2**63 - 1, 0.0):
+        db.outbox.insert_one({"kind": "reset", "to": unique_email("ghost"), "status": "pending", "next_at": stamp,
+                              "created_at": stamp, "attempts": attempts}, bypass_document_validation=True)  # fmt: skip
+    ann = signup("Ann")  # its verification letter still comes (signup reads and uses it)
+    assert ann.user["email_verified"] is True
+    health = ann.get("/health").json()
+    assert health["tasks"]["mail"] == {"state": "running", "restarts": 0}

@@ -67,17 +67,23 @@ async function boot() {
   setUpSignin();
   $("#signout").addEventListener("click", signOut);
   $("#verify-banner [data-resend]").addEventListener("click", resendVerification);
-  window.addEventListener("hashchange", () => { if (MAIL_LINK.test(location.hash)) followMailLink(); });
-  if (await followMailLink()) return;
   $("#notify").addEventListener("click", () => Notification.requestPermission().then(showNotifyButton));
-  if (!session.token) return showSignin();
-  try {
-    const { data } = await api("GET", "/auth/me");
-    start(data.user);
-  } catch (error) {
-    if (error instanceof ApiError && error.status === 401) showSignin();
-    else showSignin(explain(error));
+  window.addEventListener("hashchange", () => {
+    const link = takeMailLink();
+    if (link) followMailLink(link);
+  });
+  const link = takeMailLink();
+  if (session.token && link?.kind !== "reset") {
+    try {
+      const { data } = await api("GET", "/auth/me");
+      start(data.user);
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 401)) return showSignin(explain(error));
+      session.token = null;
+    }
   }
+  if (link) followMailLink(link);
+  else if (!state.me) showSignin();
 }
 
 function setUpSignin() {
@@ -151,37 +157,46 @@ function showSignin(message = "", notice = "") {
 // --- links from letters: #verify=<code>, #reset=<code> ----------------------------------------
 
 const MAIL_LINK = /^#(verify|reset)=(.+)$/;
+const VERIFY_LATER = "murmuration.verify";
 
-// Opened from a letter (a new tab, or this one): the code is used once, then kept out of the history.
-async function followMailLink() {
+// A link from a letter (a new tab, or this one): its code is used once and kept out of the history.
+// A reset needs no sign-in (it proves the address). A verification is made signed in, as the account
+// it is for: the owner of an address someone else registered cannot sign in to that account, so
+// opening the link does not hand the address to the squatter; the page points them to a reset.
+function takeMailLink() {
   const [, kind, code] = location.hash.match(MAIL_LINK) || [];
-  if (!kind) return false;
+  if (!kind) return null;
   history.replaceState(null, "", location.pathname);
-  const signedIn = Boolean(state.me);
-  if (kind === "reset") {
-    if (signedIn) signedOut(); // a reset ends every session anyway
+  return { kind, code };
+}
+
+function followMailLink(link) {
+  if (link.kind === "reset") {
+    if (state.me) signedOut(); // a reset ends every session anyway
     showSignin();
     $("#signin-form").hidden = true;
     $("#reset-form").hidden = false;
-    $("#reset-form").dataset.code = code;
+    $("#reset-form").dataset.code = link.code;
     $("#reset-form").password.focus();
-    return true;
+    return;
   }
-  let message = "Your address is verified.";
-  try {
-    const { data } = await api("POST", "/auth/verify", { body: { token: code } });
-    if (state.me && state.me.id === data.user.id) { state.me = data.user; showVerification(data.user); }
-  } catch (error) {
-    message = explain(error);
-  }
-  if (signedIn) { toast(message); route(); return true; }
-  if (!session.token) { showSignin("", message === "Your address is verified." ? `${message} Sign in to go on.` : message); return true; }
-  toastLater(message);
-  return false;
+  if (state.me) { verifyCode(link.code); return; }
+  sessionStorage.setItem(VERIFY_LATER, link.code);
+  showSignin("", "Sign in to the account to verify its address. You did not create it? " +
+    "Choose \u201cForgot your password?\u201d: resetting takes the account over.");
 }
 
-let pendingToast = null;
-function toastLater(text) { pendingToast = text; }
+async function verifyCode(code) {
+  sessionStorage.removeItem(VERIFY_LATER);
+  try {
+    const { data } = await api("POST", "/auth/verify", { body: { token: code } });
+    state.me = data.user;
+    showVerification(data.user);
+    toast("Your address is verified.");
+  } catch (error) {
+    toast(explain(error));
+  }
+}
 
 function toast(text) {
   const shown = el("p", { class: "toast", role: "status" }, text);
@@ -210,7 +225,8 @@ function start(user) {
   $("#shell").hidden = false;
   $("#me").textContent = user.name;
   showVerification(user);
-  if (pendingToast) { toast(pendingToast); pendingToast = null; }
+  const later = sessionStorage.getItem(VERIFY_LATER);
+  if (later) verifyCode(later);
   showNotifyButton();
   const feed = new Feed({
     token: session.token,
@@ -308,7 +324,7 @@ function showStatus(status, delay) {
 // --- routing -------------------------------------------------------------------------------------
 
 function route() {
-  if (MAIL_LINK.test(location.hash)) return; // followMailLink's
+  if (MAIL_LINK.test(location.hash)) return; // the hashchange listener's (followMailLink)
   view.leave?.();
   const [, section = "documents", id] = location.hash.split("/");
   for (const link of document.querySelectorAll("[data-nav]")) {

@@ -23,7 +23,8 @@ class Composer:
         self.settings = settings
 
     async def __call__(self, letter: Document) -> Letter | None:
-        kind, to, params = letter["kind"], letter["to"], letter.get("params") or {}
+        kind, to, params = letter["kind"], letter["to"], letter.get("params")
+        params = params if isinstance(params, dict) else {}
         if kind == "verify":
             return await self._verification(to)
         if kind == "reset":
@@ -42,7 +43,7 @@ class Composer:
             return None
         hours = self.settings.verify_ttl_hours
         token = await tokens.issue(self.db, tokens.VERIFY, user["_id"], to, timedelta(hours=hours))
-        return verification(user.get("name", ""), self.settings.public_url, token, hours)
+        return verification(self.settings.public_url, token, hours)
 
     async def _reset(self, to: str) -> Letter | None:
         user = await self._account(to)
@@ -53,6 +54,8 @@ class Composer:
         return reset(user.get("name", ""), self.settings.public_url, token, minutes)
 
     async def _invitation(self, params: Document) -> Letter | None:
+        if not isinstance(params.get("invite"), ObjectId):
+            raise TypeError("params.invite is not an ObjectId")  # never a query
         invite = await self.db.invites.find_one({"_id": params["invite"]})
         if invite is None:
             return None

@@ -21,16 +21,19 @@ def shown(value: object, limit: int = 120) -> str:
     return (flat[: limit - 1] + "…" if len(flat) > limit else flat) or "someone"
 
 
-def verification(name: str, base: str, token: str, hours: int) -> Letter:
+def verification(base: str, token: str, hours: int) -> Letter:
+    # No greeting by name: whoever registered the address chose it, and it may not be its owner.
     return Letter(
         "Verify your email address for Murmuration",
-        f"Hello {shown(name)},\n\n"
-        f"Open this link to verify your email address (it works once, for {hours} hours):\n\n"
+        "Hello,\n\n"
+        "An account on Murmuration was created with this address. If it was you, sign in and open this\n"
+        f"link to verify the address (it works once, for {hours} hours):\n\n"
         f"  {base}/#verify={token}\n\n"
         "Or send the code from a terminal:\n\n"
         f"  curl -X POST {base}/auth/verify -H 'Content-Type: application/json' -d '{{\"token\": \"{token}\"}}'\n\n"
-        "Until then nobody can share documents or rooms with you by this address.\n"
-        "If you did not create this account, ignore this mail.\n",
+        "Until then nobody can share documents or rooms with you by this address.\n\n"
+        "If you did not create it, someone else used your address: do not use this code. The account\n"
+        f"is yours to take over: choose 'Forgot your password?' at {base}/ and reset its password.\n",
     )
 
 

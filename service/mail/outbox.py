@@ -19,8 +19,10 @@ from typing import Any
 
 from ..config import Settings
 from ..database import Database, DatabaseError, Document, ObjectId, ReturnDocument, Session, now
+from ..errors import RateLimited
 from ..metrics import MAIL
 from ..stored import UNREADABLE, malformed
+from ..throttles import take
 from .letters import Letter, message
 from .smtp import MailDelayed, Mailer, MailRefused
 
@@ -32,7 +34,6 @@ MAX_ATTEMPTS = 12  # with the default 30 s backoff doubling to an hour: about a 
 MAX_BACKOFF = 3600.0
 KEPT = timedelta(days=30)
 POLL = 2.0  # how often an idle worker looks for letters queued by other instances or due again
-WINDOW = timedelta(hours=1)
 
 
 class Outbox:
@@ -46,22 +47,26 @@ class Outbox:
         self.stopping = False
 
     async def queue(self, kind: str, to: str, params: dict[str, Any], session: Session | None = None) -> bool:
-        """Queue a letter to `to` (in `session`'s transaction if given; `poke` once it commits). False,
-        and nothing queued, if `to` already has MAIL_PER_HOUR letters this hour: an address cannot be
-        flooded through us, whoever asks."""
+        """Queue a letter to `to` (in `session`'s transaction if given; `poke` once it commits). An
+        invite, which strangers can cause, is not queued (False) if `to` had MAIL_PER_HOUR of them this
+        hour: an address cannot be flooded through us, and its own letters (verify, reset: limited per
+        account and per address where they are asked for) never wait behind strangers' invites."""
         stamp = now()
-        recent = {"to": to, "created_at": {"$gt": stamp - WINDOW}}
-        if await self.db.outbox.count_documents(recent, limit=self.settings.mail_per_hour, session=session) >= (
-            self.settings.mail_per_hour
-        ):
+        if kind == "invite" and not await self._room_for(to, session):
             MAIL.labels(kind, "throttled").inc()
-            log.warning(
-                "a %s letter was not queued: its address already had %d this hour", kind, self.settings.mail_per_hour
-            )
+            log.warning("an invite letter was not queued: its address had %d this hour", self.settings.mail_per_hour)
             return False
         letter = {"kind": kind, "to": to, "params": params, "status": "pending", "attempts": 0,
                   "created_at": stamp, "next_at": stamp}  # fmt: skip
         await self.db.outbox.insert_one(letter, session=session)
+        return True
+
+    async def _room_for(self, to: str, session: Session | None) -> bool:
+        """Take one of the hour's invite letters to `to`, atomically (concurrent shares cannot outrun it)."""
+        try:
+            await take(self.db, {f"mail:to:{to}": self.settings.mail_per_hour}, 3600, "", session)
+        except RateLimited:
+            return False
         return True
 
     def poke(self) -> None:
@@ -88,13 +93,20 @@ class Outbox:
             await self._deliver(letter)
 
     async def _claim(self) -> Document | None:
+        """The next letter due, leased to this worker. `attempts` is counted with a pipeline: one the shell
+        left as text, null or a huge number reads as spent (the letter fails on its first delay) instead of
+        failing the claim, which would hold every instance on that letter."""
         stamp = now()
+        counted = {
+            "$and": [{"$isNumber": "$attempts"}, {"$gte": ["$attempts", 0]}, {"$lt": ["$attempts", MAX_ATTEMPTS]}]
+        }
         claimed: Document | None = await self.db.outbox.find_one_and_update(
             {"status": {"$in": ["pending", "sending"]}, "next_at": {"$lte": stamp}},
-            {"$set": {"status": "sending", "next_at": stamp + self.lease}, "$inc": {"attempts": 1}},
+            [{"$set": {"status": "sending", "next_at": stamp + self.lease,
+                       "attempts": {"$cond": [counted, {"$add": [{"$toLong": "$attempts"}, 1]}, MAX_ATTEMPTS]}}}],
             sort=[("next_at", 1)],
             return_document=ReturnDocument.AFTER,
-        )
+        )  # fmt: skip
         return claimed
 
     async def _deliver(self, letter: Document) -> None:
@@ -107,22 +119,24 @@ class Outbox:
             written = await self.compose(letter)
             if written is None:
                 return await self._finish(letter, kind, "dropped")
-            await self.mailer.send(message(written, to, self.settings.mail_from, f"<{letter['_id']}@murmuration>"))
+            await self.mailer.send(message(written, to, self.settings.mail_from, f"<{letter['_id']}@murmuration>"), to)
         except UNREADABLE as error:
             malformed("outbox", letter, error)
             return await self._finish(letter, kind, "failed", "the stored letter cannot be read")
         except MailRefused as error:
             return await self._finish(letter, kind, "failed", str(error))
         except MailDelayed as error:
-            return await self._retry(letter, kind, str(error))
+            return await self._retry(letter, kind, str(error), error.ours)
         await self._finish(letter, kind, "sent")
 
-    async def _retry(self, letter: Document, kind: str, reason: str) -> None:
+    async def _retry(self, letter: Document, kind: str, reason: str, ours: bool) -> None:
+        """Try again later; after MAX_ATTEMPTS the letter fails, unless the fault is ours (credentials,
+        MAIL_FROM, TLS): those letters wait, at the longest backoff, until an operator fixes the setting."""
         attempts = letter.get("attempts")
-        attempts = attempts if isinstance(attempts, int) else MAX_ATTEMPTS
-        if attempts >= MAX_ATTEMPTS:
+        attempts = int(attempts) if isinstance(attempts, int | float) else MAX_ATTEMPTS
+        if attempts >= MAX_ATTEMPTS and not ours:
             return await self._finish(letter, kind, "failed", f"undelivered after {attempts} attempts: {reason}")
-        wait = min(self.settings.mail_backoff * 2 ** (attempts - 1), MAX_BACKOFF)
+        wait = min(self.settings.mail_backoff * 2 ** min(attempts - 1, 20), MAX_BACKOFF)
         MAIL.labels(kind, "retry").inc()
         log.warning("a %s letter was not sent (%s); trying again in %.0f s", kind, reason, wait)
         await self.db.outbox.update_one(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from email.message import EmailMessage
+from email.utils import parseaddr
 
 import aiosmtplib
 
@@ -20,21 +21,38 @@ class MailRefused(Exception):
 
 
 class MailDelayed(Exception):
-    """The letter could not be handed over now (no connection, a timeout, a 4xx): try again later."""
+    """The letter could not be handed over now (no connection, a timeout, a 4xx): try again later.
+    `ours`: the server refused our settings (credentials, MAIL_FROM, TLS), not the letter."""
+
+    def __init__(self, reason: str, ours: bool = False) -> None:
+        super().__init__(reason)
+        self.ours = ours
+
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 class Mailer:
-    def __init__(self, smtp: Smtp, timeout: float) -> None:
+    def __init__(self, smtp: Smtp, timeout: float, sender: str) -> None:
         self.smtp = smtp
         self.timeout = timeout
+        self.sender = parseaddr(sender)[1]
+        # A password never crosses a network in clear: STARTTLS is required unless the server is this host.
+        remote = smtp.host not in LOOPBACK
+        self.start_tls = (
+            True if smtp.username and remote and smtp.security == "opportunistic" else STARTTLS[smtp.security]
+        )
 
-    async def send(self, message: EmailMessage) -> None:
-        """Hand `message` to the server; `MailRefused` or `MailDelayed` if it is not taken."""
+    async def send(self, message: EmailMessage, to: str) -> None:
+        """Hand `message` to the server for `to` alone (the envelope, not the headers, decides where it
+        goes); `MailRefused` or `MailDelayed` if it is not taken."""
         smtp = self.smtp
         try:
             async with asyncio.timeout(self.timeout):
                 await aiosmtplib.send(
                     message,
+                    sender=self.sender,
+                    recipients=[to],
                     hostname=smtp.host,
                     port=smtp.port,
                     username=smtp.username,
@@ -60,6 +78,12 @@ class Mailer:
             raise MailRefused("the mail server cannot take this address (no SMTPUTF8)") from None
         except aiosmtplib.SMTPResponseException as error:
             # About us (credentials, MAIL_FROM, TLS): every letter waits until an operator fixes it.
-            raise MailDelayed(f"the mail server answered {error.code}; check SMTP_URL and MAIL_FROM") from None
-        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as error:
+            raise MailDelayed(
+                f"the mail server answered {error.code}; check SMTP_URL and MAIL_FROM", ours=True
+            ) from None
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected) as error:
+            raise MailDelayed(f"{type(error).__name__}") from None
+        except aiosmtplib.SMTPException as error:  # no AUTH or STARTTLS where SMTP_URL asks for them, ...
+            raise MailDelayed(f"{type(error).__name__}: {str(error)[:120]}; check SMTP_URL", ours=True) from None
+        except (OSError, ssl.SSLError, TimeoutError) as error:
             raise MailDelayed(f"{type(error).__name__}") from None
