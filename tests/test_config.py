@@ -77,3 +77,32 @@ def test_drop_in_is_on_for_braintree_and_off_for_an_emulator_unless_told() -> No
 def test_by_default_every_earlier_version_of_a_document_is_kept_as_the_contract_says() -> None:
     assert Settings.from_env({}).revisions_kept == 0  # 0: no retention
     assert Settings.from_env({"REVISIONS_KEPT": "100"}).revisions_kept == 100
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("smtp://127.0.0.1:1025", ("127.0.0.1", 1025, "opportunistic", None)),
+        ("smtp+starttls://mailer:p%40ss@smtp.example.com", ("smtp.example.com", 587, "starttls", "mailer")),
+        ("smtps://smtp.example.com", ("smtp.example.com", 465, "tls", None)),
+    ],
+)
+def test_smtp_url_names_host_port_security_and_user(url: str, expected: tuple[object, ...]) -> None:
+    smtp = Settings.from_env({"SMTP_URL": url}).smtp
+    assert smtp is not None and (smtp.host, smtp.port, smtp.security, smtp.username) == expected
+    assert "p@ss" not in repr(smtp)  # the password never reaches a log
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SMTP_URL": "http://user:hunter2@mail"}, "SMTP_URL"),
+        ({"SMTP_URL": "smtp://user:hunter2@mail:notaport"}, "SMTP_URL"),
+        ({"MAIL_FROM": "nobody"}, "MAIL_FROM"),
+        ({"PUBLIC_URL": "ftp://example.com"}, "PUBLIC_URL"),
+    ],
+)
+def test_bad_mail_settings_stop_the_start_naming_the_variable_not_the_password(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named) as caught:
+        Settings.from_env(env)
+    assert "hunter2" not in str(caught.value)
