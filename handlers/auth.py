@@ -76,7 +76,8 @@ async def me(request: Request) -> HTTPResponse:
 
 @bp.post("/verify", ctx_public=True)
 @describe("Prove the address with the code from the verification letter", "accounts", body=VerifyIn,
-          response=MeOut, public=True, errors=BAD_CODE)  # fmt: skip
+          response=MeOut, public=True,
+          errors={**BAD_CODE, "401": "unauthorized: a bearer token was sent and is not a live session"})  # fmt: skip
 async def verify(request: Request) -> HTTPResponse:
     data = body(request, VerifyIn)
     ctx = context(request)
