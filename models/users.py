@@ -16,7 +16,9 @@ MAX_PASSWORD = 1024  # argon2 hashes any length; a bound keeps a huge password f
 # RFC 5322's specials are refused too: a mail server reads `a,b@x` or `"a"<b@x>` as other mailboxes than
 # the string stored, and the mailbox that proves an address must be the one stored.
 SPECIALS = r',;:<>"()\[\]\\'
-NOT = f"{SPACE}{SPECIALS}@"
+# Control characters and `?` (which RFC 2047's encoded words, `=?utf-8?q?...?=`, need) are refused too: a
+# header cannot hold the one and shows the other as another address.
+NOT = f"{SPACE}{SPECIALS}?\\x00-\\x1f\\x7f-\\x9f@"
 EMAIL_PATTERN = f"^[{SPACE}]*[^{NOT}]+@[^{NOT}.][^{NOT}]*\\.[^{NOT}]*[^{NOT}.][{SPACE}]*$"
 
 

@@ -55,13 +55,19 @@ async def invite(db: Database, outbox: Outbox, user: User, target: Target, email
         if account is not None and account.get("email_verified") is True:
             return None, False
         key = {"email": email, "kind": target.kind, "target": target.id}
-        existing = await db.invites.find_one(key, {"_id": 1}, session=session)
+        existing = await db.invites.find_one(key, {"by": 1}, session=session)
         if existing is None:
             await _may_invite(db, user, email, session)
+        # The first inviter keeps it, while they may still invite there (another member re-adding the
+        # address does not take it over); one who left the room hands it to whoever adds the address now.
+        keeps = existing is not None and await _may_still(db, target, existing.get("by"), session)
+        inviter = {"by": user.id, "by_name": user.name}
         found: Document | None = await db.invites.find_one_and_update(
             key,
-            # The first inviter keeps it (another member re-adding the address does not take it over).
-            {"$set": {"role": target.role}, "$setOnInsert": {"by": user.id, "by_name": user.name, "created_at": stamp}},
+            {
+                "$set": {"role": target.role, **({} if keeps else inviter)},
+                "$setOnInsert": {"created_at": stamp},
+            },
             upsert=True,
             return_document=ReturnDocument.AFTER,
             session=session,
@@ -76,6 +82,15 @@ async def invite(db: Database, outbox: Outbox, user: User, target: Target, email
     if new:
         outbox.poke()
     return made
+
+
+async def _may_still(db: Database, target: Target, by: object, session: Session) -> bool:
+    """Whether `by` may still give access to `target` (owns the document, belongs to the room)."""
+    if not isinstance(by, ObjectId):
+        return False
+    if target.kind == "document":
+        return await db.documents.find_one({"_id": target.id, "owner._id": by}, {"_id": 1}, session=session) is not None
+    return await db.rooms.find_one({"_id": target.id, "access": by}, {"_id": 1}, session=session) is not None
 
 
 async def may_invite(db: Database, user: User, session: Session | None = None) -> None:

@@ -176,7 +176,9 @@ def test_strangers_invites_never_hold_back_an_addresses_own_letters(signup, serv
 def test_an_address_with_mail_syntax_specials_is_refused(signup) -> None:
     ann = signup("Ann")
     doc = ann.post("/documents", json={"title": "t"}).json()
-    for sneaky in ("alice,mallory@example.com", '"n1"<victim@example.com>', "x:m@example.com;", "a(b)@example.com"):
+    sneaky_ones = ("alice,mallory@example.com", '"n1"<victim@example.com>', "x:m@example.com;", "a(b)@example.com",
+                   "=?utf-8?q?x?=@example.com", "=?utf-8?b?@x?=~0.com", "a\x00b@ex.com", "a\x85b@ex.com")  # fmt: skip
+    for sneaky in sneaky_ones:
         answer = ann.post(f"/documents/{doc['id']}/collaborators", json={"email": sneaky, "role": "viewer"})
         assert answer.status_code == 422, sneaky
 
@@ -202,3 +204,16 @@ def test_a_hand_made_invite_with_an_operator_for_a_target_gives_nothing(signup, 
     bob = signup("Bob", email=address)
     assert bob.get(f"/documents/{secret['id']}").status_code == 404
     assert db.invites.count_documents({"email": address}) == 0
+
+
+def test_an_invite_whose_inviter_left_the_room_passes_to_the_member_who_adds_the_address_again(signup) -> None:
+    ann, mallory = signup("Ann"), signup("Mallory")
+    room = ann.post("/rooms", json={"name": "r", "members": [mallory.email]}).json()
+    address = unique_email("Newbie")
+    planted = mallory.post(f"/rooms/{room['id']}/members", json={"email": address}).json()["invite"]
+    assert mallory.delete(f"/rooms/{room['id']}/members/{mallory.id}").status_code == 200
+    again = ann.post(f"/rooms/{room['id']}/members", json={"email": address})
+    assert again.status_code == 202 and again.json()["invite"]["id"] == planted["id"]
+    assert [i["id"] for i in ann.get("/invites").json()["items"]] == [planted["id"]]
+    newbie = signup("Newbie", email=address)
+    assert newbie.get(f"/rooms/{room['id']}/messages").status_code == 200

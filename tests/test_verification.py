@@ -3,14 +3,19 @@ is never lost to a crash between creating the account and sending it."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from bson import ObjectId
 
-from deploy.local.mailsink import code_in, text_of
+from deploy.local.mailsink import MailSink, code_in, text_of
+from service.config import Settings
+from service.mail.letters import Letter, message
+from service.mail.smtp import MailDelayed, Mailer
 
 from .harness import Account, Server, mail_sink, unique_email, wait_for
 
@@ -155,3 +160,30 @@ def test_a_letter_the_shell_left_unclaimable_never_holds_the_others(server, sign
     assert ann.user["email_verified"] is True
     health = ann.get("/health").json()
     assert health["tasks"]["mail"] == {"state": "running", "restarts": 0}
+
+
+def test_a_password_is_never_sent_in_clear_to_a_server_that_is_not_this_host() -> None:
+    plain = MailSink(hostname="127.0.0.2").start()  # another address than this host's: no STARTTLS offered
+    try:
+        smtp = Settings.from_env({"SMTP_URL": f"smtp://mailer:secret@127.0.0.2:{plain.port}"}).smtp
+        assert smtp is not None
+        mailer = Mailer(smtp, 5.0, "Murmuration <murmuration@localhost>")
+        letter = message(Letter("Subject", "text"), "bob@example.com", "murmuration@localhost", "<1@murmuration>")
+        with pytest.raises(MailDelayed) as refused:
+            asyncio.run(mailer.send(letter, "bob@example.com"))
+        assert refused.value.ours and "check SMTP_URL" in str(refused.value)
+        assert plain.mailbox.letters == []
+    finally:
+        plain.stop()
+
+
+def test_a_letter_no_header_can_hold_fails_alone(server, signup, db) -> None:
+    stamp = datetime.now(UTC)
+    # An account an older version let in (the address pattern refuses it now), and its letter.
+    db.users.insert_one({"email": "=?utf-8?b?@x?=~0.com", "name": "x", "password": "x", "created_at": stamp})
+    poisoned = db.outbox.insert_one({"kind": "verify", "to": "=?utf-8?b?@x?=~0.com", "status": "pending",
+                                     "next_at": stamp, "created_at": stamp, "attempts": 0}).inserted_id  # fmt: skip
+    ann = signup("Ann")  # still verified through its letter
+    assert ann.user["email_verified"] is True
+    wait_for(lambda: db.outbox.find_one({"_id": poisoned, "status": "failed"}), 20, "the poisoned letter to fail")
+    assert ann.get("/health").json()["tasks"]["mail"] == {"state": "running", "restarts": 0}

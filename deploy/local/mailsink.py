@@ -30,7 +30,7 @@ class Mailbox:
     """What the sink received, in order; readers wait for a letter with a deadline."""
 
     def __init__(self, directory: Path | None = None, echo: bool = False) -> None:
-        self.letters: list[EmailMessage] = []
+        self.letters: list[tuple[list[str], EmailMessage]] = []  # (the envelope's recipients, the letter)
         self.changed = threading.Condition()
         self.directory = directory
         self.echo = echo
@@ -39,7 +39,7 @@ class Mailbox:
         letter = message_from_bytes(envelope.content, _class=EmailMessage, policy=policy.default)
         assert isinstance(letter, EmailMessage)
         with self.changed:
-            self.letters.append(letter)
+            self.letters.append(([str(rcpt).lower() for rcpt in envelope.rcpt_tos], letter))
             self.changed.notify_all()
         if self.directory is not None:
             self._save(letter, envelope.content)
@@ -59,7 +59,8 @@ class Mailbox:
     def to(self, address: str, containing: str = "") -> list[EmailMessage]:
         """The letters to `address` (whose text has `containing`), in the order they came."""
         with self.changed:
-            mine = [letter for letter in self.letters if str(letter.get("To", "")).lower() == address.lower()]
+            # By the envelope, as a mail server delivers it (a To header can be made to show anything).
+            mine = [letter for recipients, letter in self.letters if address.lower() in recipients]
             return [letter for letter in mine if containing in text_of(letter)]
 
     def wait(self, address: str, containing: str = "", count: int = 1, timeout: float = 20.0) -> list[EmailMessage]:
@@ -100,9 +101,12 @@ def _shown(letter: EmailMessage) -> str:
 class MailSink:
     """The SMTP server around a `Mailbox`, on a thread of its own."""
 
-    def __init__(self, port: int = 0, directory: Path | None = None, echo: bool = False) -> None:
+    def __init__(
+        self, port: int = 0, directory: Path | None = None, echo: bool = False, hostname: str = "127.0.0.1"
+    ) -> None:
         self.mailbox = Mailbox(directory, echo)
-        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=port or free_port())
+        self.hostname = hostname
+        self.controller = Controller(self.mailbox, hostname=hostname, port=port or free_port())
 
     @property
     def port(self) -> int:
@@ -110,7 +114,7 @@ class MailSink:
 
     @property
     def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}"
+        return f"smtp://{self.hostname}:{self.port}"
 
     def start(self) -> MailSink:
         self.controller.start()

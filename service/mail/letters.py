@@ -29,8 +29,9 @@ def verification(base: str, token: str, hours: int) -> Letter:
         "An account on Murmuration was created with this address. If it was you, sign in and open this\n"
         f"link to verify the address (it works once, for {hours} hours):\n\n"
         f"  {base}/#verify={token}\n\n"
-        "Or send the code from a terminal:\n\n"
-        f"  curl -X POST {base}/auth/verify -H 'Content-Type: application/json' -d '{{\"token\": \"{token}\"}}'\n\n"
+        "Or send the code from a terminal, with the token your registration answered:\n\n"
+        f'  curl -X POST {base}/auth/verify -H "Authorization: Bearer $TOKEN" \\\n'
+        f"       -H 'Content-Type: application/json' -d '{{\"token\": \"{token}\"}}'\n\n"
         "Until then nobody can share documents or rooms with you by this address.\n\n"
         "If you did not create it, someone else used your address: do not use this code. The account\n"
         f"is yours to take over: choose 'Forgot your password?' at {base}/ and reset its password.\n",

@@ -21,7 +21,7 @@ from ..config import Settings
 from ..database import Database, DatabaseError, Document, ObjectId, ReturnDocument, Session, now
 from ..errors import RateLimited
 from ..metrics import MAIL
-from ..stored import UNREADABLE, malformed
+from ..stored import malformed
 from ..throttles import take
 from .letters import Letter, message
 from .smtp import MailDelayed, Mailer, MailRefused
@@ -120,13 +120,15 @@ class Outbox:
             if written is None:
                 return await self._finish(letter, kind, "dropped")
             await self.mailer.send(message(written, to, self.settings.mail_from, f"<{letter['_id']}@murmuration>"), to)
-        except UNREADABLE as error:
-            malformed("outbox", letter, error)
-            return await self._finish(letter, kind, "failed", "the stored letter cannot be read")
         except MailRefused as error:
             return await self._finish(letter, kind, "failed", str(error))
         except MailDelayed as error:
             return await self._retry(letter, kind, str(error), error.ours)
+        except DatabaseError:
+            raise  # MongoDB is away: the supervisor retries, the lease brings the letter back
+        except Exception as error:  # a letter that cannot be written (an address no header can hold...)
+            malformed("outbox", letter, error)
+            return await self._finish(letter, kind, "failed", f"the letter cannot be written: {type(error).__name__}")
         await self._finish(letter, kind, "sent")
 
     async def _retry(self, letter: Document, kind: str, reason: str, ours: bool) -> None:

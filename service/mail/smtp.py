@@ -58,11 +58,7 @@ class Mailer:
                     username=smtp.username,
                     password=smtp.password,
                     use_tls=smtp.security == "tls",
-                    start_tls=True
-                    if smtp.security == "starttls"
-                    else None
-                    if smtp.security == "opportunistic"
-                    else False,
+                    start_tls=self.start_tls,
                     timeout=self.timeout,
                 )
         except aiosmtplib.SMTPRecipientsRefused as error:
