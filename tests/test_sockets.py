@@ -30,7 +30,7 @@ from service.realtime.wire import PING, Wire
 
 from .feed import Feed
 from .harness import Account, Server
-from .parts import account, session
+from .parts import account, session, until
 
 
 class Member:
@@ -46,14 +46,6 @@ class Member:
         self.expired += 1
         if self.log is not None:
             self.log.append(self)
-
-
-async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait for `condition` on the running loop, failing after `within` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "the condition did not come true in time"
-        await asyncio.sleep(0.01)
 
 
 def test_the_keepalive_beats_each_member_once_a_round_starting_a_round_after_it_joined() -> None:
