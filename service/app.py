@@ -153,7 +153,8 @@ async def _guard(request: Request) -> HTTPResponse | None:
     token = bearer_token(request)
     # A token pays from its user's bucket only once it is known to be valid (cached); until then the
     # caller's address pays, so made-up tokens cannot each get a fresh bucket (or a free lookup).
-    known = ctx.accounts.cached(token) if token else None
+    key = token_hash(token) if token else None  # hashed once per request
+    known = ctx.accounts.cached(key) if key else None
     if known is not None:
         wait = ctx.limiter.hit(str(known.id))
     else:
@@ -162,14 +163,15 @@ async def _guard(request: Request) -> HTTPResponse | None:
         return error_response(RateLimited(wait))
     if getattr(route_ctx, "public", False):
         return None
-    if token is None:
+    if token is None or key is None:
         return error_response(Unauthorized())
     try:
         request.ctx.user = user = known or await ctx.accounts.authenticate(token)
     except ServiceError as error:
         return error_response(error)
     request.ctx.token = token
-    await ctx.accounts.touch(token_hash(token), seen(request))
+    if ctx.accounts.due(key):
+        await ctx.accounts.touch(key, seen(request))
     if request.method in WRITES:
         try:
             ctx.writes.spend(user.id, len(request.body or b""))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from .accounts import Accounts
@@ -56,8 +56,9 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
         outbox = Outbox(db, settings, mailer, Composer(db, settings))
         accounts = Accounts(db, settings, outbox, trusted=hub.is_following)
         roster = Roster(db, settings, instance_id(settings))
-        hub.observe("sessions", _forget_revoked(accounts))
-        hub.observe("users", _forget_changed(accounts))
+        hub.observe("sessions", _forgetting(accounts, _revoked(accounts)))
+        # An account changed on any instance (verified, a new password): its cached copies go.
+        hub.observe("users", _forgetting(accounts, lambda change: accounts.forget_user(change.id)))
         hub.observe("connections", roster.observe)
         hub.observe("sessions", roster.observe_sessions)
         await roster.beat()
@@ -107,29 +108,27 @@ async def _database(settings: Settings, stack: AsyncExitStack) -> Database:
     return db
 
 
-def _forget_revoked(accounts: Accounts) -> Observer:
-    """A deleted session (a logout on any instance, an expiry) leaves the token cache at once; a
-    broken stream may have hidden some, so the whole cache goes."""
-
-    def observe(change: Change | None) -> None:
-        if change is None or change.op == "drop":
-            accounts.forget_all()
-        elif change.ends_session:
-            accounts.forget(str(change.id))
-
-    return observe
-
-
-def _forget_changed(accounts: Accounts) -> Observer:
-    """An account changed on any instance (verified, a new password): its cached copies go."""
+def _forgetting(accounts: Accounts, forget: Callable[[Change], None]) -> Observer:
+    """An observer that drops what `forget` says a change makes stale from the token cache; a broken
+    stream may have hidden changes, so then the whole cache goes."""
 
     def observe(change: Change | None) -> None:
         if change is None or change.op == "drop":
             accounts.forget_all()
         else:
-            accounts.forget_user(change.id)
+            forget(change)
 
     return observe
+
+
+def _revoked(accounts: Accounts) -> Callable[[Change], None]:
+    """A deleted session (a logout on any instance, an expiry) leaves the token cache at once."""
+
+    def forget(change: Change) -> None:
+        if change.ends_session:
+            accounts.forget(str(change.id))
+
+    return forget
 
 
 def _mail(outbox: Outbox, tasks: Supervisor, stack: AsyncExitStack) -> None:
