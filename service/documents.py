@@ -13,7 +13,7 @@ from typing import Any
 from models.documents import CollaboratorIn, DocumentIn, DocumentPatch, document_out
 
 from . import invites
-from .accounts import User, by_email
+from .accounts import User
 from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
 from .errors import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
 from .invites import Invited, Target
@@ -184,18 +184,12 @@ async def add_collaborator(
         raise Forbidden("only the owner can share a document")
     if data.email == user.email:
         raise Conflict("the owner is already on the document")
-    target = (await by_email(db, [data.email])).get(data.email)
-    if target is None:
-        title = doc.get("title", "")
-        made = await invites.invite(db, outbox, user, Target("document", doc["_id"], title, data.role), data.email)
-        if made is not None:
-            return Invited(made)
-        target = (await by_email(db, [data.email])).get(data.email)  # verified meanwhile
-        if target is None:
-            raise Conflict("the account of this address cannot be read; an operator can repair it")
+    shared = Target("document", doc["_id"], doc.get("title", ""), data.role)
+    target = await invites.account_or_invite(db, outbox, user, shared, data.email)
+    if isinstance(target, Invited):
+        return target
     if target.id == user.id:
         raise Conflict("the owner is already on the document")
-    await invites.settled(db, data.email, doc["_id"])
     entry = {**target.ref(), "role": data.role}
     # One atomic update whichever way: change the role of a collaborator, or add a new one.
     changed = await db.documents.find_one_and_update(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .accounts import User
+from .accounts import User, by_email
 from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
 from .errors import Conflict, Forbidden, NotFound
 from .mail.outbox import Outbox
@@ -84,6 +84,21 @@ async def invite(db: Database, outbox: Outbox, user: User, target: Target, email
     return made
 
 
+async def account_or_invite(db: Database, outbox: Outbox, user: User, target: Target, email: str) -> User | Invited:
+    """The verified account of `email` (a leftover invite of it to `target` goes), or a pending invite
+    of it to `target`: how sharing and adding a member find people by email."""
+    found = (await by_email(db, [email])).get(email)
+    if found is None:
+        made = await invite(db, outbox, user, target, email)
+        if made is not None:
+            return Invited(made)
+        found = (await by_email(db, [email])).get(email)  # verified meanwhile
+        if found is None:
+            raise Conflict("the account of this address cannot be read; an operator can repair it")
+    await settled(db, email, target.id)
+    return found
+
+
 async def _may_still(db: Database, target: Target, by: object, session: Session) -> bool:
     """Whether `by` may still give access to `target` (owns the document, belongs to the room)."""
     if not isinstance(by, ObjectId):
@@ -115,7 +130,8 @@ async def accept(db: Database, user: Document, email: str, session: Session) -> 
     """Every invite waiting for `email` becomes access for `user`, who just proved they own it (in the
     caller's transaction); the invites go. Those whose inviter has lost the right to share, or whose
     document or room is full or gone, just go. The number that became access."""
-    uid = user["_id"]
+    # The roster entry is written from the account: a name the shell left mistyped must not spoil it.
+    uid, name = user["_id"], user["name"] if isinstance(user.get("name"), str) else ""
     applied = 0
     found = await db.invites.find({"email": email}, session=session).to_list()
     for invite in found:
@@ -126,14 +142,14 @@ async def accept(db: Database, user: Document, email: str, session: Session) -> 
             role = invite.get("role") if invite.get("role") in ("editor", "viewer") else "viewer"
             changed = await db.documents.update_one(
                 {"_id": target, "owner._id": by, "access": {"$ne": uid}, **ROOM_FOR_ONE_MORE},
-                {"$push": {"collaborators": {"_id": uid, "name": user["name"], "role": role}},
+                {"$push": {"collaborators": {"_id": uid, "name": name, "role": role}},
                  "$addToSet": {"access": uid}},
                 session=session,
             )  # fmt: skip
         elif invite.get("kind") == "room":
             changed = await db.rooms.update_one(
                 {"_id": target, "access": {"$all": [by], "$ne": uid}, **ROOM_FOR_ONE_MORE},
-                {"$push": {"members": {"_id": uid, "name": user["name"]}}, "$addToSet": {"access": uid}},
+                {"$push": {"members": {"_id": uid, "name": name}}, "$addToSet": {"access": uid}},
                 session=session,
             )
         else:

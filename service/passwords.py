@@ -18,7 +18,8 @@ async def forgot(accounts: Accounts, email: str, address: str) -> None:
     """Queue a reset letter for `email`. The same work whether or not it has an account (the letter
     is written when sent, and dropped then if there is none), so neither the answer nor its timing
     tells."""
-    slots = {f"reset:email:{email}": RESETS_PER_EMAIL, f"reset:addr:{address}": RESETS_PER_ADDRESS}
+    # The client's window first: a client past it creates no window for each address it makes up.
+    slots = {f"reset:addr:{address}": RESETS_PER_ADDRESS, f"reset:email:{email}": RESETS_PER_EMAIL}
     await take(accounts.db, slots, 3600, "too many password resets asked for; try again later")
     if await accounts.outbox.queue("reset", email, {}):
         accounts.outbox.poke()

@@ -41,15 +41,16 @@ async def create(db: Database, outbox: Outbox, user: User, data: RoomIn) -> tupl
         "created_at": now(),
     }
     doc["_id"] = (await db.rooms.insert_one(doc)).inserted_id
-    made = []
+    made, room = [], Target("room", doc["_id"], data.name)
     for email in emails:
         if email not in found:
             try:
-                added = await add_member(db, outbox, user, str(doc["_id"]), email)
+                invited = await invites.invite(db, outbox, user, room, email)
+                if invited is None:  # verified meanwhile: a member after all
+                    await add_member(db, outbox, user, str(doc["_id"]), email)
             except (Conflict, RateLimited):  # unreadable, or past the invite bounds: made without it
                 continue
-            if isinstance(added, Invited):
-                made.append(added.invite)
+            made += [invited] if invited is not None else []
     return await joined(db, user, str(doc["_id"])), made
 
 
@@ -95,15 +96,9 @@ async def add_member(db: Database, outbox: Outbox, user: User, room_id: str, ema
     room = await joined(db, user, room_id)
     if email == user.email:
         return room  # already a member
-    target = (await by_email(db, [email])).get(email)
-    if target is None:
-        made = await invites.invite(db, outbox, user, Target("room", room["_id"], room.get("name", "")), email)
-        if made is not None:
-            return Invited(made)
-        target = (await by_email(db, [email])).get(email)  # verified meanwhile
-        if target is None:
-            raise Conflict("the account of this address cannot be read; an operator can repair it")
-    await invites.settled(db, email, room["_id"])
+    target = await invites.account_or_invite(db, outbox, user, Target("room", room["_id"], room.get("name", "")), email)
+    if isinstance(target, Invited):
+        return target
     if _reads(room, target.id):
         return room
     changed = await db.rooms.find_one_and_update(

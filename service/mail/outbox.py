@@ -81,9 +81,9 @@ class Outbox:
     async def run(self) -> None:
         """Send letters as they come, until `wind_down` (supervised)."""
         while not self.stopping:
+            self.wake.clear()  # before looking: a letter poked while the claim runs is not missed
             letter = await self._claim()
             if letter is None:
-                self.wake.clear()
                 try:
                     async with asyncio.timeout(POLL):
                         await self.wake.wait()
