@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sanic import Blueprint, Request
@@ -22,24 +23,29 @@ from models.documents import (
     revision_out,
 )
 from service import documents
+from service.coediting.editors import etag
 from service.context import context, current_user
 from service.invites import Invited
 from service.stored import one, shown
 
-from .inputs import PAGING, body, page_args, whole
+from .inputs import PAGING, body, page_args
 from .invited import INVITED, invited
 from .openapi import Param, describe
 
 bp = Blueprint("documents", url_prefix="/documents")
 
 MISSING_OR_HIDDEN = {"403": "forbidden: you may see it but not do this", "404": "not_found (or not yours to see)"}
-ETAG = {"ETag": 'the version, quoted: "3"'}
-IF_MATCH = Param('the ETag you edited, e.g. "3" (or W/"3", a list, or *); another current version is a 412')
+ETAG = {"ETag": 'the version, quoted: "3"; with live edits since its save point, "<version>.<seq>"'}
+IF_MATCH = Param(
+    'the ETag you edited, e.g. "3" or "3.17" (or W/"3", a list, or *); another current version is a 412. '
+    "A body is merged with what was typed live since that text (docs/protocol.md)"
+)
+TAG = re.compile(r"^[0-9]{1,18}(\.[0-9]{1,18})?$")
 
 
 def answer(doc: dict[str, Any], status: int = 200) -> HTTPResponse:
     out = one("documents", doc, document_out)
-    return json(out, status=status, headers={"ETag": f'"{out["version"]}"'})
+    return json(out, status=status, headers={"ETag": etag(doc)})
 
 
 def answer_write(request: Request, doc: dict[str, Any]) -> HTTPResponse:
@@ -50,18 +56,17 @@ def answer_write(request: Request, doc: dict[str, Any]) -> HTTPResponse:
     return answer(doc)
 
 
-def if_match(request: Request) -> set[int] | None:
-    """The versions named by `If-Match` (`"3"`, `W/"3"`, lists); `*` or no header: any version."""
+def if_match(request: Request) -> set[str] | None:
+    """The ETags named by `If-Match` (`"3"`, `"3.17"`, `W/"3"`, lists); `*` or no header: any version."""
     header = request.headers.get("if-match")
     if header is None or header.strip() == "*":
         return None
-    versions = set()
+    tags = set()
     for tag in header.split(","):
         tag = tag.strip().removeprefix("W/").strip('"')
-        version = whole(tag, digits=18)  # not "²", not 5,000 digits: no version
-        if version is not None:
-            versions.add(version)
-    return versions
+        if TAG.match(tag):  # not "²", not 5,000 digits: no version
+            tags.add(tag)
+    return tags
 
 
 @bp.post("/")
@@ -97,7 +102,7 @@ async def update(request: Request, document_id: str) -> HTTPResponse:
     patch = body(request, DocumentPatch)
     ctx = context(request)
     user = current_user(request)
-    doc = await documents.update(ctx.db, user, document_id, patch, if_match(request), ctx.settings.revisions_kept)
+    doc = await ctx.editors.patch(user, document_id, patch, if_match(request), ctx.settings.revisions_kept)
     return answer_write(request, doc)
 
 

@@ -88,6 +88,19 @@ class Smtp:
 
 
 @dataclass(frozen=True, slots=True)
+class Coedit:
+    """Live co-editing (docs/protocol.md, the `doc` stream)."""
+
+    save_after: float  # seconds of quiet after which typing makes a save point (version + 1)
+    keep: float  # seconds of updates compaction keeps unfolded: the window a REST base may be in
+    compact_after: int  # updates past the snapshot that make a document due a compaction
+    update_bytes: int  # one update
+    rate: int  # updates per second per connection and document (bursts of twice that)
+    documents: int  # documents held live in memory per process
+    body_rate: int  # bytes of body a document's writes may put in the oplog per second
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     mongo_url: str
     mongo_db: str
@@ -134,6 +147,7 @@ class Settings:
     public_url: str
     verify_ttl_hours: int
     reset_ttl_minutes: int
+    coedit: Coedit
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -189,6 +203,15 @@ class Settings:
             public_url=_public_url(env.text("PUBLIC_URL", f"http://127.0.0.1:{port}")),
             verify_ttl_hours=env.integer("VERIFY_TTL_HOURS", 48, 1, 24 * 365),
             reset_ttl_minutes=env.integer("RESET_TTL_MINUTES", 60, 1, 24 * 60),
+            coedit=Coedit(
+                save_after=env.number("COEDIT_SAVE_AFTER", 10.0, 0.1, 86400.0),
+                keep=env.number("COEDIT_KEEP", 600.0, 1.0, 30 * 86400.0),
+                compact_after=env.integer("COEDIT_COMPACT_AFTER", 500, 10, 1_000_000),
+                update_bytes=env.integer("COEDIT_UPDATE_BYTES", 256 << 10, 1024, 64 << 20),
+                rate=env.integer("COEDIT_RATE", 30, 1, 10_000),
+                documents=env.integer("COEDIT_DOCUMENTS", 1000, 1, 1_000_000),
+                body_rate=env.integer("COEDIT_BODY_RATE", 4 << 20, 64 << 10, 1 << 40),
+            ),
         )
 
 

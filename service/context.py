@@ -13,6 +13,7 @@ from sanic import Request
 
 from .accounts import Accounts, Seen, User
 from .budget import WriteBudget
+from .coediting.editors import Editors
 from .config import Settings
 from .database import Database
 from .mail.outbox import Outbox
@@ -35,6 +36,7 @@ class Context:
     outbox: Outbox
     hub: Hub
     roster: Roster
+    editors: Editors  # live co-editing: the documents this process holds live
     catalog: Catalog
     gateway: Gateway | None  # None: Braintree is not configured, payment routes answer 503
     payments: Payments | None

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 import pymongo
-from bson import DatetimeConversion, ObjectId
+from bson import Binary, DatetimeConversion, ObjectId
 from bson.codec_options import CodecOptions
 from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, ReturnDocument
@@ -39,6 +39,7 @@ from .schemas import SCHEMAS
 __all__ = [
     "ASCENDING",
     "DESCENDING",
+    "Binary",
     "Collection",
     "Database",
     "DatabaseError",
@@ -75,7 +76,9 @@ HISTORY_LOST = {286, 280}  # ChangeStreamHistoryLost, ChangeStreamFatalError
 # permission can still be routed to the right subscribers and authorized against the old state.
 # Sessions too: an update (its use recorded, its expiry moved in the shell) is told from its end by
 # the session as it is after the change.
-STREAMED = ("contacts", "documents", "rooms", "messages", "orders", "presence", "connections", "sessions")
+STREAMED = (
+    "contacts", "documents", "rooms", "messages", "orders", "presence", "connections", "sessions", "awareness",
+)  # fmt: skip
 
 INDEXES: dict[str, list[IndexModel]] = {
     "users": [IndexModel([("email", ASCENDING)], unique=True, name="email_unique")],
@@ -85,7 +88,12 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "throttles": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")],
     "contacts": [IndexModel([("owner", ASCENDING), ("_id", DESCENDING)], name="by_owner")],
-    "documents": [IndexModel([("access", ASCENDING), ("_id", DESCENDING)], name="by_reader")],
+    "documents": [
+        IndexModel([("access", ASCENDING), ("_id", DESCENDING)], name="by_reader"),
+        # Live-edited documents due a save point, or a compaction: a handful, whatever the collection.
+        IndexModel([("live.save_after", ASCENDING)], sparse=True, name="save_points"),
+        IndexModel([("live.compact", ASCENDING)], sparse=True, name="compactions"),
+    ],
     "revisions": [IndexModel([("document", ASCENDING), ("version", DESCENDING)], unique=True, name="by_document")],
     "presence": [
         IndexModel([("document", ASCENDING)], name="by_document"),
@@ -123,6 +131,13 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("target", ASCENDING)], name="by_target"),
     ],
     "signals": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")],
+    # A document's CRDT log: one entry per seq (two instances cannot both write the same one).
+    "doc_updates": [IndexModel([("document", ASCENDING), ("seq", ASCENDING)], unique=True, name="by_document")],
+    "awareness": [
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry"),
+        IndexModel([("conn", ASCENDING)], name="by_connection"),
+        IndexModel([("instance", ASCENDING)], name="by_instance"),
+    ],
     "orders": [
         IndexModel([("owner", ASCENDING), ("_id", DESCENDING)], name="by_owner"),
         IndexModel([("owner", ASCENDING), ("idempotency_key", ASCENDING)], unique=True, name="idempotency_key"),
@@ -304,6 +319,18 @@ class Database:
     @cached_property
     def connections(self) -> Collection:
         return self.db["connections"]
+
+    @cached_property
+    def doc_updates(self) -> Collection:
+        return self.db["doc_updates"]
+
+    @cached_property
+    def doc_snapshots(self) -> Collection:
+        return self.db["doc_snapshots"]
+
+    @cached_property
+    def awareness(self) -> Collection:
+        return self.db["awareness"]
 
     @cached_property
     def instances(self) -> Collection:

@@ -129,7 +129,7 @@ async def update(
             raise PreconditionFailed("the document changed while this edit was applied; retry")
         # Replaced, not inserted: a revision of this version written by hand (the shell) must not
         # block every later edit on the unique index.
-        revision = _revision(current)
+        revision = revision_of(current)
         await db.revisions.replace_one(
             {"document": revision["document"], "version": revision["version"]}, revision, upsert=True, session=session
         )
@@ -143,7 +143,7 @@ async def update(
     return await db.transaction(work)
 
 
-def _revision(doc: Document) -> Document:
+def revision_of(doc: Document) -> Document:
     return {
         "document": doc["_id"],
         "version": doc["version"],

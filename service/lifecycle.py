@@ -20,6 +20,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from .accounts import Accounts
 from .budget import WriteBudget
+from .coediting.editors import Editors
+from .coediting.keeper import Keeper
 from .config import Settings
 from .context import Context
 from .database import Database, DatabaseError
@@ -61,6 +63,9 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
         hub.observe("users", _forgetting(accounts, lambda change: accounts.forget_user(change.id)))
         hub.observe("connections", roster.observe)
         hub.observe("sessions", roster.observe_sessions)
+        editors = Editors(db, settings, roster.instance_id)
+        hub.attach(editors)
+        stack.push_async_callback(editors.close)
         await roster.beat()
         stack.push_async_callback(roster.leave)
         await hub.open()
@@ -69,6 +74,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
         tasks.start("roster-heartbeat", roster.heartbeat)
         stack.push_async_callback(_stop_following, hub, roster, tasks)
         _mail(outbox, tasks, stack)
+        tasks.start("coedit-keeper", Keeper(db, settings).run)
         gateway, payments = _payments(settings, db, roster.instance_id, catalog)
         if payments is not None:
             loops = [f"payments-{i}" for i in range(payments.loops)]
@@ -85,6 +91,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
             outbox=outbox,
             hub=hub,
             roster=roster,
+            editors=editors,
             catalog=catalog,
             gateway=gateway,
             payments=payments,

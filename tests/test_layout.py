@@ -23,7 +23,7 @@ FOR_HANDLERS = {"service.context", "service.health"}  # the running service, as 
 SUBSYSTEMS = ("service.realtime", "service.payments")
 # Third-party clients each owned by one module.
 OWNERS = {"pymongo": "service.database", "bson": "service.database", "braintree": "service.payments.gateway",
-          "aiosmtplib": "service.mail.smtp"}  # fmt: skip
+          "aiosmtplib": "service.mail.smtp", "pycrdt": "service.coediting.replica"}  # fmt: skip
 
 
 def module_name(path: Path) -> str:
@@ -137,11 +137,12 @@ def test_imports_run_handlers_to_service_to_models_and_subsystems_stay_apart() -
     assert violations(graph()) == []
 
 
-def test_the_driver_the_payment_sdk_and_the_smtp_client_are_each_imported_by_one_module() -> None:
+def test_the_driver_the_payment_sdk_the_smtp_client_and_the_crdt_engine_are_each_imported_by_one_module() -> None:
     users = {top: sorted(n for n, targets in graph().items() if any(t.split(".")[0] == top for t in targets))
              for top in OWNERS}  # fmt: skip
     assert users == {"pymongo": ["service.database"], "bson": ["service.database"],
-                     "braintree": ["service.payments.gateway"], "aiosmtplib": ["service.mail.smtp"]}  # fmt: skip
+                     "braintree": ["service.payments.gateway"], "aiosmtplib": ["service.mail.smtp"],
+                     "pycrdt": ["service.coediting.replica"]}  # fmt: skip
 
 
 @pytest.mark.parametrize(

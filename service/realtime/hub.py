@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from ..coediting.editors import Editors
 from ..config import Settings
 from ..database import Database, DatabaseError, ObjectId, OperationFailure, bounded, history_lost, now
 from ..database import Stream as ChangeStream
@@ -26,8 +27,8 @@ from .change import OPERATIONS, STRUCTURAL, Change, Fragments
 from .deadlines import Deadlines
 from .frames import error_frame, subscribed
 from .keepalive import Keepalive
-from .router import Router, Subscription, state
-from .streams import STREAMS, Stream
+from .router import Router, Subscription, event_tail, state
+from .streams import STREAMS, Audience, Stream
 
 log = logging.getLogger("murmuration.hub")
 
@@ -63,6 +64,10 @@ class Hub:
         self.following = False
         self.subscriptions: set[Subscription] = set()
         self.observers: dict[str, list[Observer]] = {}
+        # What a new subscription of a stream is shown first, for streams whose state is not the
+        # board's (a `doc` subscription's sync): set before the first subscription.
+        self.openers: dict[str, Callable[[Subscription], list[Audience]]] = {}
+        self.editors = Editors(db, settings, "")  # replaced by attach() in a running service
         self.stream: ChangeStream | None = None
         self.replaying: Counter[Any] = Counter()  # user id -> replays under way in this process
         self.fragments = Fragments()
@@ -73,6 +78,18 @@ class Hub:
         self.expiries = Deadlines()
         # Each socket's frame rate, keyed by its connection id (a limiter of its own was 0.3 KB more).
         self.frames = RateLimiter(settings.ws_frame_rate * 60, settings.ws_frame_rate * 2)
+
+    def attach(self, editors: Editors) -> None:
+        """Live co-editing: the replicas follow the stream; a `doc` subscription opens with a sync."""
+        self.editors = editors
+        self.observe("doc_updates", editors.observe)
+        self.observe("documents", editors.observe)
+
+        def opening(sub: Subscription) -> list[Audience]:
+            vector, role = sub.params
+            return [Audience("sync", sub.target, editors.opening(sub.target, vector, role), {sub.user})]
+
+        self.openers["doc"] = opening
 
     def observe(self, collection: str, observer: Observer) -> None:
         """Call `observer` with every change of `collection` (and None when the stream breaks).
@@ -229,10 +246,15 @@ class Hub:
                 observer(change)
             except Exception as error:  # a hand-made record an observer cannot read: skipped like any
                 self._skipped(f"an observer of {change.coll}", change, error)
+        ended = set(self.router.ended)
         if deliveries:
             streams: Counter[str] = Counter()
             for sub, frame in deliveries:
-                sub.deliver(change.token, frame)
+                if sub in ended:
+                    self.unsubscribe(sub)
+                    sub.sink.end(sub.id, frame)
+                else:
+                    sub.deliver(change.token, frame)
                 streams[sub.stream] += 1
             for name, count in streams.items():
                 EVENTS.labels(name).inc(count)
@@ -330,7 +352,12 @@ class Hub:
             await bounded(replay.close(), 2.0)  # cancelled mid-replay (the socket went): never hang
 
     def _go_live(self, sub: Subscription) -> None:
-        frames = state(sub, self.board, self.position)  # first: if it fails, nothing is registered
+        # First: if it fails, nothing is registered.
+        opening = self.openers.get(sub.stream)
+        if opening is None:
+            frames = state(sub, self.board, self.position)
+        else:
+            frames = [sub.prefix + event_tail(sub.stream, audience, self.position) for audience in opening(sub)]
         self._register(sub)
         sub.sink.push(subscribed(sub.id, self.position))
         for frame in frames:

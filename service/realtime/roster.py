@@ -110,6 +110,7 @@ class Roster:
             if not others:
                 self.by_session.pop(live.session, None)
         await self.db.presence.delete_many({"conn": conn_id})
+        await self.db.awareness.delete_many({"conn": conn_id})
         await self.db.connections.delete_one({"_id": conn_id})
 
     async def present(self, conn_id: str, key: str, record: Document | None) -> None:
@@ -193,6 +194,7 @@ class Roster:
         # and any whose heartbeat record is gone (deleted in the shell, or written by hand).
         orphans = {"instance": {"$nin": [doc["_id"] for doc in instances if doc.get("silent") is not True]}}
         removed = (await self.db.presence.delete_many(orphans)).deleted_count
+        removed += (await self.db.awareness.delete_many(orphans)).deleted_count
         removed += (await self.db.connections.delete_many(orphans)).deleted_count
         if removed:
             log.info("removed %d connection and presence record(s) of instances with no heartbeat", removed)
@@ -204,5 +206,6 @@ class Roster:
 
     async def _forget(self, instances: list[str]) -> None:
         await self.db.presence.delete_many({"instance": {"$in": instances}})
+        await self.db.awareness.delete_many({"instance": {"$in": instances}})
         await self.db.connections.delete_many({"instance": {"$in": instances}})
         await self.db.instances.delete_many({"_id": {"$in": instances}})

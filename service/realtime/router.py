@@ -48,6 +48,7 @@ class Subscription:
     buffer_limit: int = 10_000
     buffer_bytes: int = 4 << 20  # what held-back frames may add up to (in characters)
     buffered: int = 0
+    params: Any = None  # what the stream's opener needs (a `doc` subscription: the client's vector, its role)
 
     def __post_init__(self) -> None:
         self.prefix = '{"type":"event","sub":' + encode(self.id) + ","
@@ -107,6 +108,7 @@ class Router:
         self.streams = streams or STREAMS
         self.on_error = on_error
         self.index: dict[Key, set[Subscription]] = {}
+        self.ended: list[Subscription] = []  # by the last change routed: their last frame ends them
         self.by_collection: dict[str, list[Stream]] = {}
         for stream in self.streams.values():
             for coll in stream.collections:
@@ -140,6 +142,7 @@ class Router:
             self._failed("board", change, error)
             delta = Delta()
         out: list[tuple[Subscription, str]] = []
+        self.ended = []
         for stream in self.by_collection.get(change.coll, ()):
             try:
                 out.extend(self._deliveries(stream, change, board, delta))
@@ -166,6 +169,8 @@ class Router:
                         continue
                     frame = frames[(sub.prefix, sub.fields)] = sub.prefix + tail
                 out.append((sub, frame))
+                if audience.op in stream.ends:
+                    self.ended.append(sub)
         return out
 
     def _tail(self, stream: str, audience: Audience, change: Change, fields: frozenset[str] | None) -> str | None:
@@ -187,6 +192,8 @@ class Router:
             return None
         try:
             for audience in stream.rule(change, Board(), Delta()):
+                if audience.op in stream.ends:
+                    continue  # access lost and found again since: the subscription was authorized now
                 seen = audience.users is None or sub.user in audience.users
                 if seen and (sub.target is None or sub.target == audience.target):
                     return sub.prefix + event_tail(stream.name, audience, change.token, sub.fields)
@@ -196,7 +203,8 @@ class Router:
 
     def _audience(self, stream: Stream, audience: Audience) -> Iterator[Subscription]:
         if audience.users is None:
-            yield from self.index.get((stream.name,), ())
+            key = (stream.name,) if audience.target is None else (stream.name, "#", audience.target)
+            yield from self.index.get(key, ())
             return
         for user in audience.users:
             yield from self.index.get((stream.name, user), ())

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from models.coediting import unb64
 from models.documents import DocumentOut
 from models.rooms import MessageIn, message_out
 from models.users import user_out
@@ -29,8 +30,8 @@ from .. import documents, rooms, stored
 from ..accounts import Accounts, Identity, User
 from ..budget import WriteBudget
 from ..config import Settings
-from ..database import Database, DatabaseError, ObjectId, failure, now
-from ..errors import BadRequest, Conflict, Forbidden, RateLimited, ServiceError, Unauthorized
+from ..database import Database, DatabaseError, ObjectId, failure, now, parse_id
+from ..errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, ServiceError, Unauthorized
 from ..metrics import SLOW_CLIENTS
 from ..payloads import decode_object, parse
 from .deadlines import Entry
@@ -123,8 +124,10 @@ class Session:
             await self.out.push_wait(frame)
 
     def end(self, sub_id: str, frame: str) -> None:
-        self.subs.pop(sub_id, None)
+        sub = self.subs.pop(sub_id, None)
         self.push(frame)
+        if sub is not None and sub.stream == "doc":
+            self.hub.editors.later(self._left(sub))
 
     def overflow(self) -> None:
         if self.state is State.CLOSED:
@@ -166,6 +169,8 @@ class Session:
             self.hub.expiries.cancel(self.expiry)
         for sub in self.subs.values():
             self.hub.unsubscribe(sub)
+            if sub.stream == "doc":
+                self.hub.editors.closed(self.id, sub.target)
         self.hub.frames.forget(self.id)  # its frame budget goes with it
         self.subs.clear()
         self.state = State.CLOSED
@@ -286,18 +291,26 @@ class Session:
         if since is not None and not isinstance(since, str):
             raise BadRequest("since must be a cursor string")
         fields = projection(stream, params.pop("fields")) if "fields" in params else None
+        vector = self._vector(params.pop("vector")) if stream == "doc" and "vector" in params else None
         target = await self._authorize(user, stream, params)
+        if stream == "doc" and target is None:
+            raise BadRequest("the doc stream needs params.id: the document's id")
         # Two subscriptions to the same thing would carry every frame twice (each with its own id, so
         # its own bytes): one socket holds one of each.
         same = next((sub.id for sub in self.subs.values() if (sub.stream, sub.target) == (stream, target)), None)
         if same is not None:
             raise Conflict(f"this connection is already subscribed to {stream} with these params, as {same!r}")
         sub = Subscription(sub_id, stream, user.id, target, self, fields)
+        if stream == "doc":
+            await self._open_doc(user, sub, vector)
         self.subs[sub_id] = sub
         try:
             await self.hub.subscribe(sub, since)
         except BaseException:
             self.subs.pop(sub_id, None)
+            if stream == "doc":
+                self.hub.editors.closed(self.id, sub.target)
+                await self._left(sub)
             raise
 
     async def _authorize(self, user: User, stream: str, params: dict[str, Any]) -> ObjectId | None:
@@ -323,6 +336,66 @@ class Session:
             raise BadRequest("no subscription with this id")
         self.hub.unsubscribe(sub)
         self.push(encode({"type": "unsubscribed", "id": sub.id}))
+        if sub.stream == "doc":
+            self.hub.editors.closed(self.id, sub.target)
+            await self._left(sub)
+
+    # --- live co-editing (the `doc` stream) -------------------------------------------------
+
+    def _vector(self, value: Any) -> bytes:
+        data = unb64(value, 1 << 16) if isinstance(value, str) else None
+        if data is None:
+            raise BadRequest("params.vector must be a base64 Yjs state vector")
+        return data
+
+    async def _open_doc(self, user: User, sub: Subscription, vector: bytes | None) -> None:
+        """Hold the document live, show it as the sync of the subscription, and put the connection on
+        its presence (editing for those who may edit)."""
+        doc_id, role = await documents.role(self.db, user, str(sub.target))
+        editors = self.hub.editors
+        await editors.replica(doc_id)
+        editors.opened(self.id, doc_id)
+        sub.params = (vector, role)
+        state = "editing" if role in documents.EDITORS else "viewing"
+        record = {"document": doc_id, "user": user.id, "name": user.name, "state": state, "at": now()}
+        with contextlib.suppress(DatabaseError):
+            await self.roster.present(self.id, f"{self.id}:{doc_id}", record)
+
+    async def _left(self, sub: Subscription) -> None:
+        with contextlib.suppress(DatabaseError):
+            await self.roster.present(self.id, f"{self.id}:{sub.target}", None)
+            await self.hub.editors.leave(self.id, sub.target)
+
+    def _doc_frame(self, user: User, frame: dict[str, Any], limit: int) -> tuple[ObjectId, bytes]:
+        document = id_field(frame, "document")
+        data = frame.get("update")
+        update = unb64(data, limit) if isinstance(data, str) else None
+        if update is None:
+            raise BadRequest(f"update must be base64 of at most {limit} bytes")
+        return parse_id(document, "document"), update
+
+    async def on_doc_update(self, user: User, frame: dict[str, Any]) -> None:
+        document, update = self._doc_frame(user, frame, self.settings.coedit.update_bytes)
+        self.hub.editors.pace(self.id, document)
+        self.writes.spend(user.id, len(update))
+        _, role = await documents.role(self.db, user, str(document))
+        if role not in documents.EDITORS:
+            raise Forbidden("viewers cannot edit this document")
+        seq = await self.hub.editors.update(user, document, update)
+        self.push(encode({"type": "doc.ack", "id": frame.get("id"), "document": str(document), "seq": seq}))
+
+    async def on_doc_awareness(self, user: User, frame: dict[str, Any]) -> None:
+        document, update = self._doc_frame(user, frame, 1 << 16)
+        if not any(sub.stream == "doc" and sub.target == document for sub in self.subs.values()):
+            raise NotFound("subscribe to the document's doc stream first")
+        self.hub.editors.pace(self.id, document)
+        await self.hub.editors.awareness(self.id, user, document, update)
+
+    async def on_doc_save(self, user: User, frame: dict[str, Any]) -> None:
+        document = parse_id(id_field(frame, "document"), "document")
+        self.writes.spend(user.id, 0)
+        version = await self.hub.editors.save(user, document)
+        self.push(encode({"type": "doc.saved", "id": frame.get("id"), "document": str(document), "version": version}))
 
     async def on_chat_send(self, user: User, frame: dict[str, Any]) -> None:
         text = frame.get("text")
@@ -403,10 +476,14 @@ HANDLERS: dict[str, Callable[[Session, User, dict[str, Any]], Awaitable[None]]] 
     "chat.send": Session.on_chat_send,
     "chat.typing": Session.on_chat_typing,
     "auth": Session.on_auth_again,
+    "doc.update": Session.on_doc_update,
+    "doc.awareness": Session.on_doc_awareness,
+    "doc.save": Session.on_doc_save,
 }
 
 TARGETS: dict[str, Target] = {
     "documents": Target("id", documents.readable),
     "presence": Target("document", documents.readable),
     "room": Target("room", rooms.joined),  # without params: every room the caller is in
+    "doc": Target("id", documents.readable),
 }

@@ -10,18 +10,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from models.coediting import b64, update_out
 from models.contacts import contact_out
 from models.documents import document_out, presence_out
 from models.orders import order_out
 from models.rooms import message_out, room_out, typing_out
 
+from ..coediting.yjs import Awareness, write_awareness
 from .board import Board, Delta
 from .change import Change
 
 
 @dataclass(frozen=True, slots=True)
 class Audience:
-    """One event as some readers see it: `users` None means every subscriber of the stream.
+    """One event as some readers see it: `users` None means every subscriber of the stream (of the
+    target, when there is one: a `doc` subscription was authorized when it was made, and ends when
+    access does).
 
     `target` is what targeted subscriptions are indexed by (a document, a room); the event's `id` is
     `event_id` when given (a message in a room), else the target.
@@ -124,6 +128,7 @@ class Stream:
     replayable: bool = True  # events can be replayed from a cursor (state streams only send state)
     match: Match = nothing  # what a replay asks MongoDB for
     ephemeral: frozenset[str] = frozenset()  # collections whose changes are live-only signals
+    ends: frozenset[str] = frozenset()  # ops after which a subscription is over (the server ends it)
 
 
 def transitions(op: str, before: set[Any], after: set[Any]) -> dict[str, set[Any]]:
@@ -220,6 +225,37 @@ def online_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
     return [online_audience(board)] if delta.online else []
 
 
+def doc_rule(change: Change, board: Board, delta: Delta) -> list[Audience]:
+    """A document's CRDT updates and awareness to its `doc` subscribers; `leave` / `delete` (which end
+    the subscription) to those who lose access."""
+    if change.coll == "documents":
+        groups = transitions(change.op, access(change.before), access(change.after))
+        return [Audience(op, change.id, None, users) for op in ("leave", "delete") if (users := groups.get(op))]
+    doc = change.after
+    if change.coll == "doc_updates":
+        if change.op != "insert" or doc is None:
+            return []
+        return [Audience("update", doc["document"], update_out(doc), None)]
+    if doc is not None:  # awareness: the connection's latest states
+        return [Audience("awareness", doc["document"], {"update": b64(doc["update"])}, None)]
+    gone = change.before  # the connection closed: its clients are removed
+    if gone is None:
+        return []
+    clients = gone.get("clients") or {}
+    removal = [Awareness(int(client), int(clock) + 1, None) for client, clock in clients.items()]
+    return [Audience("awareness", gone["document"], {"update": b64(write_awareness(removal))}, None)]
+
+
+def doc_match(user: Any, target: Any | None) -> dict[str, Any]:
+    """A `doc` replay: the target's updates, and the changes of the document that can end it."""
+    return {
+        "$or": [
+            {"ns.coll": "doc_updates", "fullDocument.document": target},
+            {**reading("documents", "access")(user, target)},
+        ]
+    }
+
+
 STREAMS: dict[str, Stream] = {
     stream.name: stream
     for stream in (
@@ -242,5 +278,13 @@ STREAMS: dict[str, Stream] = {
             match=either(reading("messages", "access", "fullDocument.room"), reading("rooms", "access")),
         ),
         Stream("orders", frozenset({"orders"}), orders_rule, match=reading("orders", "owner")),
+        Stream(
+            "doc",
+            frozenset({"doc_updates", "awareness", "documents"}),
+            doc_rule,
+            match=doc_match,
+            ephemeral=frozenset({"awareness"}),
+            ends=frozenset({"leave", "delete"}),
+        ),
     )
 }

@@ -1,0 +1,569 @@
+"""The process's live documents: their replicas, their writer, their awareness.
+
+Writes to one document are serialized in this process (one transaction at a time per document; the
+updates that arrive meanwhile go together in the next one: group commit) and across processes by the
+document record every write updates (a write conflict retries the transaction, which first reads the
+replica again). Each transaction appends the updates to the log with consecutive `seq`s and writes
+the text they make as `body`, so REST, search and the shell read what the editors see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from models.coediting import sync_out
+from models.documents import BODY, DocumentPatch
+
+from ..accounts import User
+from ..config import Settings
+from ..database import Binary, Database, Document, ObjectId, ReturnDocument, Session, now
+from ..documents import can_edit, revision_of, visible
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    RateLimited,
+    ServiceError,
+    Unavailable,
+    ValidationFailed,
+)
+from ..ratelimit import RateLimiter
+from . import ledger
+from .replica import Replica
+from .yjs import Awareness, BadUpdate, Update, check, read_awareness, read_update, write_awareness
+
+log = logging.getLogger("murmuration.coediting")
+
+COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+MAX_CLIENTS_PER_CONNECTION = 8
+MAX_AWARENESS_STATE = 4096
+AWARENESS_TTL = 60.0
+
+
+@dataclass(eq=False)
+class Item:
+    """One write waiting for its document's writer."""
+
+    user: User
+    update: bytes | None = None
+    parsed: Update | None = None
+    patch: DocumentPatch | None = None
+    if_match: set[str] | None = None
+    kept: int = 0
+    done: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass
+class Awareness_:
+    """A connection's latest awareness states on one document."""
+
+    states: dict[int, Awareness] = field(default_factory=dict)
+    writing: bool = False
+    dirty: bool = False
+
+
+class Editors:
+    def __init__(self, db: Database, settings: Settings, instance: str) -> None:
+        self.db = db
+        self.settings = settings
+        self.limits = settings.coedit
+        self.instance = instance
+        self.replicas: OrderedDict[ObjectId, Replica] = OrderedDict()
+        self.queues: dict[ObjectId, list[Item]] = {}
+        self.writing: set[ObjectId] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.aware: dict[tuple[str, ObjectId], Awareness_] = {}
+        self.paces = RateLimiter(self.limits.rate * 60, self.limits.rate * 2)
+
+    def opened(self, conn: str, document: ObjectId) -> None:
+        """A `doc` subscription of this process holds the document (it is not evicted meanwhile)."""
+        replica = self.replicas.get(document)
+        if replica is not None:
+            replica.subscribers += 1
+
+    def closed(self, conn: str, document: Any) -> None:
+        replica = self.replicas.get(document)
+        if replica is not None:
+            replica.subscribers -= 1
+        self.paces.forget(f"{conn}:{document}")
+        self.aware.pop((conn, document), None)
+
+    def pace(self, conn: str, document: ObjectId) -> None:
+        """COEDIT_RATE updates (and awareness updates) a second per connection and document."""
+        wait = self.paces.hit(f"{conn}:{document}")
+        if wait:
+            raise RateLimited(wait, f"at most {self.limits.rate} updates a second on a document; slow down")
+
+    # --- replicas ---------------------------------------------------------------------------
+
+    async def replica(self, document: ObjectId) -> Replica:
+        """The document's replica, read from the log when it is not held (or went stale)."""
+        replica = self.replicas.get(document)
+        if replica is None:
+            self._make_room()
+            replica = self.replicas[document] = Replica()
+            replica.stale = True
+        self.replicas.move_to_end(document)
+        replica.used = time.monotonic()
+        if replica.stale:
+            async with replica.lock:
+                if replica.stale:
+                    try:
+                        await ledger.load(self.db, document, replica)
+                    except BaseException:
+                        replica.stale = True
+                        raise
+        return replica
+
+    def _make_room(self) -> None:
+        if len(self.replicas) < self.limits.documents:
+            return
+        for document, replica in self.replicas.items():  # least recently used first
+            if replica.subscribers <= 0 and not replica.lock.locked() and document not in self.writing:
+                del self.replicas[document]
+                return
+        raise Unavailable(f"this instance holds {self.limits.documents} live documents; try again later")
+
+    def observe(self, change: Any) -> None:
+        """Fold what the change stream says: updates from any instance, deleted documents, a body
+        edited by hand. None: the stream broke; every replica is read again when next used."""
+        if change is None:
+            for replica in self.replicas.values():
+                replica.stale = True
+            return
+        if change.coll == "documents":
+            self._document_changed(change)
+            return
+        record = change.after
+        if change.op != "insert" or not isinstance(record, dict):
+            return
+        found = self.replicas.get(record.get("document"))  # type: ignore[arg-type]
+        seq = record.get("seq")
+        if found is None or found.stale or not isinstance(seq, int) or seq <= found.seq:
+            return
+        replica = found
+        if seq != replica.seq + 1:
+            replica.stale = True  # a gap: read again rather than fold out of order
+            return
+        update = record.get("update")
+        try:
+            if not isinstance(update, bytes):
+                raise ValueError("update is not binary")
+            replica.apply(update)
+        except ValueError:
+            replica.stale = True
+            raise
+        replica.seq = seq
+        replica.genesis = None
+
+    def _document_changed(self, change: Any) -> None:
+        replica = self.replicas.get(change.id)
+        if replica is None:
+            return
+        if change.op in ("delete", "drop"):
+            replica.stale = True
+            return
+        doc = change.after or {}
+        body = doc.get("body")
+        seq = ledger.seq_of(doc)
+        settled = not replica.stale and seq == replica.seq and change.id not in self.writing
+        if settled and isinstance(body, str) and body != replica.body():
+            self.later(self.reconcile(change.id))  # the body was set by hand (the shell): folded in as an edit
+
+    def later(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not isinstance(error, ServiceError):
+            log.error("a co-editing write failed: %s: %s", type(error).__name__, error)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # --- what a subscriber sees first ---------------------------------------------------------
+
+    def opening(self, document: Any, vector: bytes | None, role: str) -> dict[str, Any]:
+        replica = self.replicas[document]
+        return sync_out(replica.missing(vector), replica.vector(), replica.seq, role)
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def update(self, user: User, document: ObjectId, update: bytes) -> int | None:
+        """Store a client's update; its seq (None: it held nothing new)."""
+        try:
+            parsed = read_update(update)
+        except BadUpdate as error:
+            raise BadRequest(f"not a text update of this document: {error}") from None
+        if parsed.is_empty():
+            return None
+        result: int | None = await self._submit(document, Item(user, update=update, parsed=parsed))
+        return result
+
+    async def patch(
+        self, user: User, document_id: str, patch: DocumentPatch, if_match: set[str] | None, kept: int
+    ) -> Document:
+        """A REST edit (a save point): a new body is merged as edits, with what was typed meanwhile."""
+        if not patch.model_dump(exclude_unset=True):
+            raise ValidationFailed("send at least one of title, body, abstract, tags")
+        doc = await visible(self.db, user, document_id)
+        if not can_edit(doc, user.id):
+            raise Forbidden("viewers cannot edit this document")
+        item = Item(user, patch=patch, if_match=if_match, kept=kept)
+        result: Document = await self._submit(doc["_id"], item)
+        return result
+
+    async def reconcile(self, document: ObjectId) -> None:
+        await self._submit(document, None)
+
+    async def _submit(self, document: ObjectId, item: Item | None) -> Any:
+        replica = await self.replica(document)
+        queue = self.queues.setdefault(document, [])
+        if item is not None:
+            queue.append(item)
+        if document not in self.writing:
+            self.writing.add(document)
+            self.later(self._drain(document, replica, item is None))
+        return None if item is None else await item.done
+
+    async def _drain(self, document: ObjectId, replica: Replica, reconcile: bool) -> None:
+        try:
+            while True:
+                queue = self.queues.get(document) or []
+                if not queue and not reconcile:
+                    return
+                # A REST edit goes alone: it has its own If-Match and makes a save point.
+                if queue and queue[0].patch is not None:
+                    batch = [queue.pop(0)]
+                else:
+                    cut = next((i for i, item in enumerate(queue) if item.patch is not None), len(queue))
+                    batch, queue[:cut] = queue[:cut], []
+                reconcile = False
+                started = time.monotonic()
+                size = await self._commit(document, replica, batch)
+                # The body goes to the oplog with every write: a large text is written less often.
+                pause = size / self.limits.body_rate - (time.monotonic() - started)
+                if pause > 0 and self.queues.get(document):
+                    await asyncio.sleep(pause)
+        finally:
+            self.writing.discard(document)
+            if not self.queues.get(document):
+                self.queues.pop(document, None)
+
+    async def _commit(self, document: ObjectId, replica: Replica, batch: list[Item]) -> int:
+        """One transaction for `batch`; each item's future gets its outcome. The body's size."""
+        write = Write(self, document, replica, batch)
+        try:
+            async with replica.lock:
+                await self.db.transaction(write.run)
+        except Exception as error:
+            replica.stale = True  # what was applied for nothing stays in it: read it again
+            failed = error if isinstance(error, ServiceError) else None
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_exception(failed or error)
+            if failed is None and not batch:
+                raise
+            return 0
+        replica.seq = max(replica.seq, write.seq)
+        replica.genesis = None
+        for item in batch:
+            outcome = write.outcomes.get(id(item))
+            if isinstance(outcome, BaseException):
+                item.done.set_exception(outcome)
+            else:
+                item.done.set_result(outcome)
+        return write.size
+
+    async def save(self, user: User, document: ObjectId) -> int:
+        """A save point now, if there were updates since the last: the version it leaves."""
+        doc = await visible(self.db, user, str(document))
+        if not can_edit(doc, user.id):
+            raise Forbidden("viewers cannot edit this document")
+        return await save_point(self.db, document)
+
+    # --- awareness ----------------------------------------------------------------------------
+
+    async def awareness(self, conn: str, user: User, document: ObjectId, raw: bytes) -> None:
+        try:
+            entries = read_awareness(raw, MAX_AWARENESS_STATE)
+        except BadUpdate as error:
+            raise BadRequest(f"not an awareness update: {error}") from None
+        mine = self.aware.setdefault((conn, document), Awareness_())
+        for entry in entries:
+            if entry.client not in mine.states and len(mine.states) >= MAX_CLIENTS_PER_CONNECTION:
+                raise BadRequest(f"at most {MAX_CLIENTS_PER_CONNECTION} awareness clients per connection")
+            mine.states[entry.client] = Awareness(entry.client, entry.clock, _signed(entry.state, user))
+        mine.dirty = True
+        if not mine.writing:
+            mine.writing = True
+            try:
+                while mine.dirty:  # what came during a write goes in the next: the latest states win
+                    mine.dirty = False
+                    await self._write_awareness(conn, user, document, mine)
+            finally:
+                mine.writing = False
+
+    async def _write_awareness(self, conn: str, user: User, document: ObjectId, mine: Awareness_) -> None:
+        states = list(mine.states.values())
+        record = {
+            "document": document,
+            "conn": conn,
+            "instance": self.instance,
+            "user": user.id,
+            "clients": {str(entry.client): entry.clock for entry in states},
+            "update": Binary(write_awareness(states)),
+            "expires_at": now() + timedelta(seconds=AWARENESS_TTL),
+        }
+        await self.db.awareness.replace_one({"_id": f"{conn}:{document}"}, record, upsert=True)
+
+    async def leave(self, conn: str, document: Any) -> None:
+        """The connection left the document: its awareness goes (the others see its clients removed)."""
+        self.aware.pop((conn, document), None)
+        await self.db.awareness.delete_one({"_id": f"{conn}:{document}"})
+
+
+def _signed(state: dict[str, Any] | None, user: User) -> dict[str, Any] | None:
+    """The state with the account's own name (nobody types under another's)."""
+    if state is None:
+        return None
+    shown = state.get("user")
+    shown = shown if isinstance(shown, dict) else {}
+    colour = shown.get("color")
+    colour = colour if isinstance(colour, str) and COLOUR.match(colour) else "#" + str(user.id)[-6:]
+    light = shown.get("colorLight")
+    light = light if isinstance(light, str) and COLOUR.match(light) else colour
+    return {**state, "user": {"name": user.name, "color": colour, "colorLight": light, "id": str(user.id)}}
+
+
+class Write:
+    """One transaction of a document's writer: it may run several times (write conflicts), so each
+    run starts from the log as this transaction sees it."""
+
+    def __init__(self, editors: Editors, document: ObjectId, replica: Replica, batch: list[Item]) -> None:
+        self.editors, self.db, self.limits = editors, editors.db, editors.limits
+        self.document, self.replica, self.batch = document, replica, batch
+        self.runs = 0
+        self.outcomes: dict[int, Any] = {}
+        self.seq = 0
+        self.size = 0
+
+    async def run(self, session: Session) -> None:
+        self.runs += 1
+        self.outcomes = {}
+        replica = self.replica
+        if self.runs > 1 or replica.stale:
+            await ledger.load(self.db, self.document, replica, session)
+        doc = await self.db.documents.find_one({"_id": self.document}, session=session)
+        if doc is None:
+            raise NotFound("document not found")
+        seq = ledger.seq_of(doc)
+        if seq > replica.seq:
+            await ledger.fold(self.db, self.document, replica, session)
+        seq = max(seq, replica.seq)
+        records: list[tuple[bytes, ObjectId | None]] = []
+        if replica.genesis is not None and seq == 0:
+            records.append((replica.genesis, None))
+        body = doc.get("body")
+        body = body if isinstance(body, str) else ""
+        if replica.body() != body:  # set by hand (the shell) or by an older version: folded in
+            fixed = replica.edit(body)
+            if fixed is not None:
+                records.append((fixed, None))
+        changes: dict[str, Any] = {}
+        author: User | None = None
+        for item in self.batch:
+            try:
+                if item.patch is not None:
+                    changes = await self._patch(item, doc, records, session)
+                else:
+                    self.outcomes[id(item)] = self._update(item, records, seq)
+                author = item.user
+            except ServiceError as error:
+                self.outcomes[id(item)] = error
+        if not records and not changes:
+            self.seq = seq
+            return
+        await self._store(doc, seq, records, changes, author, session)
+
+    def _update(self, item: Item, records: list[tuple[bytes, ObjectId | None]], seq: int) -> int | None:
+        assert item.parsed is not None and item.update is not None
+        known = self.replica.known()
+        try:
+            check(item.parsed, known)
+        except BadUpdate as error:
+            raise BadRequest(str(error)) from None
+        if not item.parsed.news(known):
+            return None
+        if len(self.replica.body()) + item.parsed.inserted > BODY:
+            raise ValidationFailed(f"the text would be over {BODY} characters")
+        self.replica.apply(item.update)
+        records.append((item.update, item.user.id))
+        return seq + len(records)
+
+    async def _patch(
+        self, item: Item, doc: Document, records: list[tuple[bytes, ObjectId | None]], session: Session
+    ) -> dict[str, Any]:
+        assert item.patch is not None
+        current = await visible(self.db, item.user, str(self.document), session)
+        if not can_edit(current, item.user.id):
+            raise Forbidden("viewers cannot edit this document")
+        base = self._base(doc, item.if_match)
+        changes = item.patch.model_dump(exclude_unset=True)
+        if not changes:
+            raise ValidationFailed("send at least one of title, body, abstract, tags")
+        new_body = changes.pop("body", None)
+        if isinstance(new_body, str):
+            update = await self._merge(base, new_body, session)
+            if update is not None:
+                records.append((update, item.user.id))
+        self.outcomes[id(item)] = None  # the document is the outcome, set when stored
+        changes["_patch"] = item
+        return changes
+
+    def _base(self, doc: Document, if_match: set[str] | None) -> int | None:
+        """The seq of the text the REST client started from (None: the current text)."""
+        if if_match is None:
+            return None
+        live = ledger.live_of(doc)
+        version = doc.get("version")
+        bases = []
+        for tag in if_match:
+            named, _, seq = tag.partition(".")
+            if named.isdigit() and int(named) == version:
+                bases.append(int(seq) if seq.isdigit() else ledger.number(live.get("saved")))
+        if not bases:
+            raise PreconditionFailed(
+                f"the document is at version {version}; reload it and apply your change again",
+                details=[{"field": "If-Match", "message": f"current ETag is {etag(doc)}"}],
+            )
+        return max(bases)
+
+    async def _merge(self, base: int | None, new_body: str, session: Session) -> bytes | None:
+        """The update that makes the text the client started from into the one it sent, on the
+        document's CRDT: what others typed meanwhile stays."""
+        replica = self.replica
+        if base is None or base >= replica.seq:
+            return replica.edit(new_body)
+        branch = Replica()
+        snapshot = await self.db.doc_snapshots.find_one({"_id": self.document}, {"seq": 1}, session=session)
+        if snapshot is not None and ledger.number(snapshot.get("seq")) > base:
+            raise PreconditionFailed("the text you edited is older than the kept history; read it again")
+        await load_until(self.db, self.document, branch, base, session)
+        update = branch.edit(new_body)
+        if update is not None:
+            replica.apply(update)
+        return update
+
+    async def _store(
+        self,
+        doc: Document,
+        seq: int,
+        records: list[tuple[bytes, ObjectId | None]],
+        changes: dict[str, Any],
+        author: User | None,
+        session: Session,
+    ) -> None:
+        stamp = now()
+        live = ledger.live_of(doc)
+        new_seq = seq + len(records)
+        body = self.replica.body()
+        self.size = len(body)
+        if records:
+            await self.db.doc_updates.insert_many(
+                ledger.entries(self.document, seq + 1, records, stamp), session=session
+            )
+        patch: Item | None = changes.pop("_patch", None)
+        clean = ledger.number(live.get("saved")) >= seq
+        if clean or patch is not None:  # the text of this version stops being current: kept as its revision
+            revision = revision_of(doc)
+            await self.db.revisions.update_one(
+                {"document": self.document, "version": doc["version"]},
+                {"$setOnInsert": revision},
+                upsert=True,
+                session=session,
+            )
+        update: dict[str, Any] = {
+            "$set": {"body": body, "live.seq": new_seq, "live.at": stamp, "updated_at": stamp, **changes},
+        }
+        if author is not None:
+            update["$set"]["updated_by"] = author.ref()
+        if patch is not None:
+            update["$inc"] = {"version": 1}
+            update["$set"]["live.saved"] = new_seq
+            update["$unset"] = {"live.save_after": ""}
+        elif records:
+            update["$set"]["live.save_after"] = stamp + timedelta(seconds=self.limits.save_after)
+            if new_seq - ledger.number(live.get("snapshot")) >= self.limits.compact_after:
+                update["$set"]["live.compact"] = True
+        stored = await self.db.documents.find_one_and_update(
+            {"_id": self.document, "version": doc.get("version")},
+            update,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+        if stored is None:
+            raise PreconditionFailed("the document changed while this edit was applied; retry")
+        if patch is not None:
+            if patch.kept:
+                await self.db.revisions.delete_many(
+                    {"document": self.document, "version": {"$lt": doc["version"] - patch.kept + 1}}, session=session
+                )
+            self.outcomes[id(patch)] = stored
+        self.seq = new_seq
+
+
+async def load_until(db: Database, document: ObjectId, replica: Replica, seq: int, session: Session) -> None:
+    """The CRDT as it was at `seq`: the snapshot (older than it) and the updates up to it."""
+    snapshot = await db.doc_snapshots.find_one({"_id": document}, session=session)
+    if snapshot is not None and isinstance(snapshot.get("state"), bytes):
+        replica.apply(snapshot["state"])
+    query = {"document": document, "seq": {"$gt": ledger.number((snapshot or {}).get("seq")), "$lte": seq}}
+    async for record in db.doc_updates.find(query, session=session).sort("seq", 1):
+        if isinstance(record.get("update"), bytes):
+            replica.apply(record["update"])
+    replica.seq = seq
+
+
+def etag(doc: Document) -> str:
+    """`"<version>"` at a save point, `"<version>.<seq>"` with updates since."""
+    live = ledger.live_of(doc)
+    seq, saved = ledger.number(live.get("seq")), ledger.number(live.get("saved"))
+    return f'"{doc.get("version")}.{seq}"' if seq > saved else f'"{doc.get("version")}"'
+
+
+async def save_point(db: Database, document: ObjectId) -> int:
+    """Version + 1 if there were updates since the last save point (the text of the version it ends is
+    in `revisions` already: kept by the first update after it). The version it leaves."""
+    for _ in range(5):
+        doc = await db.documents.find_one({"_id": document}, {"version": 1, "live": 1})
+        if doc is None:
+            raise NotFound("document not found")
+        live = ledger.live_of(doc)
+        seq = ledger.number(live.get("seq"))
+        if seq <= ledger.number(live.get("saved")):
+            version: int = doc["version"]
+            return version
+        saved = await db.documents.find_one_and_update(
+            {"_id": document, "live.seq": seq, "version": doc["version"]},
+            {"$inc": {"version": 1}, "$set": {"live.saved": seq}, "$unset": {"live.save_after": ""}},
+            {"version": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if saved is not None:
+            result: int = saved["version"]
+            return result
+    raise Unavailable("the document keeps changing; try the save again")

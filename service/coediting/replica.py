@@ -1,0 +1,77 @@
+"""One document's CRDT held in this process: a Yjs document (Yrs through pycrdt) whose text is `body`.
+
+The only module that imports the engine. A replica is the fold of the document's log up to `seq`,
+plus, while a write is in flight, the updates of that write (applied before they commit; a write that
+fails leaves the replica `stale`, to be read again, since the engine cannot take an update back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pycrdt import Doc, Text
+
+from . import texts
+from .yjs import ROOT, StateVector, read_vector
+
+GENESIS_CLIENT = 1  # the client id of a document's first text: the same bytes on every instance
+
+
+class Replica:
+    __slots__ = ("doc", "genesis", "lock", "seq", "stale", "subscribers", "text", "used")
+
+    def __init__(self) -> None:
+        self.doc: Doc[Text] = Doc()
+        self.text: Text = self.doc.get(ROOT, type=Text)
+        self.seq = 0  # updates of the log folded in
+        self.genesis: bytes | None = None  # the first text, while it is not in the log yet
+        self.stale = False
+        self.subscribers = 0  # `doc` subscriptions of this process on it: never evicted while > 0
+        self.used = 0.0
+        self.lock = asyncio.Lock()  # one write at a time per document in this process
+
+    def reset(self) -> None:
+        """Empty, to be read again from the log (in place: subscriptions keep their reference)."""
+        self.doc = Doc()
+        self.text = self.doc.get(ROOT, type=Text)
+        self.seq, self.genesis, self.stale = 0, None, False
+
+    def apply(self, update: bytes) -> None:
+        """Fold an update in (ValueError if the engine cannot decode it)."""
+        self.doc.apply_update(update)
+
+    def begin(self, body: str) -> None:
+        """The first text of a document without a log: made the same way on every instance (one client,
+        clock 0), so two instances that start it at once make the same update."""
+        first: Doc[Text] = Doc(client_id=GENESIS_CLIENT)
+        first.get(ROOT, type=Text).insert(0, body)
+        self.genesis = first.get_update()
+        self.apply(self.genesis)
+
+    def vector(self) -> bytes:
+        return self.doc.get_state()
+
+    def known(self) -> StateVector:
+        return read_vector(self.doc.get_state())
+
+    def missing(self, vector: bytes | None) -> bytes:
+        """What a client with `vector` lacks (everything without one)."""
+        return self.doc.get_update(vector) if vector else self.doc.get_update()
+
+    def body(self) -> str:
+        return str(self.text)
+
+    def edit(self, new: str) -> bytes | None:
+        """Turn the text into `new` by small edits; the update that does it (None: nothing to do)."""
+        old = self.body()
+        changes = texts.edits(old, new)
+        if not changes:
+            return None
+        before = self.doc.get_state()
+        with self.doc.transaction():
+            for position, deleted, inserted in reversed(texts.in_bytes(old, changes)):
+                if deleted:
+                    del self.text[position : position + deleted]
+                if inserted:
+                    self.text.insert(position, inserted)
+        return self.doc.get_update(before)
