@@ -360,6 +360,7 @@ class Write:
         self.outcomes: dict[int, Any] = {}
         self.seq = 0
         self.size = 0
+        self.began = False  # this write starts the document's log with its first text
 
     async def run(self, session: Session) -> None:
         self.runs += 1
@@ -375,7 +376,9 @@ class Write:
             await ledger.fold(self.db, self.document, replica, session)
         seq = max(seq, replica.seq)
         records: list[tuple[bytes, ObjectId | None]] = []
-        if replica.genesis is not None and seq == 0:
+        self.began = replica.genesis is not None and seq == 0
+        if self.began:
+            assert replica.genesis is not None
             records.append((replica.genesis, None))
         body = doc.get("body")
         body = body if isinstance(body, str) else ""
@@ -501,6 +504,8 @@ class Write:
         }
         if author is not None:
             update["$set"]["updated_by"] = author.ref()
+        if self.began:
+            update["$set"]["live.saved"] = 1  # the first text is the current version's: its save point
         if patch is not None:
             update["$inc"] = {"version": 1}
             update["$set"]["live.saved"] = new_seq

@@ -48,8 +48,7 @@ class Keeper:
             {"document": document, "at": {"$lt": cutoff}}, {"seq": 1}, sort=[("seq", -1)]
         )
         if old is None:
-            await self.db.documents.update_one({"_id": document}, {"$unset": {"live.compact": ""}})
-            return 0
+            return 0  # nothing old enough yet: it stays due, and is looked at again next round
         cut = ledger.number(old.get("seq"))
 
         async def work(session: Session) -> int:

@@ -1,0 +1,302 @@
+"""Live co-editing driven by Python clients: pycrdt documents speaking the `doc` stream over /ws."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from pycrdt import Doc, Map, Text
+
+from .feed import Feed
+from .harness import Account, Server, wait_for
+
+
+@pytest.fixture(scope="module")
+def server_env() -> dict[str, str]:
+    return {"COEDIT_SAVE_AFTER": "0.5", "COEDIT_KEEP": "1", "COEDIT_COMPACT_AFTER": "10"}
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class Editor:
+    """A person typing: a Yjs document of their own, kept in sync over one connection."""
+
+    def __init__(self, server: Server, account: Account, document: str, since: str | None = None) -> None:
+        self.doc: Doc[Text] = Doc()
+        self.text = self.doc.get("body", type=Text)
+        self.document = document
+        self.feed = Feed(server, account)
+        self.frames = 0
+        self.cursor: str | None = None
+        self.sync: dict[str, Any] | None = None
+        self.open(since)
+
+    def open(self, since: str | None = None) -> None:
+        params = {"id": self.document, "vector": b64(self.doc.get_state())}
+        replayed = self.feed.subscribe("d", "doc", params, since=since)
+        for event in replayed:
+            self._apply(event)
+        if since is None:
+            self._apply(self.feed.expect("event", sub="d"))
+        # What this side has and the server lacks (typed offline) goes up.
+        if self.sync is not None:
+            missing = self.doc.get_update(base64.b64decode(self.sync["vector"]))
+            if len(missing) > 2:
+                self.send(missing)
+
+    def _apply(self, event: dict[str, Any]) -> dict[str, Any]:
+        self.cursor = event.get("cursor") or self.cursor
+        if event["op"] == "sync":
+            self.sync = event["data"]
+        if event["op"] in ("sync", "update"):
+            self.doc.apply_update(base64.b64decode(event["data"]["update"]))
+        return event
+
+    def type(self, position: int, text: str) -> bytes:
+        before = self.doc.get_state()
+        self.text.insert(position, text)
+        return self.doc.get_update(before)
+
+    def send(self, update: bytes) -> dict[str, Any]:
+        self.frames += 1
+        frame_id = f"u{self.frames}"
+        self.feed.send(type="doc.update", id=frame_id, document=self.document, update=b64(update))
+        while True:  # events may come before the answer
+            frame = self.feed.recv()
+            if frame["type"] == "event":
+                self._apply(frame)
+            elif frame.get("id") == frame_id:
+                return frame
+
+    def keystrokes(self, position: int, text: str) -> None:
+        for offset, char in enumerate(text):
+            assert self.send(self.type(position + offset, char))["type"] == "doc.ack"
+
+    def catch_up(self, expected: str, timeout: float = 15.0) -> None:
+        """Read events until the text is `expected`."""
+        deadline_frames = 10_000
+        while str(self.text) != expected and deadline_frames:
+            frame = self.feed.recv(timeout)
+            if frame["type"] == "event" and frame["sub"] == "d":
+                self._apply(frame)
+            deadline_frames -= 1
+        assert str(self.text) == expected
+
+    def close(self) -> None:
+        self.feed.close()
+
+
+def shared(owner: Account, other: Account, role: str = "editor", body: str = "Hello") -> str:
+    doc = owner.post("/documents", json={"title": "Plan", "body": body}).json()
+    answer = owner.post(f"/documents/{doc['id']}/collaborators", json={"email": other.email, "role": role})
+    assert answer.status_code == 200, answer.text
+    return str(doc["id"])
+
+
+def test_two_editors_typing_at_once_end_with_one_text_holding_every_keystroke(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    document = shared(ann, bob)
+    first, second = Editor(server, ann, document), Editor(server, bob, document)
+    assert str(first.text) == str(second.text) == "Hello"
+    ann_update = first.type(5, " Ann")  # both type at the end before seeing the other
+    bob_update = second.type(5, " Bob")
+    assert first.send(ann_update)["type"] == "doc.ack" and second.send(bob_update)["type"] == "doc.ack"
+    wait_for(lambda: ann.get(f"/documents/{document}").json()["body"] in ("Hello Ann Bob", "Hello Bob Ann"))
+    final = ann.get(f"/documents/{document}").json()["body"]
+    first.catch_up(final)
+    second.catch_up(final)
+    first.close()
+    second.close()
+
+
+def test_a_viewer_cannot_change_the_text(server, signup, db) -> None:
+    ann, vic = signup("Ann"), signup("Vic")
+    document = shared(ann, vic, role="viewer")
+    viewer = Editor(server, vic, document)
+    assert viewer.sync is not None and viewer.sync["role"] == "viewer"
+    refused = viewer.send(viewer.type(0, "X"))
+    assert (refused["type"], refused["code"]) == ("error", "forbidden")
+    assert ann.get(f"/documents/{document}").json()["body"] == "Hello"
+    assert not db.doc_updates.find_one({"author": ObjectId(vic.id)})
+    viewer.close()
+
+
+def test_a_malformed_update_is_refused_and_never_stored(server, signup, db) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": "Hello"}).json()
+    editor = Editor(server, ann, doc["id"])
+    stored = db.doc_updates.count_documents({})
+    other: Doc[Map] = Doc()
+    other.get("settings", type=Map)["x"] = 1
+    for bad in (b"\x00garbage", other.get_update(), b"\x01\x01\x05\x63\x04"):
+        answer = editor.send(bad)
+        assert (answer["type"], answer["code"]) == ("error", "bad_request"), answer
+    editor.feed.send(type="doc.update", id="x", document=doc["id"], update="***")
+    assert editor.feed.expect("error", id="x")["code"] == "bad_request"
+    assert db.doc_updates.count_documents({}) == stored
+    assert ann.get(f"/documents/{doc['id']}").json()["body"] == "Hello"
+    editor.close()
+
+
+def test_an_update_sent_again_changes_nothing_twice(server, signup, db) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": "Hi"}).json()
+    editor = Editor(server, ann, doc["id"])
+    update = editor.type(2, "!")
+    first = editor.send(update)
+    again = editor.send(update)
+    assert isinstance(first["seq"], int) and again["type"] == "doc.ack" and again["seq"] is None
+    assert db.doc_updates.count_documents({"document": ObjectId(doc["id"])}) == first["seq"]
+    assert ann.get(f"/documents/{doc['id']}").json()["body"] == "Hi!"
+    editor.close()
+
+
+def test_a_client_that_comes_back_with_its_cursor_gets_what_it_missed(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    document = shared(ann, bob, body="")
+    first, second = Editor(server, ann, document), Editor(server, bob, document)
+    first.keystrokes(0, "ab")
+    second.catch_up("ab")
+    cursor = second.cursor
+    second.close()
+    first.keystrokes(2, "cd")
+    back = Editor.__new__(Editor)
+    back.doc, back.text, back.document = second.doc, second.text, document
+    back.feed, back.frames, back.cursor, back.sync = Feed(server, bob), 0, None, None
+    back.open(since=cursor)
+    assert str(back.text) == "abcd"
+    first.close()
+    back.close()
+
+
+def test_typing_offline_merges_when_the_connection_returns(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    document = shared(ann, bob, body="one two")
+    first, second = Editor(server, ann, document), Editor(server, bob, document)
+    second.close()
+    second.type(0, "zero ")  # offline
+    first.keystrokes(7, " three")
+    second.feed, second.sync = Feed(server, bob), None
+    second.open()
+    assert str(second.text) == "zero one two three"
+    first.catch_up("zero one two three")
+    assert ann.get(f"/documents/{document}").json()["body"] == "zero one two three"
+    first.close()
+    second.close()
+
+
+def test_a_rest_patch_during_live_typing_merges(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    document = shared(ann, bob, body="middle")
+    editor = Editor(server, bob, document)
+    read = ann.get(f"/documents/{document}")
+    editor.keystrokes(0, ">> ")  # typed after the REST client read the text
+    answer = ann.patch(f"/documents/{document}", json={"body": "middle <<"}, headers={"If-Match": read.headers["ETag"]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["body"] == ">> middle <<"
+    editor.catch_up(">> middle <<")
+    editor.close()
+
+
+def test_typing_makes_a_save_point_after_a_quiet_moment(server, signup) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": "v1"}).json()
+    editor = Editor(server, ann, doc["id"])
+    editor.keystrokes(2, "+")
+    typing = ann.get(f"/documents/{doc['id']}")
+    assert typing.json()["version"] == 1 and typing.headers["ETag"].startswith('"1.')
+    wait_for(lambda: ann.get(f"/documents/{doc['id']}").json()["version"] == 2)
+    saved = ann.get(f"/documents/{doc['id']}")
+    assert saved.headers["ETag"] == '"2"' and saved.json()["body"] == "v1+"
+    revisions = ann.get(f"/documents/{doc['id']}/revisions").json()["items"]
+    assert [(r["version"], r["body"]) for r in revisions] == [(1, "v1")]
+    editor.close()
+
+
+def test_compaction_leaves_the_text_and_a_new_editor_syncs_to_it(server, signup, db) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": ""}).json()
+    editor = Editor(server, ann, doc["id"])
+    editor.keystrokes(0, "compaction keeps every character")
+    oid = ObjectId(doc["id"])
+    wait_for(lambda: db.doc_snapshots.find_one({"_id": oid}) is not None, timeout=30)
+    assert db.doc_updates.count_documents({"document": oid}) < 33
+    assert ann.get(f"/documents/{doc['id']}").json()["body"] == "compaction keeps every character"
+    fresh = Editor(server, ann, doc["id"])
+    assert str(fresh.text) == "compaction keeps every character"
+    editor.keystrokes(len("compaction keeps every character"), "!")
+    fresh.catch_up("compaction keeps every character!")
+    editor.close()
+    fresh.close()
+
+
+def test_awareness_is_relayed_under_the_account_name_and_removed_on_close(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    document = shared(ann, bob)
+    first, second = Editor(server, ann, document), Editor(server, bob, document)
+    state = b'{"user":{"name":"Mallory","color":"#ff0000"},"cursor":null}'
+    update = bytes([1]) + bytes([42, 1, len(state)]) + state
+    second.feed.send(type="doc.awareness", document=document, update=b64(update))
+
+    def awareness() -> dict[str, Any]:
+        while True:
+            frame = first.feed.recv()
+            if frame["type"] == "event" and frame["op"] == "awareness":
+                return frame
+
+    seen = base64.b64decode(awareness()["data"]["update"])
+    assert b'"name":"Bob"' in seen and b"Mallory" not in seen and b"#ff0000" in seen
+    second.close()
+    removed = base64.b64decode(awareness()["data"]["update"])
+    assert removed.endswith(b"null")
+    first.close()
+
+
+def test_a_body_set_in_the_shell_is_folded_into_the_live_text(server, signup, db) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": "typed"}).json()
+    editor = Editor(server, ann, doc["id"])
+    editor.keystrokes(5, "!")
+    db.documents.update_one({"_id": ObjectId(doc["id"])}, {"$set": {"body": "fixed by hand"}})
+    editor.catch_up("fixed by hand")
+    editor.keystrokes(0, ">")
+    assert ann.get(f"/documents/{doc['id']}").json()["body"] == ">fixed by hand"
+    editor.close()
+
+
+def test_losing_access_ends_the_doc_subscription(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    document = shared(ann, bob)
+    editor = Editor(server, bob, document)
+    ann.delete(f"/documents/{document}/collaborators/{bob.id}")
+    while True:
+        frame = editor.feed.recv()
+        if frame["type"] == "event" and frame["op"] == "leave":
+            break
+    refused = editor.send(editor.type(0, "x"))
+    assert refused["type"] == "error" and refused["code"] == "not_found"
+    editor.close()
+
+
+def test_editors_on_two_instances_and_a_killed_instance_loses_no_acknowledged_update(
+    server, signup, mongo_url: str
+) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    document = shared(ann, bob, body="")
+    other = Server(mongo_url, server.db_name, env=server.env).start()
+    try:
+        first = Editor(server, ann, document)
+        second = Editor(other, bob, document)
+        first.keystrokes(0, "left ")
+        second.catch_up("left ")
+        second.keystrokes(5, "right")
+        first.catch_up("left right")
+        other.kill()  # right after its acks: what it acknowledged is in MongoDB
+    finally:
+        other.stop()
+    assert ann.get(f"/documents/{document}").json()["body"] == "left right"
+    first.close()
