@@ -19,7 +19,7 @@ DOES_LESS = {
 def render(results: dict[str, Any]) -> str:
     lines = [f"# Benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {results['cores']} cores, "
              f"one mongod for all, wrk -c64 -d{results['seconds']}s)"]  # fmt: skip
-    for part in (_rest, _fanout, _readers, _idle, _resume, _targets, _peers):
+    for part in (_rest, _fanout, _readers, _idle, _resume, _coediting, _targets, _peers):
         lines += part(results)
     return "\n".join(lines)
 
@@ -74,6 +74,19 @@ def _idle(results: dict[str, Any]) -> list[str]:
 def _resume(results: dict[str, Any]) -> list[str]:
     r = results.get("resume")
     return ["", f"Resume: {r['events']} missed events replayed in {r['seconds']:.2f} s."] if r else []
+
+
+def _coediting(results: dict[str, Any]) -> list[str]:
+    r = results.get("coediting")
+    if not r:
+        return []
+    return [
+        "",
+        f"Co-editing: {r['editors']} editors typing into one document, {r['keystrokes']} keystrokes, "
+        f"{r['deliveries']} deliveries; keystroke to every editor's screen p50 {r['p50_ms']} ms, "
+        f"p99 {r['p99_ms']} ms (target under 100 ms). Server memory per live document (2 KB text): "
+        f"{r['memory_per_document']} bytes.",
+    ]
 
 
 def _run(results: dict[str, Any], system: str, clients: int) -> dict[str, Any] | None:

@@ -29,7 +29,8 @@ from websockets.sync.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import procs  # noqa: E402  (bench/, next to this script)
+import coediting  # noqa: E402  (bench/, next to this script)
+import procs  # noqa: E402
 import readers  # noqa: E402
 import report  # noqa: E402
 import rest  # noqa: E402
@@ -43,7 +44,7 @@ RESULTS = ROOT / "bench" / "results"
 SECONDS = os.environ.get("BENCH_SECONDS", "10")
 FANOUT = [int(n) for n in os.environ.get("BENCH_FANOUT", "1,1000,5000,10000").split(",")]
 PEERS = [p for p in os.environ.get("BENCH_PEERS", "socketio,channels").split(",") if p]
-STAGES = set(os.environ.get("BENCH_ONLY", "rest,fanout,readers,idle,resume").split(","))
+STAGES = set(os.environ.get("BENCH_ONLY", "rest,fanout,readers,idle,resume,coediting").split(","))
 READERS = int(os.environ.get("BENCH_READERS", "5000"))
 IDLE = int(os.environ.get("BENCH_IDLE", "10000"))
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
@@ -140,6 +141,12 @@ def main() -> int:
         if "resume" in STAGES:
             say("resume: replay of 1,000 missed events")
             results["resume"] = resume(url, token)
+        if "coediting" in STAGES:
+            say(f"co-editing: {coediting.EDITORS} editors typing {coediting.RATE:g} characters a second each")
+            pids = procs.group(ours.pid)
+            results["coediting"] = coediting.run(
+                url, lambda email: register(url, email), lambda: procs.rss_kb(pids) * 1024
+            )
     finally:
         bench.close()
         shutil.rmtree(tmp, ignore_errors=True)
