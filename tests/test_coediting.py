@@ -300,3 +300,35 @@ def test_editors_on_two_instances_and_a_killed_instance_loses_no_acknowledged_up
         other.stop()
     assert ann.get(f"/documents/{document}").json()["body"] == "left right"
     first.close()
+
+
+def test_an_etag_from_before_the_log_began_is_412_not_a_second_copy(server, signup) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": "Hello"}).json()
+    editor = Editor(server, ann, doc["id"])
+    editor.keystrokes(5, "!")
+    answer = ann.patch(f"/documents/{doc['id']}", json={"body": "Hello! world"}, headers={"If-Match": '"1.0"'})
+    assert answer.status_code == 412
+    assert ann.get(f"/documents/{doc['id']}").json()["body"] == "Hello!"
+    editor.close()
+
+
+def test_a_body_removed_in_the_shell_is_not_taken_for_an_empty_text(server, signup, db) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": "important text"}).json()
+    editor = Editor(server, ann, doc["id"])
+    db.documents.update_one({"_id": ObjectId(doc["id"])}, {"$unset": {"body": ""}})
+    editor.keystrokes(0, ">")
+    assert ann.get(f"/documents/{doc['id']}").json()["body"] == ">important text"
+    editor.close()
+
+
+def test_deeply_nested_awareness_is_a_bad_request(server, signup) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": "x"}).json()
+    editor = Editor(server, ann, doc["id"])
+    state = b'{"a":' + b"[" * 2000 + b"]" * 2000 + b"}"
+    update = bytes([1, 7, 1]) + bytes([0x80 | (len(state) & 0x7F), len(state) >> 7]) + state
+    editor.feed.send(type="doc.awareness", id="a", document=doc["id"], update=b64(update))
+    assert editor.feed.expect("error", id="a")["code"] == "bad_request"
+    editor.close()

@@ -381,8 +381,8 @@ class Write:
             assert replica.genesis is not None
             records.append((replica.genesis, None))
         body = doc.get("body")
-        body = body if isinstance(body, str) else ""
-        if replica.body() != body:  # set by hand (the shell) or by an older version: folded in
+        # A body removed (or made a non-string) by hand says nothing about the text: it is not an edit.
+        if isinstance(body, str) and replica.body() != body:  # set by hand, or by an older version: folded in
             fixed = replica.edit(body)
             if fixed is not None:
                 records.append((fixed, None))
@@ -461,11 +461,16 @@ class Write:
         replica = self.replica
         if base is None or base >= replica.seq:
             return replica.edit(new_body)
+        if base < 1:  # the log starts with the first text, seq 1: nothing older can be a base
+            raise PreconditionFailed("no text was ever at that ETag; read the document again")
         branch = Replica()
         snapshot = await self.db.doc_snapshots.find_one({"_id": self.document}, {"seq": 1}, session=session)
         if snapshot is not None and ledger.number(snapshot.get("seq")) > base:
             raise PreconditionFailed("the text you edited is older than the kept history; read it again")
-        await load_until(self.db, self.document, branch, base, session)
+        try:
+            await load_until(self.db, self.document, branch, base, session)
+        except ValueError:  # a log entry or snapshot garbled by hand
+            raise PreconditionFailed("the text you edited cannot be rebuilt; read the document again") from None
         update = branch.edit(new_body)
         if update is not None:
             replica.apply(update)

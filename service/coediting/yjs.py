@@ -199,7 +199,7 @@ def read_awareness(data: bytes, max_state: int) -> list[Awareness]:
             raise BadUpdate(f"an awareness state over {max_state} bytes")
         try:
             state = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BadUpdate("an awareness state that is not JSON") from None
         if state is not None and not isinstance(state, dict):
             raise BadUpdate("an awareness state must be an object or null")
