@@ -8,14 +8,25 @@
 //   await feed.chat(roomId, "hello", crypto.randomUUID());   // resolves with the stored message, once
 //   feed.typing(roomId);                                      // "typing" to the room's other members
 //   feed.setPresence(documentId, "editing");                  // announced again after every reconnect
+//   feed.subscribe("d", "doc", () => ({ id, vector }), hooks); // params asked again at every (re)subscribe
+//   feed.request({ type: "doc.save", id: "v1", document }, (answer) => {});   // now or never
+//   const unwatch = feed.watch((live) => {});                 // true once authenticated, false on a drop
 //   feed.unsubscribe("docs"); feed.stop();
 //
 // `url` defaults to this page's origin + /ws. `onStatus(state, delayMs)`: connecting, live,
-// reconnecting (with the delay), offline. `onUnauthorized()`: the server closed with 4001 (sign in
-// again). Hooks per subscription: `event(frame)` each event, `live()` once it is live, `reset()` before
-// a state stream (presence, online) sends its state again, `expired()` when too much was missed to
-// replay (reload by REST: the feed then follows from now), `error(frame)` when it is refused.
+// reconnecting (with the delay), offline (signed out, or the browser has no network: the feed tries
+// again when it says it is back online). `onUnauthorized()`: the server closed with 4001 (sign in
+// again). `params` may be a function, called at every (re)subscribe (the `doc` stream sends the
+// client's current state vector each time). Hooks per subscription: `event(frame)` each event,
+// `live()` once it is live, `reset()` before a stream that is not replayed (presence, online, doc)
+// is subscribed again, `expired()` when too much was missed to replay (reload by REST: the feed then
+// follows from now), `error(frame)` when it is refused.
 // `chat()` rejects if the feed is stopped or the session ends before the message is acknowledged.
+// `request(frame, reply)` sends any frame if the feed is live and returns true, or returns false and
+// keeps nothing (for frames a reconnect makes useless, like a co-editor's updates, which its next sync
+// sends anyway); `reply(answer)` gets the frame that answers the frame's `id` (an `error`, or e.g.
+// `doc.ack`), or `{type: "error", code: "unavailable"}` if the connection drops before it comes.
+// `watch(listener)` calls `listener(true)` once the feed is live and `listener(false)` when it drops.
 //
 // One connection carries every subscription. Each subscription keeps the cursor of the last event
 // it saw; after any drop (network, a server restart, a 4008 for being slow) the feed reconnects with
@@ -41,13 +52,24 @@ export class Feed {
     this.subs = new Map(); // id -> {stream, params, cursor, on: {event, live, reset, expired}}
     this.presence = new Map(); // document id -> "viewing" | "editing": announced again after a reconnect
     this.pending = new Map(); // client_id -> {frame, resolve, reject}: chat messages not acked yet
+    this.replies = new Map(); // frame id -> reply(answer): request() frames waiting for their answer
+    this.watchers = new Set(); // watch() listeners
     this.attempt = 0;
     this.ws = null;
     this.ready = false;
     this.stopped = false;
     this.timer = null;
     this.reconnectNow = () => { if (!this.ws && !this.stopped) this.open(); };
+    // A browser that says it lost the network: the socket is closed now (a dead connection can take a
+    // minute to notice) and nothing is tried until it says it is back.
+    this.dropNow = () => {
+      const ws = this.ws;
+      if (!ws || this.stopped) return;
+      this.closed(ws, 1006);
+      ws.close();
+    };
     globalThis.addEventListener?.("online", this.reconnectNow); // a browser back online: now, not at backoff's end
+    globalThis.addEventListener?.("offline", this.dropNow);
   }
 
   start() { this.open(); }
@@ -55,8 +77,10 @@ export class Feed {
   stop() {
     this.stopped = true;
     this.failPending("the feed was stopped");
+    this.failReplies("the feed was stopped");
     clearTimeout(this.timer);
     globalThis.removeEventListener?.("online", this.reconnectNow);
+    globalThis.removeEventListener?.("offline", this.dropNow);
     if (this.ws) this.ws.close(1000, "signed out");
   }
 
@@ -68,6 +92,21 @@ export class Feed {
 
   unsubscribe(id) {
     if (this.subs.delete(id) && this.ready) this.send({ type: "unsubscribe", id });
+  }
+
+  // Forgets a subscription the server already ended (a `doc` stream's `leave`): no frame is sent.
+  forget(id) { this.subs.delete(id); }
+
+  // Sends `frame` now if the feed is live; never queued (see the top of this file).
+  request(frame, reply) {
+    if (!this.ready || !this.send(frame)) return false;
+    if (reply && frame.id) this.replies.set(frame.id, reply);
+    return true;
+  }
+
+  watch(listener) {
+    this.watchers.add(listener);
+    return () => this.watchers.delete(listener);
   }
 
   setPresence(document, state) {
@@ -90,13 +129,19 @@ export class Feed {
   typing(room) { if (this.ready) this.send({ type: "chat.typing", room }); }
 
   send(frame) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
   }
 
   // --- connection life cycle -------------------------------------------------------------------
 
   open() {
     clearTimeout(this.timer);
+    if (globalThis.navigator?.onLine === false) { // the "online" event calls this again
+      this.onStatus("offline");
+      return;
+    }
     this.onStatus("connecting");
     const ws = new WebSocket(this.url);
     this.ws = ws;
@@ -108,12 +153,19 @@ export class Feed {
   closed(ws, code) {
     if (this.ws !== ws) return;
     this.ws = null;
+    const wasReady = this.ready;
     this.ready = false;
+    this.failReplies("the connection dropped");
+    if (wasReady) this.tell(false);
     if (this.stopped) return;
     if (code === 4001) {
       this.failPending("the session ended: sign in again");
       this.onStatus("offline");
       this.onUnauthorized();
+      return;
+    }
+    if (globalThis.navigator?.onLine === false) { // the "online" event reconnects
+      this.onStatus("offline");
       return;
     }
     // Full jitter keeps a restarted server from being hit by every client in the same instant.
@@ -130,8 +182,26 @@ export class Feed {
       case "subscribed": return this.live(frame);
       case "ack": return this.acked(frame.client_id, frame.message, null);
       case "error": return this.refused(frame);
-      default: return undefined;
+      default: return this.answered(frame);
     }
+  }
+
+  // A frame that answers a request() frame (doc.ack, doc.saved, ...).
+  answered(frame) {
+    const reply = frame.id !== undefined && this.replies.get(frame.id);
+    if (!reply) return;
+    this.replies.delete(frame.id);
+    reply(frame);
+  }
+
+  failReplies(reason) {
+    const replies = [...this.replies.values()];
+    this.replies.clear();
+    for (const reply of replies) reply({ type: "error", code: "unavailable", message: reason });
+  }
+
+  tell(live) {
+    for (const listener of [...this.watchers]) listener(live);
   }
 
   resume(user) {
@@ -139,6 +209,7 @@ export class Feed {
     this.ready = true;
     this.onStatus("live");
     this.onReady(user);
+    this.tell(true);
     for (const [id, sub] of this.subs) this.sendSubscribe(id, sub);
     for (const [document, state] of this.presence) this.send({ type: "presence", document, state });
     for (const { frame } of this.pending.values()) this.send(frame);
@@ -146,7 +217,8 @@ export class Feed {
 
   sendSubscribe(id, sub) {
     const frame = { type: "subscribe", id, stream: sub.stream };
-    if (sub.params) frame.params = sub.params;
+    const params = typeof sub.params === "function" ? sub.params() : sub.params;
+    if (params) frame.params = params;
     if (sub.cursor && REPLAYABLE.has(sub.stream)) frame.since = sub.cursor;
     else sub.on.reset?.();
     this.send(frame);
@@ -182,6 +254,7 @@ export class Feed {
 
   refused(frame) {
     if (frame.client_id) return this.acked(frame.client_id, null, frame);
+    if (frame.id !== undefined && this.replies.has(frame.id)) return this.answered(frame);
     const sub = frame.id && this.subs.get(frame.id);
     if (!sub) return console.warn("refused:", frame.code, frame.message);
     if (frame.code === "cursor_expired") {
