@@ -8,6 +8,8 @@ import { Feed } from "./feed.js";
 const $ = (selector, root = document) => root.querySelector(selector);
 const TYPING_EVERY_MS = 3000;
 const TYPING_SHOWN_MS = 6000;
+const LIST_FIELDS = ["title", "slug", "abstract", "tags", "version", "owner", "collaborators", "created_at", "updated_at",
+  "updated_by"];
 // Braintree's Drop-in, from Braintree's CDN (the page's CSP allows that host only when the server says
 // Drop-in is on: sandbox or production credentials).
 const DROP_IN = "https://js.braintreegateway.com/web/dropin/1.43.0/js/dropin.min.js";
@@ -236,7 +238,9 @@ function start(user) {
   });
   state.feed = feed;
   feed.subscribe("online", "online", null, { event: (e) => { $("#online").textContent = `online: ${e.data.count}`; } });
-  feed.subscribe("docs", "documents", null, {
+  // The list and the document view need no body: it is the live editor's (the `doc` stream), and
+  // without it here a keystroke's update does not carry the whole text to every open page.
+  feed.subscribe("docs", "documents", { fields: LIST_FIELDS }, {
     event: state.docs.on(documentEvent),
     expired: () => reload(state.docs),
   });
@@ -412,21 +416,58 @@ function documentsView(main) {
   return { refresh: (kind) => { if (kind === "docs" || kind === "presence") render(); } };
 }
 
+// The `doc` stream's transport for the live editor (editor.js): the page's one websocket (feed.js).
+// Each mount has its own subscription id, so nothing meant for an earlier one reaches it.
+let docSubscriptions = 0;
+function docTransport(feed, documentId) {
+  docSubscriptions += 1;
+  const subId = `doc-${docSubscriptions}-${documentId}`;
+  return {
+    get connected() { return feed.ready; },
+    subscribe(params, on) {
+      feed.subscribe(subId, "doc", params, on);
+      return {
+        close: () => feed.unsubscribe(subId),
+        drop: () => feed.forget(subId),
+        again: () => { feed.unsubscribe(subId); feed.subscribe(subId, "doc", params, on); },
+      };
+    },
+    send: (frame, reply) => feed.request(frame, reply),
+    watch: (listener) => feed.watch(listener),
+  };
+}
+
+const LIVE_STATUS = {
+  online: "live",
+  offline: "offline — your typing will be merged when the connection returns",
+  synced: "synced",
+};
+
+// One document: the body is a live co-editor (editor.js, the `doc` stream: every keystroke is merged,
+// nothing to save); title and abstract are saved with Save, `If-Match` the ETag they were read at
+// (opaque: `"3"` or `"3.17"`), and a save that lost the race shows theirs and mine.
 function documentView(main, id) {
   mount(main, "document-view");
   const form = $("[data-form=edit]", main);
-  const fields = ["title", "abstract", "body"];
-  let base = null; // the saved version the editor started from
+  const fields = ["title", "abstract"];
+  const labels = { title: "Title", abstract: "Abstract" };
+  let base = null; // the document as last read or saved: what title and abstract started from
+  let etag = null; // its ETag, as the server sent it
   let gone = false;
+  let left = false;
+  let editor = null;
+  let announced = false; // presence sent by this view (only when the live editor could not start)
   const feed = state.feed;
 
   const role = (doc) => doc.owner.id === state.me.id ? "owner"
     : doc.collaborators.find((c) => c.id === state.me.id)?.role || "viewer";
-  const dirty = () => base && fields.some((field) => form[field].value !== (base[field] || ""));
-  const mine = () => Object.fromEntries(fields.map((field) => [field, form[field].value]));
+  const changed = () => fields.filter((field) => base && form[field].value !== (base[field] || ""));
+  const dirty = () => changed().length > 0;
+  const mine = (names = fields) => Object.fromEntries(names.map((field) => [field, form[field].value]));
 
-  function fill(doc) {
+  function fill(doc, tag) {
     base = doc;
+    if (tag) etag = tag;
     for (const field of fields) form[field].value = doc[field] || "";
     $("[data-newer]", main).hidden = true;
     showMeta(doc);
@@ -437,9 +478,11 @@ function documentView(main, id) {
     $("[data-version]", main).textContent = `version ${doc.version}`;
     $("[data-meta]", main).textContent = `Owner ${doc.owner.name} · last saved by ${doc.updated_by?.name || doc.owner.name} ` +
       `at ${new Date(doc.updated_at).toLocaleString()}`;
-    const editable = role(doc) !== "viewer";
+    const editable = role(doc) !== "viewer" && !gone;
     for (const field of fields) form[field].readOnly = !editable;
     $("[data-save]", main).hidden = !editable;
+    $("[data-save-version]", main).hidden = !editable || !editor || editor.readOnly;
+    editor?.setRole(role(doc));
     renderPeople(doc);
   }
 
@@ -470,54 +513,114 @@ function documentView(main, id) {
     }
   }
 
-  async function save(fieldsToSave, version) {
+  // --- the live body ---------------------------------------------------------------------------
+
+  function showLive(status) {
+    const line = $("[data-live-status]", main);
+    line.dataset.state = status;
+    line.textContent = LIVE_STATUS[status] || status;
+  }
+
+  function showReadOnly(reason) {
+    const box = $("[data-readonly]", main);
+    box.textContent = reason || "";
+    box.hidden = !reason;
+    $("[data-editor-note]", main).hidden = Boolean(reason);
+    $("[data-save-version]", main).hidden = Boolean(reason) || !base || role(base) === "viewer" || gone;
+  }
+
+  function startEditor(doc) {
+    import("./editor.js").then(({ mountEditor }) => {
+      if (left) return;
+      const parent = $("[data-editor]", main);
+      parent.replaceChildren();
+      editor = mountEditor(parent, {
+        document: id,
+        user: state.me,
+        role: role(doc),
+        label: "Body",
+        transport: docTransport(feed, id),
+        onStatus: showLive,
+        onReadOnly: showReadOnly,
+        onError: (message) => { $("[data-editor-error]", main).textContent = message; },
+      });
+      showMeta(base);
+    }).catch((error) => {
+      $("[data-editor]", main).replaceChildren(el("p", { class: "error" }, `The live editor could not be loaded: ${error.message}`));
+      if (!left) { announced = true; feed.setPresence(id, "viewing"); } // what the doc stream would have said
+    });
+  }
+
+  $("[data-save-version]", main).addEventListener("click", async () => {
+    const button = $("[data-save-version]", main);
+    $("[data-editor-error]", main).textContent = "";
+    button.disabled = true;
+    try {
+      const version = await editor.save();
+      $("[data-saved]", main).textContent = `Saved version ${version}.`;
+    } catch (error) {
+      $("[data-editor-error]", main).textContent = `Not saved: ${error.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  // --- title and abstract: Save with If-Match --------------------------------------------------
+
+  // `tries`: a 412 that only the body's save points caused (title and abstract as we read them) is
+  // retried with the current ETag, as nothing of anyone's would be overwritten.
+  async function save(fieldsToSave, tag, tries = 3) {
     const error = $("[data-error]", main);
     error.textContent = "";
     try {
-      const { data } = await api("PATCH", `/documents/${id}`, { body: fieldsToSave, headers: { "If-Match": `"${version}"` } });
-      fill(data);
-      state.docs.items.set(id, data);
+      const { data, headers } = await api("PATCH", `/documents/${id}`, { body: fieldsToSave, headers: { "If-Match": tag } });
+      fill(data, headers.get("ETag"));
+      state.docs.items.set(id, { ...state.docs.items.get(id), ...data });
       $("[data-conflict]", main).hidden = true;
       $("[data-saved]", main).textContent = `Saved version ${data.version}.`;
-      feed.setPresence(id, "viewing");
     } catch (failure) {
-      if (failure instanceof ApiError && failure.status === 412) return conflict();
+      if (failure instanceof ApiError && failure.status === 412) return conflict(fieldsToSave, tries);
       error.textContent = explain(failure);
     }
     return undefined;
   }
 
-  async function conflict() {
-    const { data: theirs } = await api("GET", `/documents/${id}`);
-    const ours = mine();
+  async function conflict(ours, tries) {
+    const { data: theirs, headers } = await api("GET", `/documents/${id}`);
+    const theirTag = headers.get("ETag");
+    const names = Object.keys(ours);
+    const moved = names.filter((field) => (theirs[field] || "") !== (base[field] || ""));
+    if (!moved.length && tries > 1) return save(ours, theirTag, tries - 1);
+    const show = (doc) => names.map((field) => `${labels[field]}: ${doc[field] || ""}`).join("\n");
     const box = $("[data-conflict]", main);
     $("[data-conflict-who]", main).textContent = `${theirs.updated_by?.name || "Someone"} saved version ${theirs.version} ` +
       `while you were editing version ${base.version}. Nothing is lost: choose what to keep.`;
-    $("[data-theirs]", main).textContent = theirs.body;
-    $("[data-mine]", main).textContent = ours.body;
+    $("[data-theirs]", main).textContent = show(theirs);
+    $("[data-mine]", main).textContent = show(ours);
     box.hidden = false;
-    $("[data-keep-mine]", box).onclick = () => save(ours, theirs.version);
-    $("[data-take-theirs]", box).onclick = () => { fill(theirs); box.hidden = true; };
+    $("[data-keep-mine]", box).onclick = () => save(ours, theirTag);
+    $("[data-take-theirs]", box).onclick = () => { fill(theirs, theirTag); box.hidden = true; };
     $("[data-merge]", box).onclick = () => {
-      fill(theirs);
-      form.body.value = `${theirs.body}\n\n--- my version ---\n${ours.body}`;
-      form.title.value = ours.title;
-      form.abstract.value = ours.abstract;
+      fill(theirs, theirTag);
+      for (const field of names) {
+        const theirText = theirs[field] || "";
+        form[field].value = ours[field] === theirText ? theirText : `${theirText} / ${ours[field]}`;
+      }
       box.hidden = true;
-      form.body.focus();
+      form[names.find((field) => form[field].value !== (theirs[field] || "")) || names[0]].focus();
     };
     $("[data-keep-mine]", box).focus();
+    return undefined;
   }
 
   form.addEventListener("submit", (submitted) => {
     submitted.preventDefault();
-    if (base && !gone) save(mine(), base.version);
+    if (!base || gone) return;
+    const edited = changed();
+    if (!edited.length) { $("[data-saved]", main).textContent = "Title and abstract are unchanged."; return; }
+    save(mine(edited), etag);
   });
   form.addEventListener("input", () => { $("[data-saved]", main).textContent = dirty() ? "Unsaved changes." : ""; });
-  form.addEventListener("focusin", () => { if (base && role(base) !== "viewer") feed.setPresence(id, "editing"); });
-  form.addEventListener("focusout", (left) => {
-    if (!form.contains(left.relatedTarget) && !dirty()) feed.setPresence(id, "viewing");
-  });
   $("[data-form=share]", main).addEventListener("submit", async (submitted) => {
     submitted.preventDefault();
     const share = submitted.target;
@@ -532,11 +635,17 @@ function documentView(main, id) {
     }
   });
 
+  // A save seen on the documents stream. The body is the live editor's; title and abstract follow at
+  // once unless edited here, and a banner says when someone else changed them meanwhile.
   function updated(doc) {
     if (!base || gone) return;
-    if (doc.version === base.version) { base = { ...base, ...doc }; showMeta(base); return; }
-    if (doc.version < base.version) return;
-    if (!dirty()) { fill(doc); return; }
+    if (doc.version <= base.version) {
+      if (doc.version === base.version) { base = { ...base, ...doc }; showMeta(base); }
+      return;
+    }
+    if (!dirty()) { fill({ ...base, ...doc }); return; }
+    const theirs = fields.filter((field) => (doc[field] || "") !== (base[field] || ""));
+    if (!theirs.length) { base = { ...base, ...doc }; showMeta(base); return; } // a save point of the body
     const newer = $("[data-newer]", main);
     newer.textContent = `${doc.updated_by?.name || "Someone"} saved version ${doc.version} while you edit; ` +
       "saving will show both versions so you can choose.";
@@ -548,19 +657,28 @@ function documentView(main, id) {
     gone = true;
     for (const field of fields) form[field].readOnly = true;
     $("[data-save]", main).hidden = true;
+    $("[data-save-version]", main).hidden = true;
     const newer = $("[data-newer]", main);
     newer.textContent = message;
     newer.hidden = false;
   }
 
-  api("GET", `/documents/${id}`).then(({ data }) => {
-    fill(data);
-    feed.setPresence(id, "viewing");
-  }).catch((error) => lost(error.status === 404 ? "This document does not exist or is not shared with you." : explain(error)));
+  api("GET", `/documents/${id}`).then(({ data, headers }) => {
+    if (left) return;
+    fill(data, headers.get("ETag"));
+    startEditor(data); // its `doc` subscription puts this connection on the presence: editing, or viewing for a viewer
+  }).catch((error) => {
+    lost(error.status === 404 ? "This document does not exist or is not shared with you." : explain(error));
+    $("[data-editor]", main).replaceChildren();
+  });
   renderPresence();
 
   return {
-    leave: () => { if (!gone) feed.setPresence(id, null); },
+    leave: () => {
+      left = true;
+      editor?.destroy(); // unsubscribing takes this connection off the presence
+      if (announced) feed.setPresence(id, null);
+    },
     refresh: (kind) => {
       if (kind === "presence") renderPresence();
       if (kind !== "docs" || !base) return;
