@@ -13,7 +13,8 @@ def test_health_is_ok_when_mongodb_answers(anon: httpx.Client) -> None:
     assert answer.json()["status"] == "ok"
     tasks = answer.json()["tasks"]  # every background task, by name (no Braintree here: no payment loops)
     assert tasks == {"hub-follow": {"state": "running", "restarts": 0}, "mail": {"state": "running", "restarts": 0},
-                     "roster-heartbeat": {"state": "running", "restarts": 0}}  # fmt: skip
+                     "roster-heartbeat": {"state": "running", "restarts": 0},
+                     "coedit-keeper": {"state": "running", "restarts": 0}}  # fmt: skip
 
 
 def test_every_answer_names_the_instance(anon: httpx.Client, server) -> None:
