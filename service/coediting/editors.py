@@ -552,7 +552,10 @@ def etag(doc: Document) -> str:
     """`"<version>"` at a save point, `"<version>.<seq>"` with updates since."""
     live = ledger.live_of(doc)
     seq, saved = ledger.number(live.get("seq")), ledger.number(live.get("saved"))
-    return f'"{doc.get("version")}.{seq}"' if seq > saved else f'"{doc.get("version")}"'
+    version = doc.get("version")
+    if isinstance(version, float) and version.is_integer():  # the shell writes 1 as 1.0; it is shown as 1
+        version = int(version)
+    return f'"{version}.{seq}"' if seq > saved else f'"{version}"'
 
 
 async def save_point(db: Database, document: ObjectId) -> int:
