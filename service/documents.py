@@ -10,12 +10,12 @@ import re
 import unicodedata
 from typing import Any
 
-from models.documents import CollaboratorIn, DocumentIn, DocumentPatch, document_out
+from models.documents import CollaboratorIn, DocumentIn, document_out
 
 from . import invites
 from .accounts import User
 from .database import Database, Document, ObjectId, ReturnDocument, Session, now, parse_id
-from .errors import Conflict, Forbidden, NotFound, PreconditionFailed, ValidationFailed
+from .errors import Conflict, Forbidden, NotFound
 from .invites import Invited, Target
 from .mail.outbox import Outbox
 from .pages import ROOM_FOR_ONE_MORE, drop_reader, newest_first, one, refuse_full
@@ -91,56 +91,6 @@ async def role(db: Database, user: User, document_id: str) -> tuple[ObjectId, st
 
 async def listing(db: Database, user: User, limit: int, after: str | None) -> tuple[list[Document], str | None]:
     return await newest_first(db.documents, {"access": user.id}, limit, after)
-
-
-async def update(
-    db: Database,
-    user: User,
-    document_id: str,
-    patch: DocumentPatch,
-    if_match: set[int] | None,
-    revisions_kept: int,
-) -> Document:
-    """Apply `patch` as version + 1, keeping the previous version as a revision, atomically.
-
-    `if_match` (from `If-Match`) names the versions the client edited; any other current version is
-    a 412 and nothing changes, so two editors never overwrite each other silently.
-    """
-    changes = patch.model_dump(exclude_unset=True)
-    if not changes:
-        raise ValidationFailed("send at least one of title, body, abstract, tags")
-
-    async def work(session: Session) -> Document:
-        current = await visible(db, user, document_id, session)
-        if not can_edit(current, user.id):
-            raise Forbidden("viewers cannot edit this document")
-        if if_match is not None and current["version"] not in if_match:
-            raise PreconditionFailed(
-                f"the document is at version {current['version']}; reload it and apply your change again",
-                details=[{"field": "If-Match", "message": f'current ETag is "{current["version"]}"'}],
-            )
-        updated = await db.documents.find_one_and_update(
-            {"_id": current["_id"], "version": current["version"]},
-            {"$set": {**changes, "updated_at": now(), "updated_by": user.ref()}, "$inc": {"version": 1}},
-            return_document=ReturnDocument.AFTER,
-            session=session,
-        )
-        if updated is None:
-            raise PreconditionFailed("the document changed while this edit was applied; retry")
-        # Replaced, not inserted: a revision of this version written by hand (the shell) must not
-        # block every later edit on the unique index.
-        revision = revision_of(current)
-        await db.revisions.replace_one(
-            {"document": revision["document"], "version": revision["version"]}, revision, upsert=True, session=session
-        )
-        if revisions_kept:  # an operator's retention (docs/operations.md); by default every version stays
-            oldest_kept = revision["version"] - revisions_kept + 1
-            await db.revisions.delete_many(
-                {"document": current["_id"], "version": {"$lt": oldest_kept}}, session=session
-            )
-        return updated
-
-    return await db.transaction(work)
 
 
 def revision_of(doc: Document) -> Document:

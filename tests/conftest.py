@@ -14,9 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, Playwright, sync_playwright
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from deploy.local import debian
 from deploy.local.gateway import GatewayServer
 from deploy.local.mongo import MongoNode, free_port, initiate
 from service.config import Settings
@@ -25,6 +27,24 @@ from service.lifecycle import running
 from service.payments.catalog import Catalog
 
 from .harness import LOGS, ROOT, Account, Server
+
+# Without the background-networking flags Chromium keeps trying Google's hosts, which this network refuses.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    """Debian's Chromium, headless, for the module's tests (each opens its own contexts)."""
+    launched = playwright.chromium.launch(executable_path=debian.ensure("chromium"), args=CHROMIUM_FLAGS)
+    yield launched
+    launched.close()
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, expect, sync_playwright
-
-from deploy.local import debian
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 from .harness import Account, Server, wait_for
-from .test_dashboard import FLAGS, shared, sign_in, snap
+from .test_dashboard import shared, sign_in, snap
 
 # Quick save points, so the body's versions move while the tests run, as they do in use.
 SERVER_ENV = {"COEDIT_SAVE_AFTER": "1"}
@@ -38,19 +36,6 @@ expect.set_options(timeout=20_000)
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
     return SERVER_ENV
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    launched = playwright.chromium.launch(executable_path=debian.ensure("chromium"), args=FLAGS)
-    yield launched
-    launched.close()
 
 
 @pytest.fixture

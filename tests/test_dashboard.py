@@ -10,18 +10,14 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from deploy.local import debian
 from deploy.local.gateway import GatewayServer
 from deploy.local.mailsink import text_of
 
 from .harness import ROOT, Account, Server, mail_sink, payments_env, unique_email, wait_for
 
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "dashboard"
-# Without the background-networking flags Chromium keeps trying Google's hosts, which this network refuses.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]  # fmt: skip
 # Records the notifications the page raises, so a test can see them (headless Chromium shows none).
 NOTIFICATION_SPY = """
 window.__notifications = [];
@@ -40,19 +36,6 @@ expect.set_options(timeout=20_000)
 @pytest.fixture(scope="module")
 def server_env(gateway: GatewayServer) -> dict[str, str]:
     return payments_env(gateway)
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    launched = playwright.chromium.launch(executable_path=debian.ensure("chromium"), args=FLAGS)
-    yield launched
-    launched.close()
 
 
 def sign_in(page: Page, account: Account) -> Page:
