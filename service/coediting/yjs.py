@@ -18,6 +18,10 @@ ROOT = "body"
 GC, DELETED, STRING, SKIP = 0, 1, 4, 10
 ORIGIN, RIGHT_ORIGIN, PARENT_SUB = 0x80, 0x40, 0x20
 MAX_CLIENTS = 64  # clients in one update (a paste of a long offline session stays far below)
+# What the engine (Yrs) holds without truncating: client ids are JavaScript-safe integers, clocks and
+# lengths 32-bit. A larger value would mean one thing here and another to the engine and to Yjs.
+MAX_CLIENT = (1 << 53) - 1
+MAX_CLOCK = (1 << 32) - 1
 
 StateVector = dict[int, int]  # client id -> the next clock the server expects from it
 
@@ -99,19 +103,20 @@ def read_update(data: bytes) -> Update:
     if clients > MAX_CLIENTS:
         raise BadUpdate(f"an update from more than {MAX_CLIENTS} clients")
     for _ in range(clients):
-        structs, client, clock = reader.uint(), reader.uint(), reader.uint()
+        structs, client, clock = reader.uint(), _client(reader.uint()), reader.uint()
         if client in update.ranges:
             raise BadUpdate("a client appears twice in the update")
         start = clock
         for _ in range(structs):
-            clock += _struct(reader, update, client)
+            clock = _clock(clock + _struct(reader, update, client))
         update.ranges[client] = (start, clock)
     for _ in range(reader.uint()):
-        client = reader.uint()
+        client = _client(reader.uint())
         for _ in range(reader.uint()):
             clock, length = reader.uint(), reader.uint()
             if length == 0:
                 raise BadUpdate("an empty deletion")
+            _clock(clock + length)
             update.deletions.append((client, clock, length))
     if not reader.done():
         raise BadUpdate("bytes after the end of the update")
@@ -127,9 +132,9 @@ def _struct(reader: Reader, update: Update, client: int) -> int:
     if kind == SKIP:
         raise BadUpdate("an update with a gap (skip) in it")
     if info & ORIGIN:
-        update.references.append((reader.uint(), reader.uint()))
+        update.references.append((_client(reader.uint()), _clock(reader.uint())))
     if info & RIGHT_ORIGIN:
-        update.references.append((reader.uint(), reader.uint()))
+        update.references.append((_client(reader.uint()), _clock(reader.uint())))
     if not info & (ORIGIN | RIGHT_ORIGIN):
         if reader.uint() != 1:
             raise BadUpdate("text may only go into the document's root text")
@@ -145,6 +150,18 @@ def _struct(reader: Reader, update: Update, client: int) -> int:
         update.inserted += length
         return _positive(length)
     raise BadUpdate("only plain text can be inserted (no embeds, formatting or nested types)")
+
+
+def _client(value: int) -> int:
+    if value > MAX_CLIENT:
+        raise BadUpdate("a client id over 2^53")
+    return value
+
+
+def _clock(value: int) -> int:
+    if value > MAX_CLOCK:
+        raise BadUpdate("a clock over 2^32")
+    return value
 
 
 def _positive(length: int) -> int:
@@ -210,14 +227,15 @@ def read_awareness(data: bytes, max_state: int) -> list[Awareness]:
 
 
 def write_awareness(entries: list[Awareness]) -> bytes:
-    out = bytearray(_uint(len(entries)))
+    out = bytearray(varint(len(entries)))
     for entry in entries:
         text = json.dumps(entry.state, separators=(",", ":"), ensure_ascii=False).encode()
-        out += _uint(entry.client) + _uint(entry.clock) + _uint(len(text)) + text
+        out += varint(entry.client) + varint(entry.clock) + varint(len(text)) + text
     return bytes(out)
 
 
-def _uint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """A lib0 variable-length unsigned integer."""
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
