@@ -95,7 +95,7 @@ class Coedit:
     keep: float  # seconds of updates compaction keeps unfolded: the window a REST base may be in
     compact_after: int  # updates past the snapshot that make a document due a compaction
     update_bytes: int  # one update
-    rate: int  # updates per second per connection and document (bursts of twice that)
+    rate: int  # live updates and awareness updates per second per connection (bursts of twice that)
     documents: int  # documents held live in memory per process
     body_rate: int  # bytes of body a document's writes may put in the oplog per second
 

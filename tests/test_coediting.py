@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -331,4 +333,87 @@ def test_deeply_nested_awareness_is_a_bad_request(server, signup) -> None:
     update = bytes([1, 7, 1]) + bytes([0x80 | (len(state) & 0x7F), len(state) >> 7]) + state
     editor.feed.send(type="doc.awareness", id="a", document=doc["id"], update=b64(update))
     assert editor.feed.expect("error", id="a")["code"] == "bad_request"
+    editor.close()
+
+
+def test_a_connection_cannot_speak_for_another_persons_awareness_client(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    document = shared(ann, bob)
+    first, second = Editor(server, ann, document), Editor(server, bob, document)
+    state = b'{"user":{"name":"Ann"}}'
+    first.feed.send(type="doc.awareness", document=document, update=b64(bytes([1, 77, 1, len(state)]) + state))
+    next_frame(second, lambda frame: frame["type"] == "event" and frame["op"] == "awareness")  # Ann's is stored
+    removal = bytes([1, 77, 5, 4]) + b"null"
+    second.feed.send(type="doc.awareness", id="gone", document=document, update=b64(removal))
+    assert next_frame(second, lambda frame: frame.get("id") == "gone")["code"] == "bad_request"
+    takeover = bytes([1, 77, 9, len(state)]) + state
+    second.feed.send(type="doc.awareness", id="take", document=document, update=b64(takeover))
+    assert next_frame(second, lambda frame: frame.get("id") == "take")["code"] == "forbidden"
+    first.close()
+    second.close()
+
+
+def next_frame(editor: Editor, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The next frame `wanted` accepts, the others read past (each read has its own deadline)."""
+    while True:
+        frame = editor.feed.recv()
+        if wanted(frame):
+            return frame
+
+
+def test_a_live_field_written_by_hand_does_not_stop_typing(server, signup, db) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": "ab"}).json()
+    editor = Editor(server, ann, doc["id"])
+    editor.keystrokes(2, "c")
+    db.documents.update_one({"_id": ObjectId(doc["id"])}, {"$set": {"live": "garbage"}})
+    editor.keystrokes(3, "d")
+    assert ann.get(f"/documents/{doc['id']}").json()["body"] == "abcd"
+    editor.close()
+
+
+def test_a_rest_merge_past_the_text_limit_is_refused_and_changes_nothing(server, signup) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": ""}).json()
+    read = ann.get(f"/documents/{doc['id']}")
+    editor = Editor(server, ann, doc["id"])
+    editor.keystrokes(0, "typed live")
+    big = "y" * 999_995
+    answer = ann.patch(f"/documents/{doc['id']}", json={"body": big}, headers={"If-Match": read.headers["ETag"]})
+    assert answer.status_code == 422, answer.text
+    assert ann.get(f"/documents/{doc['id']}").json()["body"] == "typed live"
+    editor.keystrokes(10, "!")
+    assert ann.get(f"/documents/{doc['id']}").json()["body"] == "typed live!"
+    editor.close()
+
+
+def test_an_instance_that_reads_a_log_with_an_entry_deleted_by_hand_shows_the_stored_text(
+    server, signup, db, mongo_url: str
+) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": ""}).json()
+    editor = Editor(server, ann, doc["id"])
+    editor.keystrokes(0, "abcdef")
+    editor.close()
+    db.doc_updates.delete_one({"document": ObjectId(doc["id"]), "seq": 3})
+    with Server(mongo_url, server.db_name, env=server.env).start() as other:
+        fresh = Editor(other, ann, doc["id"])
+        fresh.catch_up("abcdef")  # the sync lacks the deleted entry's text; the body is folded back in
+        fresh.close()
+    assert ann.get(f"/documents/{doc['id']}").json()["body"] == "abcdef"
+
+
+def test_a_document_the_keeper_cannot_save_is_skipped_and_the_keeper_stays_up(server, signup, db, anon) -> None:
+    ann = signup("Ann")
+    broken = ann.post("/documents", json={"title": "Broken", "body": "x"}).json()
+    db.documents.update_one(
+        {"_id": ObjectId(broken["id"])},
+        {"$set": {"version": "x", "live": {"seq": 5, "saved": 1, "save_after": datetime(2000, 1, 1, tzinfo=UTC)}}},
+        bypass_document_validation=True,
+    )
+    doc = ann.post("/documents", json={"title": "Plan", "body": "v1"}).json()
+    editor = Editor(server, ann, doc["id"])
+    editor.keystrokes(2, "+")
+    wait_for(lambda: ann.get(f"/documents/{doc['id']}").json()["version"] == 2)
+    assert anon.get("/health").json()["tasks"]["coedit-keeper"] == {"state": "running", "restarts": 0}
     editor.close()

@@ -21,10 +21,11 @@ from typing import Any
 from models.coediting import sync_out
 from models.documents import BODY, DocumentPatch
 
+from .. import documents
 from ..accounts import User
 from ..config import Settings
 from ..database import Binary, Database, Document, ObjectId, ReturnDocument, Session, now
-from ..documents import can_edit, revision_of, visible
+from ..documents import revision_of, visible
 from ..errors import (
     BadRequest,
     Forbidden,
@@ -36,6 +37,7 @@ from ..errors import (
     ValidationFailed,
 )
 from ..ratelimit import RateLimiter
+from ..stored import unreadable
 from . import ledger
 from .replica import Replica
 from .yjs import Awareness, BadUpdate, Update, check, read_awareness, read_update, write_awareness
@@ -62,8 +64,8 @@ class Item:
 
 
 @dataclass
-class Awareness_:
-    """A connection's latest awareness states on one document."""
+class Cursors:
+    """A connection's latest awareness states on one document (cursor, selection, name, colour)."""
 
     states: dict[int, Awareness] = field(default_factory=dict)
     writing: bool = False
@@ -80,10 +82,10 @@ class Editors:
         self.queues: dict[ObjectId, list[Item]] = {}
         self.writing: set[ObjectId] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.aware: dict[tuple[str, ObjectId], Awareness_] = {}
+        self.aware: dict[tuple[str, ObjectId], Cursors] = {}
         self.paces = RateLimiter(self.limits.rate * 60, self.limits.rate * 2)
 
-    def opened(self, conn: str, document: ObjectId) -> None:
+    def opened(self, document: ObjectId) -> None:
         """A `doc` subscription of this process holds the document (it is not evicted meanwhile)."""
         replica = self.replicas.get(document)
         if replica is not None:
@@ -93,14 +95,18 @@ class Editors:
         replica = self.replicas.get(document)
         if replica is not None:
             replica.subscribers -= 1
-        self.paces.forget(f"{conn}:{document}")
         self.aware.pop((conn, document), None)
 
-    def pace(self, conn: str, document: ObjectId) -> None:
-        """COEDIT_RATE updates (and awareness updates) a second per connection and document."""
-        wait = self.paces.hit(f"{conn}:{document}")
+    def gone(self, conn: str) -> None:
+        """The connection closed: its pace goes with it."""
+        self.paces.forget(conn)
+
+    def pace(self, conn: str) -> None:
+        """COEDIT_RATE updates and awareness updates a second per connection (keyed by the connection
+        alone: a key per document named would let one socket grow the limiter without bound)."""
+        wait = self.paces.hit(conn)
         if wait:
-            raise RateLimited(wait, f"at most {self.limits.rate} updates a second on a document; slow down")
+            raise RateLimited(wait, f"at most {self.limits.rate} updates a second; slow down")
 
     # --- replicas ---------------------------------------------------------------------------
 
@@ -112,15 +118,18 @@ class Editors:
             replica = self.replicas[document] = Replica()
             replica.stale = True
         self.replicas.move_to_end(document)
-        replica.used = time.monotonic()
         if replica.stale:
             async with replica.lock:
                 if replica.stale:
                     try:
-                        await ledger.load(self.db, document, replica)
+                        body = await ledger.load(self.db, document, replica)
                     except BaseException:
                         replica.stale = True
                         raise
+                    if body is not None and body != replica.body():
+                        # The log and the body disagree (an entry garbled or deleted by hand, a body set
+                        # in the shell): the body is the text people read, so it is folded in as an edit.
+                        self.later(self.reconcile(document))
         return replica
 
     def _make_room(self) -> None:
@@ -219,12 +228,17 @@ class Editors:
         """A REST edit (a save point): a new body is merged as edits, with what was typed meanwhile."""
         if not patch.model_dump(exclude_unset=True):
             raise ValidationFailed("send at least one of title, body, abstract, tags")
-        doc = await visible(self.db, user, document_id)
-        if not can_edit(doc, user.id):
-            raise Forbidden("viewers cannot edit this document")
+        document = await self._editable(user, document_id)
         item = Item(user, patch=patch, if_match=if_match, kept=kept)
-        result: Document = await self._submit(doc["_id"], item)
+        result: Document = await self._submit(document, item)
         return result
+
+    async def _editable(self, user: User, document_id: str) -> ObjectId:
+        """The document's id if `user` may edit it (reading their role only, not the roster)."""
+        document, role = await documents.role(self.db, user, document_id)
+        if role not in documents.EDITORS:
+            raise Forbidden("viewers cannot edit this document")
+        return document
 
     async def reconcile(self, document: ObjectId) -> None:
         await self._submit(document, None)
@@ -271,17 +285,15 @@ class Editors:
                 await self.db.transaction(write.run)
         except Exception as error:
             replica.stale = True  # what was applied for nothing stays in it: read it again
-            failed = error if isinstance(error, ServiceError) else None
+            if not batch:
+                raise  # a reconcile: logged by the task that ran it
             for item in batch:
-                if not item.done.done():
-                    item.done.set_exception(failed or error)
-            if failed is None and not batch:
-                raise
+                item.done.set_exception(error)
             return 0
         replica.seq = max(replica.seq, write.seq)
         replica.genesis = None
         for item in batch:
-            outcome = write.outcomes.get(id(item))
+            outcome = write.outcomes.get(item)
             if isinstance(outcome, BaseException):
                 item.done.set_exception(outcome)
             else:
@@ -290,10 +302,7 @@ class Editors:
 
     async def save(self, user: User, document: ObjectId) -> int:
         """A save point now, if there were updates since the last: the version it leaves."""
-        doc = await visible(self.db, user, str(document))
-        if not can_edit(doc, user.id):
-            raise Forbidden("viewers cannot edit this document")
-        return await save_point(self.db, document)
+        return await save_point(self.db, await self._editable(user, str(document)))
 
     # --- awareness ----------------------------------------------------------------------------
 
@@ -302,10 +311,10 @@ class Editors:
             entries = read_awareness(raw, MAX_AWARENESS_STATE)
         except BadUpdate as error:
             raise BadRequest(f"not an awareness update: {error}") from None
-        mine = self.aware.setdefault((conn, document), Awareness_())
+        mine = self.aware.setdefault((conn, document), Cursors())
         for entry in entries:
-            if entry.client not in mine.states and len(mine.states) >= MAX_CLIENTS_PER_CONNECTION:
-                raise BadRequest(f"at most {MAX_CLIENTS_PER_CONNECTION} awareness clients per connection")
+            if entry.client not in mine.states:
+                await self._claim(conn, user, document, entry, len(mine.states))
             mine.states[entry.client] = Awareness(entry.client, entry.clock, _signed(entry.state, user))
         mine.dirty = True
         if not mine.writing:
@@ -317,7 +326,18 @@ class Editors:
             finally:
                 mine.writing = False
 
-    async def _write_awareness(self, conn: str, user: User, document: ObjectId, mine: Awareness_) -> None:
+    async def _claim(self, conn: str, user: User, document: ObjectId, entry: Awareness, held: int) -> None:
+        """A connection speaks for the client ids it declares first, and for no id another person's
+        connection holds on the document (the same person's may: a tab that reconnects keeps its id)."""
+        if held >= MAX_CLIENTS_PER_CONNECTION:
+            raise BadRequest(f"at most {MAX_CLIENTS_PER_CONNECTION} awareness clients per connection")
+        if entry.state is None:
+            raise BadRequest(f"client {entry.client} is not one of this connection's")
+        taken = {"document": document, f"clients.{entry.client}": {"$exists": True}, "user": {"$ne": user.id}}
+        if await self.db.awareness.find_one(taken, {"_id": 1}) is not None:
+            raise Forbidden(f"client {entry.client} is someone else's on this document")
+
+    async def _write_awareness(self, conn: str, user: User, document: ObjectId, mine: Cursors) -> None:
         states = list(mine.states.values())
         record = {
             "document": document,
@@ -349,6 +369,14 @@ def _signed(state: dict[str, Any] | None, user: User) -> dict[str, Any] | None:
     return {**state, "user": {"name": user.name, "color": colour, "colorLight": light, "id": str(user.id)}}
 
 
+class TooLong(ValidationFailed):
+    """A text over the limit, found once an edit was applied to the replica."""
+
+
+# What a write reads of the document: everything but the roster and the readers.
+UNUSED = {"collaborators": 0, "access": 0}
+
+
 class Write:
     """One transaction of a document's writer: it may run several times (write conflicts), so each
     run starts from the log as this transaction sees it."""
@@ -357,7 +385,8 @@ class Write:
         self.editors, self.db, self.limits = editors, editors.db, editors.limits
         self.document, self.replica, self.batch = document, replica, batch
         self.runs = 0
-        self.outcomes: dict[int, Any] = {}
+        self.outcomes: dict[Item, Any] = {}
+        self.patch: Item | None = None  # the REST edit of this write, if it is one
         self.seq = 0
         self.size = 0
         self.began = False  # this write starts the document's log with its first text
@@ -368,7 +397,8 @@ class Write:
         replica = self.replica
         if self.runs > 1 or replica.stale:
             await ledger.load(self.db, self.document, replica, session)
-        doc = await self.db.documents.find_one({"_id": self.document}, session=session)
+        # Not the roster nor the readers (thousands, with every keystroke): nothing here needs them.
+        doc = await self.db.documents.find_one({"_id": self.document}, UNUSED, session=session)
         if doc is None:
             raise NotFound("document not found")
         seq = ledger.seq_of(doc)
@@ -393,10 +423,12 @@ class Write:
                 if item.patch is not None:
                     changes = await self._patch(item, doc, records, session)
                 else:
-                    self.outcomes[id(item)] = self._update(item, records, seq)
+                    self.outcomes[item] = self._update(item, records, seq)
                 author = item.user
+            except TooLong:
+                raise  # applied already: the whole write is given up, the replica read again
             except ServiceError as error:
-                self.outcomes[id(item)] = error
+                self.outcomes[item] = error
         if not records and not changes:
             self.seq = seq
             return
@@ -422,7 +454,7 @@ class Write:
     ) -> dict[str, Any]:
         assert item.patch is not None
         current = await visible(self.db, item.user, str(self.document), session)
-        if not can_edit(current, item.user.id):
+        if not documents.can_edit(current, item.user.id):
             raise Forbidden("viewers cannot edit this document")
         base = self._base(doc, item.if_match)
         changes = item.patch.model_dump(exclude_unset=True)
@@ -433,8 +465,7 @@ class Write:
             update = await self._merge(base, new_body, session)
             if update is not None:
                 records.append((update, item.user.id))
-        self.outcomes[id(item)] = None  # the document is the outcome, set when stored
-        changes["_patch"] = item
+        self.patch = item  # its outcome is the document, once stored
         return changes
 
     def _base(self, doc: Document, if_match: set[str] | None) -> int | None:
@@ -468,12 +499,14 @@ class Write:
         if snapshot is not None and ledger.number(snapshot.get("seq")) > base:
             raise PreconditionFailed("the text you edited is older than the kept history; read it again")
         try:
-            await load_until(self.db, self.document, branch, base, session)
+            await ledger.load(self.db, self.document, branch, session, until=base)
         except ValueError:  # a log entry or snapshot garbled by hand
             raise PreconditionFailed("the text you edited cannot be rebuilt; read the document again") from None
         update = branch.edit(new_body)
         if update is not None:
             replica.apply(update)
+            if len(replica.body()) > BODY:  # what was typed meanwhile and what was sent, together
+                raise TooLong(f"merged with what was typed meanwhile, the text would be over {BODY} characters")
         return update
 
     async def _store(
@@ -494,34 +527,39 @@ class Write:
             await self.db.doc_updates.insert_many(
                 ledger.entries(self.document, seq + 1, records, stamp), session=session
             )
-        patch: Item | None = changes.pop("_patch", None)
+        patch = self.patch
         clean = ledger.number(live.get("saved")) >= seq
         if clean or patch is not None:  # the text of this version stops being current: kept as its revision
-            revision = revision_of(doc)
+            try:
+                revision = revision_of(doc)
+            except (KeyError, TypeError):
+                raise unreadable("documents", doc) from None
             await self.db.revisions.update_one(
                 {"document": self.document, "version": doc["version"]},
                 {"$setOnInsert": revision},
                 upsert=True,
                 session=session,
             )
-        update: dict[str, Any] = {
-            "$set": {"body": body, "live.seq": new_seq, "live.at": stamp, "updated_at": stamp, **changes},
-        }
+        # Set whole: a `live` written by hand as something else than an object is replaced, not a 409.
+        live = {**live, "seq": new_seq, "at": stamp}
+        if self.began:
+            live["saved"] = 1  # the first text is the current version's: its save point
+        if patch is not None:
+            live["saved"] = new_seq
+            live.pop("save_after", None)
+        elif records:
+            live["save_after"] = stamp + timedelta(seconds=self.limits.save_after)
+            if new_seq - ledger.number(live.get("snapshot")) >= self.limits.compact_after:
+                live["compact"] = True
+        update: dict[str, Any] = {"$set": {"body": body, "live": live, "updated_at": stamp, **changes}}
         if author is not None:
             update["$set"]["updated_by"] = author.ref()
-        if self.began:
-            update["$set"]["live.saved"] = 1  # the first text is the current version's: its save point
         if patch is not None:
             update["$inc"] = {"version": 1}
-            update["$set"]["live.saved"] = new_seq
-            update["$unset"] = {"live.save_after": ""}
-        elif records:
-            update["$set"]["live.save_after"] = stamp + timedelta(seconds=self.limits.save_after)
-            if new_seq - ledger.number(live.get("snapshot")) >= self.limits.compact_after:
-                update["$set"]["live.compact"] = True
         stored = await self.db.documents.find_one_and_update(
             {"_id": self.document, "version": doc.get("version")},
             update,
+            None if patch is not None else {"_id": 1},  # a REST edit answers the document; a keystroke nothing
             return_document=ReturnDocument.AFTER,
             session=session,
         )
@@ -532,20 +570,8 @@ class Write:
                 await self.db.revisions.delete_many(
                     {"document": self.document, "version": {"$lt": doc["version"] - patch.kept + 1}}, session=session
                 )
-            self.outcomes[id(patch)] = stored
+            self.outcomes[patch] = stored
         self.seq = new_seq
-
-
-async def load_until(db: Database, document: ObjectId, replica: Replica, seq: int, session: Session) -> None:
-    """The CRDT as it was at `seq`: the snapshot (older than it) and the updates up to it."""
-    snapshot = await db.doc_snapshots.find_one({"_id": document}, session=session)
-    if snapshot is not None and isinstance(snapshot.get("state"), bytes):
-        replica.apply(snapshot["state"])
-    query = {"document": document, "seq": {"$gt": ledger.number((snapshot or {}).get("seq")), "$lte": seq}}
-    async for record in db.doc_updates.find(query, session=session).sort("seq", 1):
-        if isinstance(record.get("update"), bytes):
-            replica.apply(record["update"])
-    replica.seq = seq
 
 
 def etag(doc: Document) -> str:

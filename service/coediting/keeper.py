@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import Any
 
 from ..config import Settings
-from ..database import Binary, Database, ObjectId, Session, now
+from ..database import Binary, Database, ObjectId, OperationFailure, Session, now, transient
+from ..errors import ServiceError
+from ..stored import malformed
 from . import ledger
-from .editors import load_until, save_point
+from .editors import save_point
 from .replica import Replica
 
 log = logging.getLogger("murmuration.coediting")
@@ -35,10 +39,21 @@ class Keeper:
     async def round(self) -> None:
         due = self.db.documents.find({"live.save_after": {"$lte": now()}}, {"_id": 1}).limit(BATCH)
         for document in [doc["_id"] async for doc in due]:
-            await save_point(self.db, document)
+            await self._each(document, save_point(self.db, document))
         crowded = self.db.documents.find({"live.compact": True}, {"_id": 1}).limit(BATCH)
         for document in [doc["_id"] async for doc in crowded]:
-            await self.compact(document)
+            await self._each(document, self.compact(document))
+
+    async def _each(self, document: ObjectId, work: Awaitable[Any]) -> None:
+        """One document's work: a document that cannot be saved or compacted (written by hand, its
+        version not a number, its log garbled) is reported and skipped; the others go on, and the task
+        stays up (an outage of MongoDB still fails it, for /health to say)."""
+        try:
+            await work
+        except (OperationFailure, ValueError, ServiceError) as error:
+            if isinstance(error, OperationFailure) and transient(error):
+                raise
+            malformed("documents", {"_id": document}, error)
 
     async def compact(self, document: ObjectId) -> int:
         """Fold the updates older than COEDIT_KEEP into the document's snapshot; how many were folded.
@@ -53,7 +68,7 @@ class Keeper:
 
         async def work(session: Session) -> int:
             replica = Replica()
-            await load_until(self.db, document, replica, cut, session)
+            await ledger.load(self.db, document, replica, session, until=cut)
             state = replica.missing(None)
             await self.db.doc_snapshots.replace_one(
                 {"_id": document}, {"seq": cut, "state": Binary(state), "at": now()}, upsert=True, session=session

@@ -32,34 +32,46 @@ def seq_of(doc: dict[str, Any] | None) -> int:
     return number(live_of(doc).get("seq"))
 
 
-async def load(db: Database, document: ObjectId, replica: Replica, session: Session | None = None) -> None:
-    """Read the document's CRDT into `replica` (emptied first): the snapshot, then every update after
-    it; a document without a log starts from its `body`."""
+async def load(
+    db: Database, document: ObjectId, replica: Replica, session: Session | None = None, until: int | None = None
+) -> str | None:
+    """Read the document's CRDT into `replica` (emptied first): the snapshot, then the updates after it
+    (up to `until`); a document without a log starts from its `body`. The stored body (None if there is
+    none), for the caller to compare with the text.
+
+    Live (`until` None), an entry the engine cannot read is skipped and reported: the text is then
+    made whole again from `body` by the next write. For a past text (`until`), it is a ValueError: a
+    base with a hole in it would turn its missing text into an insertion."""
     replica.reset()
+    strict = until is not None
     snapshot = await db.doc_snapshots.find_one({"_id": document}, session=session)
-    start = 0
-    if snapshot is not None and _fold(replica, "doc_snapshots", snapshot, "state"):
-        start = number(snapshot.get("seq"))
-    replica.seq = start
-    await fold(db, document, replica, session)
-    if replica.seq == 0:
-        doc = await db.documents.find_one({"_id": document}, {"body": 1}, session=session)
-        body = doc.get("body") if doc else None
-        replica.begin(body if isinstance(body, str) else "")
+    if snapshot is not None and _fold(replica, "doc_snapshots", snapshot, "state", strict):
+        replica.seq = number(snapshot.get("seq"))
+    await fold(db, document, replica, session, until)
+    doc = await db.documents.find_one({"_id": document}, {"body": 1}, session=session)
+    body = doc.get("body") if doc else None
+    body = body if isinstance(body, str) else None
+    if replica.seq == 0 and not strict:
+        replica.begin(body or "")
+    if strict:
+        replica.seq = until or 0
+    return body
 
 
-async def fold(db: Database, document: ObjectId, replica: Replica, session: Session | None = None) -> None:
-    """Fold the updates logged after `replica.seq`, in order."""
-    query = {"document": document, "seq": {"$gt": replica.seq}}
-    async for record in db.doc_updates.find(query, session=session).sort("seq", 1):
+async def fold(
+    db: Database, document: ObjectId, replica: Replica, session: Session | None = None, until: int | None = None
+) -> None:
+    """Fold the updates logged after `replica.seq` (up to `until`), in order."""
+    seqs: dict[str, int] = {"$gt": replica.seq} if until is None else {"$gt": replica.seq, "$lte": until}
+    async for record in db.doc_updates.find({"document": document, "seq": seqs}, session=session).sort("seq", 1):
         seq = number(record.get("seq"))
         if seq > replica.seq + 1 and replica.seq:
             log.warning("the log of document %s jumps from %d to %d (edited by hand?)", document, replica.seq, seq)
-        _fold(replica, "doc_updates", record, "update")
+        _fold(replica, "doc_updates", record, "update", until is not None)
         replica.seq = max(replica.seq, seq)
 
 
-def _fold(replica: Replica, collection: str, record: dict[str, Any], field: str) -> bool:
+def _fold(replica: Replica, collection: str, record: dict[str, Any], field: str, strict: bool) -> bool:
     data = record.get(field)
     try:
         if not isinstance(data, bytes):
@@ -67,6 +79,8 @@ def _fold(replica: Replica, collection: str, record: dict[str, Any], field: str)
         replica.apply(data)
     except ValueError as error:
         malformed(collection, record, error)
+        if strict:
+            raise
         return False
     return True
 

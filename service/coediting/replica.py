@@ -18,7 +18,7 @@ GENESIS_CLIENT = 1  # the client id of a document's first text: the same bytes o
 
 
 class Replica:
-    __slots__ = ("doc", "genesis", "lock", "seq", "stale", "subscribers", "text", "used")
+    __slots__ = ("doc", "genesis", "lock", "seq", "stale", "subscribers", "text")
 
     def __init__(self) -> None:
         self.doc: Doc[Text] = Doc()
@@ -27,7 +27,6 @@ class Replica:
         self.genesis: bytes | None = None  # the first text, while it is not in the log yet
         self.stale = False
         self.subscribers = 0  # `doc` subscriptions of this process on it: never evicted while > 0
-        self.used = 0.0
         self.lock = asyncio.Lock()  # one write at a time per document in this process
 
     def reset(self) -> None:

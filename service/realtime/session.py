@@ -172,6 +172,7 @@ class Session:
             if sub.stream == "doc":
                 self.hub.editors.closed(self.id, sub.target)
         self.hub.frames.forget(self.id)  # its frame budget goes with it
+        self.hub.editors.gone(self.id)
         self.subs.clear()
         self.state = State.CLOSED
 
@@ -354,7 +355,7 @@ class Session:
         doc_id, role = await documents.role(self.db, user, str(sub.target))
         editors = self.hub.editors
         await editors.replica(doc_id)
-        editors.opened(self.id, doc_id)
+        editors.opened(doc_id)
         sub.params = (vector, role)
         state = "editing" if role in documents.EDITORS else "viewing"
         record = {"document": doc_id, "user": user.id, "name": user.name, "state": state, "at": now()}
@@ -376,7 +377,7 @@ class Session:
 
     async def on_doc_update(self, user: User, frame: dict[str, Any]) -> None:
         document, update = self._doc_frame(user, frame, self.settings.coedit.update_bytes)
-        self.hub.editors.pace(self.id, document)
+        self.hub.editors.pace(self.id)
         self.writes.spend(user.id, len(update))
         _, role = await documents.role(self.db, user, str(document))
         if role not in documents.EDITORS:
@@ -388,7 +389,7 @@ class Session:
         document, update = self._doc_frame(user, frame, 1 << 16)
         if not any(sub.stream == "doc" and sub.target == document for sub in self.subs.values()):
             raise NotFound("subscribe to the document's doc stream first")
-        self.hub.editors.pace(self.id, document)
+        self.hub.editors.pace(self.id)
         await self.hub.editors.awareness(self.id, user, document, update)
 
     async def on_doc_save(self, user: User, frame: dict[str, Any]) -> None:
