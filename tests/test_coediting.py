@@ -417,3 +417,28 @@ def test_a_document_the_keeper_cannot_save_is_skipped_and_the_keeper_stays_up(se
     wait_for(lambda: ann.get(f"/documents/{doc['id']}").json()["version"] == 2)
     assert anon.get("/health").json()["tasks"]["coedit-keeper"] == {"state": "running", "restarts": 0}
     editor.close()
+
+
+def test_an_open_editor_is_on_the_documents_presence_until_it_leaves(server, signup) -> None:
+    ann, vic = signup("Ann"), signup("Vic")
+    document = shared(ann, vic, role="viewer")
+    editor, viewer = Editor(server, ann, document), Editor(server, vic, document)
+    people = {"editing": [{"id": ann.id, "name": "Ann"}], "viewing": [{"id": vic.id, "name": "Vic"}]}
+    wait_for(lambda: ann.get(f"/documents/{document}/presence").json() == people)
+    viewer.feed.send(type="unsubscribe", id="d")
+    wait_for(lambda: ann.get(f"/documents/{document}/presence").json() == {**people, "viewing": []})
+    editor.close()
+    wait_for(lambda: ann.get(f"/documents/{document}/presence").json() == {"editing": [], "viewing": []})
+    viewer.close()
+
+
+def test_deleting_the_document_ends_its_doc_subscriptions(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    document = shared(ann, bob)
+    editor = Editor(server, bob, document)
+    assert ann.delete(f"/documents/{document}").status_code == 204
+    ended = next_frame(editor, lambda frame: frame["type"] == "event")
+    assert (ended["op"], ended["id"], ended["data"]) == ("delete", document, None)
+    editor.feed.send(type="unsubscribe", id="d")
+    assert next_frame(editor, lambda frame: frame["type"] == "error")["code"] == "bad_request"  # it is over
+    editor.close()
