@@ -132,7 +132,10 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "signals": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry")],
     # A document's CRDT log: one entry per seq (two instances cannot both write the same one).
-    "doc_updates": [IndexModel([("document", ASCENDING), ("seq", ASCENDING)], unique=True, name="by_document")],
+    "doc_updates": [
+        IndexModel([("document", ASCENDING), ("seq", ASCENDING)], unique=True, name="by_document"),
+        IndexModel([("document", ASCENDING), ("clients", ASCENDING)], name="by_client"),  # whose a client id is
+    ],
     "awareness": [
         IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="expiry"),
         IndexModel([("conn", ASCENDING)], name="by_connection"),

@@ -11,6 +11,8 @@ import pytest
 from bson import ObjectId
 from pycrdt import Doc, Map, Text
 
+from service.coediting.yjs import varint as uint
+
 from .feed import Feed
 from .harness import Account, Server, wait_for
 
@@ -403,20 +405,58 @@ def test_an_instance_that_reads_a_log_with_an_entry_deleted_by_hand_shows_the_st
     assert ann.get(f"/documents/{doc['id']}").json()["body"] == "abcdef"
 
 
-def test_a_document_the_keeper_cannot_save_is_skipped_and_the_keeper_stays_up(server, signup, db, anon) -> None:
+def test_documents_the_keeper_cannot_save_are_skipped_and_the_keeper_stays_up(server, signup, db, anon) -> None:
     ann = signup("Ann")
-    broken = ann.post("/documents", json={"title": "Broken", "body": "x"}).json()
-    db.documents.update_one(
-        {"_id": ObjectId(broken["id"])},
-        {"$set": {"version": "x", "live": {"seq": 5, "saved": 1, "save_after": datetime(2000, 1, 1, tzinfo=UTC)}}},
-        bypass_document_validation=True,
-    )
+    due = {"seq": 5, "saved": 1, "save_after": datetime(2000, 1, 1, tzinfo=UTC)}
+    broken = [  # more than a round's batch: they must not fill every round
+        {"title": f"Broken {n}", "owner": {"_id": ObjectId(ann.id), "name": "Ann"}, "access": [ObjectId(ann.id)],
+         "collaborators": [], "version": "x", "live": due}
+        for n in range(110)
+    ]  # fmt: skip
+    broken.append({**broken[0], "title": "No version"})
+    del broken[-1]["version"]
+    db.documents.insert_many(broken, bypass_document_validation=True)
     doc = ann.post("/documents", json={"title": "Plan", "body": "v1"}).json()
     editor = Editor(server, ann, doc["id"])
     editor.keystrokes(2, "+")
-    wait_for(lambda: ann.get(f"/documents/{doc['id']}").json()["version"] == 2)
+    wait_for(lambda: ann.get(f"/documents/{doc['id']}").json()["version"] == 2, timeout=30)
     assert anon.get("/health").json()["tasks"]["coedit-keeper"] == {"state": "running", "restarts": 0}
     editor.close()
+
+
+def test_a_document_whose_log_cannot_be_compacted_is_left_as_it_is_and_stops_being_due(server, signup, db) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": ""}).json()
+    oid = ObjectId(doc["id"])
+    editor = Editor(server, ann, doc["id"])
+    editor.keystrokes(0, "abc")
+    db.doc_updates.update_one({"document": oid, "seq": 3}, {"$set": {"update": b"\xff\xfe\x00garbage"}})
+    editor.keystrokes(3, "defghijklmnop")
+    wait_for(lambda: "compact" not in (db.documents.find_one({"_id": oid}) or {}).get("live", {}), timeout=30)
+    assert db.doc_snapshots.find_one({"_id": oid}) is None
+    assert ann.get(f"/documents/{doc['id']}").json()["body"] == "abcdefghijklmnop"
+    editor.close()
+
+
+def test_a_typists_awareness_client_id_stays_theirs_while_they_are_away(server, signup) -> None:
+    ann, bob = signup("Ann"), signup("Bob")
+    document = shared(ann, bob)
+    first = Editor(server, ann, document)
+    first.keystrokes(5, "!")
+    mine = first.doc.client_id
+    state = b'{"cursor":1}'
+    update = bytes([1]) + uint(mine) + bytes([1, len(state)]) + state
+    first.feed.send(type="doc.awareness", document=document, update=b64(update))
+    first.close()
+    second = Editor(server, bob, document)
+    second.feed.send(type="doc.awareness", id="take", document=document, update=b64(update))
+    assert next_frame(second, lambda frame: frame.get("id") == "take")["code"] == "forbidden"
+    back = Editor(server, ann, document)
+    back.feed.send(type="doc.awareness", id="back", document=document, update=b64(update))
+    seen = next_frame(second, lambda frame: frame["type"] == "event" and frame["op"] == "awareness")
+    assert b'"name":"Ann"' in base64.b64decode(seen["data"]["update"])
+    back.close()
+    second.close()
 
 
 def test_an_open_editor_is_on_the_documents_presence_until_it_leaves(server, signup) -> None:

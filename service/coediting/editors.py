@@ -333,8 +333,14 @@ class Editors:
             raise BadRequest(f"at most {MAX_CLIENTS_PER_CONNECTION} awareness clients per connection")
         if entry.state is None:
             raise BadRequest(f"client {entry.client} is not one of this connection's")
-        taken = {"document": document, f"clients.{entry.client}": {"$exists": True}, "user": {"$ne": user.id}}
-        if await self.db.awareness.find_one(taken, {"_id": 1}) is not None:
+        holding = {"document": document, f"clients.{entry.client}": {"$exists": True}, "user": {"$ne": user.id}}
+        typed = {"document": document, "clients": entry.client, "author": {"$nin": [user.id, None]}}
+        # Held now by another person's connection, or the id their typing carries in the log (so it stays
+        # theirs while they are away: a reconnecting tab keeps its id).
+        if (
+            await self.db.awareness.find_one(holding, {"_id": 1}) is not None
+            or await self.db.doc_updates.find_one(typed, {"_id": 1}) is not None
+        ):
             raise Forbidden(f"client {entry.client} is someone else's on this document")
 
     async def _write_awareness(self, conn: str, user: User, document: ObjectId, mine: Cursors) -> None:
@@ -593,16 +599,17 @@ async def save_point(db: Database, document: ObjectId) -> int:
             raise NotFound("document not found")
         live = ledger.live_of(doc)
         seq = ledger.number(live.get("seq"))
+        version = doc.get("version")
+        if not isinstance(version, int | float) or isinstance(version, bool):
+            raise unreadable("documents", doc)  # no version to go on from (written by hand)
         if seq <= ledger.number(live.get("saved")):
-            version: int = doc["version"]
-            return version
+            return int(version)
         saved = await db.documents.find_one_and_update(
-            {"_id": document, "live.seq": seq, "version": doc["version"]},
+            {"_id": document, "live.seq": seq, "version": version},
             {"$inc": {"version": 1}, "$set": {"live.saved": seq}, "$unset": {"live.save_after": ""}},
             {"version": 1},
             return_document=ReturnDocument.AFTER,
         )
         if saved is not None:
-            result: int = saved["version"]
-            return result
+            return int(saved["version"])
     raise Unavailable("the document keeps changing; try the save again")

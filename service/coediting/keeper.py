@@ -5,6 +5,7 @@ runs one (supervised); each step is a conditional write, so two instances doing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
 from datetime import timedelta
@@ -39,21 +40,24 @@ class Keeper:
     async def round(self) -> None:
         due = self.db.documents.find({"live.save_after": {"$lte": now()}}, {"_id": 1}).limit(BATCH)
         for document in [doc["_id"] async for doc in due]:
-            await self._each(document, save_point(self.db, document))
+            await self._each(document, save_point(self.db, document), "live.save_after")
         crowded = self.db.documents.find({"live.compact": True}, {"_id": 1}).limit(BATCH)
         for document in [doc["_id"] async for doc in crowded]:
-            await self._each(document, self.compact(document))
+            await self._each(document, self.compact(document), "live.compact")
 
-    async def _each(self, document: ObjectId, work: Awaitable[Any]) -> None:
-        """One document's work: a document that cannot be saved or compacted (written by hand, its
-        version not a number, its log garbled) is reported and skipped; the others go on, and the task
-        stays up (an outage of MongoDB still fails it, for /health to say)."""
+    async def _each(self, document: ObjectId, work: Awaitable[Any], due: str) -> None:
+        """One document's work. A document that cannot be saved or compacted (written by hand: no
+        version, a garbled log) is reported and is no longer due (its next write makes it due again),
+        so a pile of them cannot fill every round; the task stays up (an outage of MongoDB still fails
+        it, for /health to say)."""
         try:
             await work
         except (OperationFailure, ValueError, ServiceError) as error:
             if isinstance(error, OperationFailure) and transient(error):
                 raise
             malformed("documents", {"_id": document}, error)
+            with contextlib.suppress(OperationFailure):  # a `live` that is not an object is not due anyway
+                await self.db.documents.update_one({"_id": document}, {"$unset": {due: ""}})
 
     async def compact(self, document: ObjectId) -> int:
         """Fold the updates older than COEDIT_KEEP into the document's snapshot; how many were folded.

@@ -15,6 +15,7 @@ from typing import Any
 from ..database import Binary, Database, ObjectId, Session
 from ..stored import malformed
 from .replica import Replica
+from .yjs import read_update
 
 log = logging.getLogger("murmuration.coediting")
 
@@ -86,7 +87,16 @@ def _fold(replica: Replica, collection: str, record: dict[str, Any], field: str,
 
 
 def entries(document: ObjectId, first: int, updates: list[tuple[bytes, ObjectId | None]], at: Any) -> list[Any]:
+    """The log entries of `updates`, with the Yjs client ids each carries (whose they are: an awareness
+    client id is its typist's)."""
     return [
-        {"document": document, "seq": first + index, "update": Binary(update), "author": author, "at": at}
+        {
+            "document": document,
+            "seq": first + index,
+            "update": Binary(update),
+            "author": author,
+            "clients": sorted(read_update(update).ranges),
+            "at": at,
+        }
         for index, (update, author) in enumerate(updates)
     ]
