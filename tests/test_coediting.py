@@ -482,3 +482,11 @@ def test_deleting_the_document_ends_its_doc_subscriptions(server, signup) -> Non
     editor.feed.send(type="unsubscribe", id="d")
     assert next_frame(editor, lambda frame: frame["type"] == "error")["code"] == "bad_request"  # it is over
     editor.close()
+
+
+def test_a_rest_edit_that_sends_the_text_there_is_still_a_new_version(server, signup) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": ""}).json()
+    for version in (2, 3, 4):  # the first starts the log; the others change nothing in the text
+        answer = ann.patch(f"/documents/{doc['id']}", json={"body": ""})
+        assert answer.status_code == 200 and answer.json()["version"] == version, answer.text

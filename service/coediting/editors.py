@@ -435,7 +435,7 @@ class Write:
                 raise  # applied already: the whole write is given up, the replica read again
             except ServiceError as error:
                 self.outcomes[item] = error
-        if not records and not changes:
+        if not records and self.patch is None:  # nothing new typed: nothing to write
             self.seq = seq
             return
         await self._store(doc, seq, records, changes, author, session)
