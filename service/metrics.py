@@ -70,6 +70,17 @@ PAYMENT_EXTRA_CHARGES = Counter(
     "murmuration_payment_extra_charges_total", "Second charges for one order the sweep gave back", ["how"]
 )
 MAIL = Counter("murmuration_mail_total", "Outbox letters by what became of them", ["kind", "outcome"])
+COMPACTIONS = Histogram(
+    "murmuration_coedit_compaction_seconds",
+    "Time to fold a live document's old updates into its snapshot (one transaction)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+COEDIT_RERUNS = Counter(
+    "murmuration_coedit_write_reruns_total",
+    "Live-editing writes run again after a write conflict: from the replica's base, or the log read whole",
+    ["how"],
+)
+COMPACTED = Counter("murmuration_coedit_updates_compacted_total", "Live-editing updates folded into snapshots")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

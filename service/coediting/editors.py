@@ -36,6 +36,7 @@ from ..errors import (
     Unavailable,
     ValidationFailed,
 )
+from ..metrics import COEDIT_RERUNS
 from ..ratelimit import RateLimiter
 from ..stored import unreadable
 from . import ledger
@@ -401,16 +402,8 @@ class Write:
         self.runs += 1
         self.outcomes = {}
         replica = self.replica
-        if self.runs > 1 or replica.stale:
-            await ledger.load(self.db, self.document, replica, session)
-        # Not the roster nor the readers (thousands, with every keystroke): nothing here needs them.
-        doc = await self.db.documents.find_one({"_id": self.document}, UNUSED, session=session)
-        if doc is None:
-            raise NotFound("document not found")
-        seq = ledger.seq_of(doc)
-        if seq > replica.seq:
-            await ledger.fold(self.db, self.document, replica, session)
-        seq = max(seq, replica.seq)
+        doc = await self._current(session)
+        seq = max(ledger.seq_of(doc), replica.seq)
         records: list[tuple[bytes, ObjectId | None]] = []
         self.began = replica.genesis is not None and seq == 0
         if self.began:
@@ -439,6 +432,32 @@ class Write:
             self.seq = seq
             return
         await self._store(doc, seq, records, changes, author, session)
+
+    async def _current(self, session: Session) -> Document:
+        """The document, with the replica made exactly its log (nothing of this write in it yet): read
+        again if stale; on a rerun, back to its base and the log after it (or the whole log)."""
+        replica, how = self.replica, ""
+        if replica.stale:
+            await ledger.load(self.db, self.document, replica, session)
+        elif self.runs > 1:  # what the last run applied is not in the log
+            rewound = replica.rewind() and await ledger.fold(self.db, self.document, replica, session)
+            how = "rewound" if rewound else "reloaded"
+            if not rewound:
+                await ledger.load(self.db, self.document, replica, session)
+        # Not the roster nor the readers (thousands, with every keystroke): nothing here needs them.
+        doc = await self.db.documents.find_one({"_id": self.document}, UNUSED, session=session)
+        if doc is None:
+            raise NotFound("document not found")
+        seq = ledger.seq_of(doc)
+        if seq > replica.seq:
+            whole = await ledger.fold(self.db, self.document, replica, session)
+            if how == "rewound" and (not whole or seq > replica.seq):  # compacted past the base
+                how = "reloaded"
+                await ledger.load(self.db, self.document, replica, session)
+        if how:
+            COEDIT_RERUNS.labels(how).inc()
+        replica.mark()
+        return doc
 
     def _update(self, item: Item, records: list[tuple[bytes, ObjectId | None]], seq: int) -> int | None:
         assert item.parsed is not None and item.update is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from ..config import Settings
 from ..database import Binary, Database, ObjectId, OperationFailure, Session, now, transient
 from ..errors import ServiceError
+from ..metrics import COMPACTED, COMPACTIONS
 from ..stored import malformed
 from . import ledger
 from .editors import save_point
@@ -85,6 +87,13 @@ class Keeper:
             )
             return int(folded.deleted_count)
 
+        started = time.perf_counter()
         folded: int = await self.db.transaction(work)
-        log.info("compacted %d update(s) of document %s into its snapshot (up to %d)", folded, document, cut)
+        took = time.perf_counter() - started
+        COMPACTIONS.observe(took)
+        COMPACTED.inc(folded)
+        log.info(
+            "compacted %d update(s) of document %s into its snapshot (up to %d) in %.0f ms",
+            folded, document, cut, took * 1000,
+        )  # fmt: skip
         return folded

@@ -61,15 +61,20 @@ async def load(
 
 async def fold(
     db: Database, document: ObjectId, replica: Replica, session: Session | None = None, until: int | None = None
-) -> None:
-    """Fold the updates logged after `replica.seq` (up to `until`), in order."""
+) -> bool:
+    """Fold the updates logged after `replica.seq` (up to `until`), in order; False if the log jumped
+    over some (compacted since, or deleted by hand)."""
     seqs: dict[str, int] = {"$gt": replica.seq} if until is None else {"$gt": replica.seq, "$lte": until}
+    whole = True
     async for record in db.doc_updates.find({"document": document, "seq": seqs}, session=session).sort("seq", 1):
         seq = number(record.get("seq"))
-        if seq > replica.seq + 1 and replica.seq:
-            log.warning("the log of document %s jumps from %d to %d (edited by hand?)", document, replica.seq, seq)
+        if seq > replica.seq + 1:
+            whole = False
+            if replica.seq:  # (a log compacted under an unreadable snapshot starts past 1: said then)
+                log.warning("the log of document %s jumps from %d to %d", document, replica.seq, seq)
         _fold(replica, "doc_updates", record, "update", until is not None)
         replica.seq = max(replica.seq, seq)
+    return whole
 
 
 def _fold(replica: Replica, collection: str, record: dict[str, Any], field: str, strict: bool) -> bool:

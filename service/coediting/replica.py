@@ -15,10 +15,11 @@ from . import texts
 from .yjs import ROOT, StateVector, read_vector
 
 GENESIS_CLIENT = 1  # the client id of a document's first text: the same bytes on every instance
+BASE_EVERY = 64  # updates between two bases: a rerun reads at most about this many entries again
 
 
 class Replica:
-    __slots__ = ("doc", "genesis", "lock", "seq", "stale", "subscribers", "text")
+    __slots__ = ("base", "doc", "genesis", "lock", "seq", "stale", "subscribers", "text")
 
     def __init__(self) -> None:
         self.doc: Doc[Text] = Doc()
@@ -28,12 +29,32 @@ class Replica:
         self.stale = False
         self.subscribers = 0  # `doc` subscriptions of this process on it: never evicted while > 0
         self.lock = asyncio.Lock()  # one write at a time per document in this process
+        # A recent state known to be exactly the log's up to its seq: a write that must run again (a
+        # write conflict) goes back to it and reads only the log after it, not the whole log.
+        self.base: tuple[bytes, int, bytes | None] | None = None
 
     def reset(self) -> None:
         """Empty, to be read again from the log (in place: subscriptions keep their reference)."""
         self.doc = Doc()
         self.text = self.doc.get(ROOT, type=Text)
-        self.seq, self.genesis, self.stale = 0, None, False
+        self.seq, self.genesis, self.stale, self.base = 0, None, False, None
+
+    def mark(self, every: int = BASE_EVERY) -> None:
+        """Remember the state now as the base, if the one held is `every` updates old (or none is): only
+        when the replica is exactly the log up to `seq`, nothing in flight."""
+        if self.base is None or self.seq - self.base[1] >= every:
+            self.base = (self.doc.get_update(), self.seq, self.genesis)
+
+    def rewind(self) -> bool:
+        """Back to the base (what a failed write applied is gone); False if there is none."""
+        if self.base is None:
+            return False
+        state, seq, genesis = self.base
+        self.doc = Doc()
+        self.text = self.doc.get(ROOT, type=Text)
+        self.apply(state)
+        self.seq, self.genesis = seq, genesis
+        return True
 
     def apply(self, update: bytes) -> None:
         """Fold an update in (ValueError if the engine cannot decode it)."""
