@@ -246,7 +246,8 @@ def test_compaction_leaves_the_text_and_a_new_editor_syncs_to_it(server, signup,
     editor = Editor(server, ann, doc["id"])
     editor.keystrokes(0, "compaction keeps every character")
     oid = ObjectId(doc["id"])
-    wait_for(lambda: db.doc_snapshots.find_one({"_id": oid}) is not None, timeout=30)
+    # Compacted: the snapshot's state is there (its checkpoint, the head, may come first).
+    wait_for(lambda: db.doc_snapshots.find_one({"_id": oid, "state": {"$exists": True}}) is not None, timeout=30)
     assert db.doc_updates.count_documents({"document": oid}) < 33
     assert ann.get(f"/documents/{doc['id']}").json()["body"] == "compaction keeps every character"
     fresh = Editor(server, ann, doc["id"])
@@ -369,6 +370,40 @@ def test_two_instances_writing_at_once_conflict_and_keep_every_keystroke_once(
     finally:
         left.stop()
         right.stop()
+
+
+def test_a_document_with_a_long_log_is_opened_from_its_latest_checkpoint(server, mongo_url: str, mongo) -> None:
+    # Updates kept ten minutes, a checkpoint every 10: the log is long, the checkpoint recent. A
+    # database of its own: the module's server compacts every second.
+    env = {**server.env, "COEDIT_KEEP": "600", "COEDIT_COMPACT_AFTER": "10"}
+    name = f"{server.db_name}_checkpoint"
+    typing = Server(mongo_url, name, env=env).start()
+    try:
+        ann, bob = Account.register(typing.url, "Ann"), Account.register(typing.url, "Bob")
+        document = shared(ann, bob, body="")
+        editor = Editor(typing, ann, document)
+        editor.keystrokes(0, "checkpoints keep opening")
+        db, oid = mongo[name], ObjectId(document)
+        kept = wait_for(lambda: db.doc_snapshots.find_one({"_id": oid, "head_seq": {"$gte": 10}}), what="a checkpoint")
+        editor.keystrokes(len(editor.text), " cheap")  # after the checkpoint: read from the log
+        editor.close()
+    finally:
+        typing.stop()
+    assert "state" not in kept  # nothing compacted: the log is all there
+    # What the checkpoint holds is not read from the log again: without those entries, a new
+    # instance shows the whole text at once, and has nothing to repair from the body.
+    db.doc_updates.delete_many({"document": oid, "seq": {"$lte": kept["head_seq"]}})
+    opening = Server(mongo_url, name, env=env).start()
+    try:
+        fresh = Editor(opening, bob, document)
+        assert str(fresh.text) == "checkpoints keep opening cheap"
+        fresh.keystrokes(len(fresh.text), "!")
+        fresh.close()
+        assert bob.get(f"{opening.url}/documents/{document}").json()["body"] == "checkpoints keep opening cheap!"
+        assert db.doc_updates.count_documents({"document": oid, "author": None}) == 0
+    finally:
+        opening.stop()
+        mongo.drop_database(name)
 
 
 def test_an_etag_from_before_the_log_began_is_412_not_a_second_copy(server, signup) -> None:

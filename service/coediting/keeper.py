@@ -64,6 +64,7 @@ class Keeper:
     async def compact(self, document: ObjectId) -> int:
         """Fold the updates older than COEDIT_KEEP into the document's snapshot; how many were folded.
         The text is the same before and after (the snapshot is those updates' own state)."""
+        await ledger.checkpoint(self.db, document, self.limits.compact_after)
         cutoff = now() - timedelta(seconds=self.limits.keep)
         old = await self.db.doc_updates.find_one(
             {"document": document, "at": {"$lt": cutoff}}, {"seq": 1}, sort=[("seq", -1)]
@@ -76,9 +77,10 @@ class Keeper:
             replica = Replica()
             await ledger.load(self.db, document, replica, session, until=cut)
             state = replica.missing(None)
-            await self.db.doc_snapshots.replace_one(
-                {"_id": document}, {"seq": cut, "state": Binary(state), "at": now()}, upsert=True, session=session
-            )
+            await self.db.doc_snapshots.update_one(  # the head, if any, stays
+                {"_id": document}, {"$set": {"seq": cut, "state": Binary(state), "at": now()}}, upsert=True,
+                session=session,
+            )  # fmt: skip
             folded = await self.db.doc_updates.delete_many(
                 {"document": document, "seq": {"$lte": cut}}, session=session
             )

@@ -1,5 +1,7 @@
 """A document's CRDT log in MongoDB: `doc_updates` (document, seq, update, author, at) after the
-`doc_snapshots` entry (document, seq, state) that compaction folds old updates into.
+`doc_snapshots` entry (document, seq, state) that compaction folds old updates into. That entry also
+holds the head (head_seq, head): the state at a recent update, so that reading a document live takes
+the updates after it only, not the whole COEDIT_KEEP window.
 
 The document itself carries `live: {seq, saved, at, save_after}`: the last update folded into its
 `body`, the update of its last save point, when the last one came, and when the next save point is
@@ -46,8 +48,8 @@ async def load(
     replica.reset()
     strict = until is not None
     snapshot = await db.doc_snapshots.find_one({"_id": document}, session=session)
-    if snapshot is not None and _fold(replica, "doc_snapshots", snapshot, "state", strict):
-        replica.seq = number(snapshot.get("seq"))
+    if snapshot is not None:
+        _start(replica, snapshot, until)
     await fold(db, document, replica, session, until)
     doc = await db.documents.find_one({"_id": document}, {"body": 1}, session=session)
     body = doc.get("body") if doc else None
@@ -75,6 +77,46 @@ async def fold(
         _fold(replica, "doc_updates", record, "update", until is not None)
         replica.seq = max(replica.seq, seq)
     return whole
+
+
+def _start(replica: Replica, snapshot: dict[str, Any], until: int | None) -> None:
+    """Start from the newest state kept that is not past `until`: the head (a recent checkpoint, so a
+    load reads about COEDIT_COMPACT_AFTER entries, not the whole COEDIT_KEEP window) or the snapshot
+    (where the log begins). A head that cannot be read is passed over; for a past text, a snapshot that
+    cannot be read is a ValueError."""
+    kept = [(number(snapshot.get(at)), field) for at, field in (("head_seq", "head"), ("seq", "state"))]
+    for seq, field in sorted((entry for entry in kept if entry[1] in snapshot), reverse=True):
+        if until is not None and seq > until:
+            continue
+        if _fold(replica, "doc_snapshots", snapshot, field, until is not None and field == "state"):
+            replica.seq = seq
+            return
+        replica.reset()
+
+
+async def checkpoint(db: Database, document: ObjectId, every: int) -> int | None:
+    """Keep the document's state at its latest update as the head of its snapshot, if the head is
+    `every` updates old: the new head's seq (None: not due, or the log has a hole). Read and written in
+    one transaction, so a compaction at the same time cannot take entries from under it."""
+
+    async def work(session: Session) -> int | None:
+        doc = await db.documents.find_one({"_id": document}, {"live.seq": 1}, session=session)
+        latest = seq_of(doc)
+        kept = await db.doc_snapshots.find_one({"_id": document}, {"seq": 1, "head_seq": 1}, session=session)
+        if latest - max(number((kept or {}).get("seq")), number((kept or {}).get("head_seq"))) < every:
+            return None
+        replica = Replica()
+        snapshot = await db.doc_snapshots.find_one({"_id": document}, session=session)
+        if snapshot is not None:
+            _start(replica, snapshot, latest)
+        if not await fold(db, document, replica, session, latest) or replica.seq != latest:
+            return None  # a hole in the log (deleted by hand): no state to vouch for
+        head = {"head_seq": latest, "head": Binary(replica.missing(None))}
+        await db.doc_snapshots.update_one({"_id": document}, {"$set": head}, upsert=True, session=session)
+        return latest
+
+    found: int | None = await db.transaction(work)
+    return found
 
 
 def _fold(replica: Replica, collection: str, record: dict[str, Any], field: str, strict: bool) -> bool:
