@@ -345,28 +345,32 @@ def test_two_instances_writing_at_once_conflict_and_keep_every_keystroke_once(
     left, right = Server(mongo_url, server.db_name, env=env).start(), Server(mongo_url, server.db_name, env=env).start()
     try:
         first, second = Editor(left, ann, document), Editor(right, bob, document)
-        rounds = 0
+        rounds, joined = 0, []
         # The two instances' transactions both write the document: until one of them had to run
-        # again (a write conflict), type more at once on both (a bounded number of rounds).
+        # again (a write conflict), type more at once on both (a bounded number of rounds). Someone
+        # opens the document meanwhile: their sync is not taken from a write half-way.
         while sum(reruns(left).values()) + sum(reruns(right).values()) == 0 and rounds < 40:
             rounds += 1
             sending = threading.Thread(target=first.burst, args=("a", 10))
             sending.start()
+            if len(joined) < 5:
+                opening = threading.Thread(target=lambda: joined.append(Editor(left, bob, document)))
+                opening.start()
             second.burst("b", 10)
             sending.join()
+            opening.join()
         assert sum(reruns(left).values()) + sum(reruns(right).values()) > 0, "no write conflict in 40 rounds"
         assert reruns(left)["rewound"] + reruns(right)["rewound"] > 0  # from the base, not the whole log
         typed = "a" * 10 * rounds + "b" * 10 * rounds
         stored = wait_for(lambda: (body := ann.get(f"/documents/{document}").json()["body"]) and
                           sorted(body) == sorted(typed) and body)  # fmt: skip
-        first.catch_up(stored)
-        second.catch_up(stored)
+        for editor in (first, second, *joined):
+            editor.catch_up(stored)
+            editor.close()
         log = list(db.doc_updates.find({"document": ObjectId(document)}).sort("seq", 1))
         seqs = [entry["seq"] for entry in log]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no hole, no seq twice
         assert len({bytes(entry["update"]) for entry in log}) == len(log)  # no update twice
-        first.close()
-        second.close()
     finally:
         left.stop()
         right.stop()

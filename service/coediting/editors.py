@@ -10,10 +10,12 @@ the text they make as `body`, so REST, search and the shell read what the editor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -121,17 +123,33 @@ class Editors:
         self.replicas.move_to_end(document)
         if replica.stale:
             async with replica.lock:
-                if replica.stale:
-                    try:
-                        body = await ledger.load(self.db, document, replica)
-                    except BaseException:
-                        replica.stale = True
-                        raise
-                    if body is not None and body != replica.body():
-                        # The log and the body disagree (an entry garbled or deleted by hand, a body set
-                        # in the shell): the body is the text people read, so it is folded in as an edit.
-                        self.later(self.reconcile(document))
+                await self._read(document, replica)
         return replica
+
+    @contextlib.asynccontextmanager
+    async def settled(self, document: ObjectId) -> AsyncIterator[None]:
+        """While held, the document's replica is exactly what the log has committed, read in full: no
+        write is half-way (one that runs again goes back to a base and reads the log after it; one that
+        failed leaves it stale). A `doc` subscription's sync is taken inside, or it could miss updates
+        already sent to subscribers, or show one that is never stored."""
+        replica = await self.replica(document)
+        async with replica.lock:
+            await self._read(document, replica)
+            yield
+
+    async def _read(self, document: ObjectId, replica: Replica) -> None:
+        """Read the replica again if it went stale (the caller holds its lock)."""
+        if not replica.stale:
+            return
+        try:
+            body = await ledger.load(self.db, document, replica)
+        except BaseException:
+            replica.stale = True
+            raise
+        if body is not None and body != replica.body():
+            # The log and the body disagree (an entry garbled or deleted by hand, a body set in the
+            # shell): the body is the text people read, so it is folded in as an edit.
+            self.later(self.reconcile(document))
 
     def _make_room(self) -> None:
         if len(self.replicas) < self.limits.documents:

@@ -306,7 +306,11 @@ class Session:
             await self._open_doc(user, sub, vector)
         self.subs[sub_id] = sub
         try:
-            await self.hub.subscribe(sub, since)
+            if stream == "doc" and since is None and target is not None:  # the sync: not taken mid-write
+                async with self.hub.editors.settled(target):
+                    await self.hub.subscribe(sub, since)
+            else:
+                await self.hub.subscribe(sub, since)
         except BaseException:
             self.subs.pop(sub_id, None)
             if stream == "doc":
