@@ -48,6 +48,18 @@ def test_a_paused_subscription_is_left_out_until_resumed_from_its_last_delivered
     assert state.resume("s1") == {"type": "subscribe", "id": "s1", "stream": "documents", "params": {}, "since": "c1"}
 
 
+def test_events_of_a_paused_subscription_still_on_the_way_after_it_resumes_are_not_delivered() -> None:
+    state = Subscriptions()
+    state.add("s1", "documents", {}, "c1")
+    state.pause("s1")
+    state.resume("s1")  # the consumer caught up before the server's frames sent before the pause were read
+    late = {"type": "event", "sub": "s1", "stream": "documents", "op": "insert", "id": "d3", "cursor": "c3"}
+    assert state.receive(late).kind == "ignored"  # the resumed subscription replays it, in its place
+    assert state.receive({"type": "unsubscribed", "id": "s1"}).kind == "ignored"
+    replayed = {"type": "event", "sub": "s1", "stream": "documents", "op": "insert", "id": "d2", "cursor": "c2"}
+    assert state.receive(replayed).kind == "event"
+
+
 def test_a_subscription_with_no_event_yet_resumes_from_where_it_went_live() -> None:
     state = Subscriptions()
     state.add("s1", "contacts", {}, None)

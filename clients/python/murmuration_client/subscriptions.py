@@ -38,6 +38,9 @@ class Subscription:
     cursor: str | None = None
     live: bool = False
     paused: bool = False
+    # Unsubscribed (paused) and the server has not said `unsubscribed` yet: what it sent before then
+    # belongs to the old subscription, even once resumed (the new one replays it from the cursor).
+    draining: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,7 @@ class Subscriptions:
         """The frames a new connection starts with: every subscription from its cursor, then every
         chat send not acknowledged yet (the server acknowledges a repeat without storing it twice)."""
         for sub in self.active.values():
-            sub.live = False
+            sub.live, sub.draining = False, False  # a new socket carries nothing of the old subscriptions
         running = [self._subscribe(sub) for sub in self.active.values() if not sub.paused]
         return running + list(self.sends.values())
 
@@ -89,7 +92,7 @@ class Subscriptions:
         sub = self.active.get(sub_id)
         if sub is None or sub.paused:
             return None
-        sub.paused, sub.live = True, False
+        sub.paused, sub.live, sub.draining = True, False, True
         return {"type": "unsubscribe", "id": sub_id}
 
     def resume(self, sub_id: str) -> dict[str, Any] | None:
@@ -103,6 +106,11 @@ class Subscriptions:
     def receive(self, frame: dict[str, Any]) -> Delivery:
         kind, sub_id = frame.get("type"), frame.get("sub") or frame.get("id")
         sub = self.active.get(sub_id) if isinstance(sub_id, str) else None
+        if kind == "unsubscribed" and sub is not None:
+            sub.draining = False
+            return Delivery("ignored", frame=frame)
+        if sub is not None and sub.draining and kind in ("event", "subscribed"):
+            return Delivery("ignored", frame=frame)
         if kind == "event" and sub is not None and not sub.paused:
             event = Event(sub.id, str(frame.get("stream")), str(frame.get("op")), frame.get("id"), frame.get("data"),
                           frame.get("cursor"))  # fmt: skip
