@@ -509,6 +509,51 @@ def test_an_instance_that_reads_a_log_with_an_entry_deleted_by_hand_shows_the_st
     assert ann.get(f"/documents/{doc['id']}").json()["body"] == "abcdef"
 
 
+def test_an_update_building_on_an_entry_deleted_by_hand_is_refused_not_acknowledged_and_lost(
+    server, signup, db
+) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": ""}).json()
+    editor = Editor(server, ann, doc["id"])
+    editor.keystrokes(0, "abc")
+    watching = Feed(server, ann)
+    watching.subscribe("w", "documents", {})
+    last = db.doc_updates.find_one({"document": ObjectId(doc["id"])}, sort=[("seq", -1)])
+    db.doc_updates.delete_one({"_id": last["_id"]})  # the "c"
+    # A change after the deletion, seen by the same instance: it has read the deletion too.
+    db.documents.update_one({"_id": ObjectId(doc["id"])}, {"$set": {"title": "Plan, again"}})
+    wait_for(lambda: watching.recv()["type"] == "event", what="the title's event")
+    # "d" after "c": the instance no longer vouches for "c", which no instance reading the log has.
+    answer = editor.send(editor.type(3, "d"))
+    assert answer["type"] == "error" and "sync first" in answer["message"], answer
+    watching.close()
+    editor.close()
+
+
+@pytest.mark.parametrize("head_seq", [2**40, 2**63 - 1])
+def test_a_checkpoint_whose_seq_is_past_the_log_is_not_believed(server, signup, db, mongo_url: str, head_seq) -> None:
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": ""}).json()
+    oid = ObjectId(doc["id"])
+    editor = Editor(server, ann, doc["id"])
+    editor.keystrokes(0, "abcdefghijkl")
+    wait_for(lambda: db.doc_snapshots.find_one({"_id": oid, "head_seq": {"$gte": 10}}), what="a checkpoint")
+    editor.keystrokes(12, "mnop")
+    editor.close()
+    # Not due (so no keeper writes a head meanwhile), and a head restored from elsewhere.
+    db.documents.update_one({"_id": oid}, {"$unset": {"live.compact": ""}})
+    db.doc_snapshots.update_one({"_id": oid}, {"$set": {"head_seq": head_seq}})
+    with Server(mongo_url, server.db_name, env=server.env).start() as other:
+        fresh = Editor(other, ann, doc["id"])
+        assert str(fresh.text) == "abcdefghijklmnop"
+        fresh.keystrokes(16, "!")
+        fresh.close()
+        assert httpx.get(f"{other.url}/documents/{doc['id']}", headers=ann.headers).json()["body"] == (
+            "abcdefghijklmnop!"
+        )
+    assert max(entry["seq"] for entry in db.doc_updates.find({"document": oid})) < 100
+
+
 def test_documents_the_keeper_cannot_save_are_skipped_and_the_keeper_stays_up(server, signup, db, anon) -> None:
     ann = signup("Ann")
     due = {"seq": 5, "saved": 1, "save_after": datetime(2000, 1, 1, tzinfo=UTC)}

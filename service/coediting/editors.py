@@ -170,6 +170,14 @@ class Editors:
         if change.coll == "documents":
             self._document_changed(change)
             return
+        if change.op == "drop" or (change.op == "delete" and not change.transaction):
+            # Not a compaction (which deletes in a transaction): entries deleted by hand. A replica
+            # holding them would go on accepting updates that build on them, which no instance reading
+            # the log could apply: every replica is read again from what the log has.
+            log.warning("doc_updates entries were deleted outside compaction: live documents are read again")
+            for replica in self.replicas.values():
+                replica.stale = True
+            return
         record = change.after
         if change.op != "insert" or not isinstance(record, dict):
             return
@@ -458,7 +466,7 @@ class Write:
         if replica.stale:
             await ledger.load(self.db, self.document, replica, session)
         elif self.runs > 1:  # what the last run applied is not in the log
-            rewound = replica.rewind() and await ledger.fold(self.db, self.document, replica, session)
+            rewound = await self._rewind(session)
             how = "rewound" if rewound else "reloaded"
             if not rewound:
                 await ledger.load(self.db, self.document, replica, session)
@@ -476,6 +484,18 @@ class Write:
             COEDIT_RERUNS.labels(how).inc()
         replica.mark()
         return doc
+
+    async def _rewind(self, session: Session) -> bool:
+        """Back to the replica's base and the log after it; False if there is no base, or the log
+        lacks an entry the base holds (deleted by hand since: the base would go on vouching for it)."""
+        base, replica = self.replica.base, self.replica
+        if base is None:
+            return False
+        cut = await ledger.compacted(self.db, self.document, session)
+        if not await ledger.intact(self.db, self.document, cut, base[1], session):
+            return False
+        replica.rewind()
+        return await ledger.fold(self.db, self.document, replica, session)
 
     def _update(self, item: Item, records: list[tuple[bytes, ObjectId | None]], seq: int) -> int | None:
         assert item.parsed is not None and item.update is not None

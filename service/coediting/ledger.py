@@ -47,11 +47,11 @@ async def load(
     base with a hole in it would turn its missing text into an insertion."""
     replica.reset()
     strict = until is not None
+    doc = await db.documents.find_one({"_id": document}, {"body": 1, "live.seq": 1}, session=session)
     snapshot = await db.doc_snapshots.find_one({"_id": document}, session=session)
     if snapshot is not None:
-        _start(replica, snapshot, until)
+        _start(replica, snapshot, seq_of(doc) if until is None else min(until, seq_of(doc)), strict)
     await fold(db, document, replica, session, until)
-    doc = await db.documents.find_one({"_id": document}, {"body": 1}, session=session)
     body = doc.get("body") if doc else None
     body = body if isinstance(body, str) else None
     if replica.seq == 0 and not strict:
@@ -79,19 +79,37 @@ async def fold(
     return whole
 
 
-def _start(replica: Replica, snapshot: dict[str, Any], until: int | None) -> None:
-    """Start from the newest state kept that is not past `until`: the head (a recent checkpoint, so a
-    load reads about COEDIT_COMPACT_AFTER entries, not the whole COEDIT_KEEP window) or the snapshot
-    (where the log begins). A head that cannot be read is passed over; for a past text, a snapshot that
-    cannot be read is a ValueError."""
+def _start(replica: Replica, snapshot: dict[str, Any], until: int, strict: bool = False) -> None:
+    """Start from the newest state kept that is not past `until` (nor past the document's last update:
+    a seq written by hand or restored from another backup than the log's is not believed): the head (a
+    recent checkpoint, so a load reads about COEDIT_COMPACT_AFTER entries, not the whole COEDIT_KEEP
+    window) or the snapshot (where the log begins). A head that cannot be read is passed over; with
+    `strict` (a past text), a snapshot that cannot be read is a ValueError."""
     kept = [(number(snapshot.get(at)), field) for at, field in (("head_seq", "head"), ("seq", "state"))]
     for seq, field in sorted((entry for entry in kept if entry[1] in snapshot), reverse=True):
-        if until is not None and seq > until:
+        if seq > until:
             continue
-        if _fold(replica, "doc_snapshots", snapshot, field, until is not None and field == "state"):
+        if _fold(replica, "doc_snapshots", snapshot, field, strict and field == "state"):
             replica.seq = seq
             return
         replica.reset()
+
+
+async def intact(db: Database, document: ObjectId, after: int, upto: int, session: Session | None = None) -> bool:
+    """Every entry after `after` up to `upto` is in the log (none deleted by hand): counted on the index,
+    nothing read."""
+    if upto <= after:
+        return True
+    found = await db.doc_updates.count_documents(
+        {"document": document, "seq": {"$gt": after, "$lte": upto}}, session=session
+    )
+    return bool(found == upto - after)
+
+
+async def compacted(db: Database, document: ObjectId, session: Session | None = None) -> int:
+    """The seq compaction has folded the log up to (the entries up to it are gone on purpose)."""
+    snapshot = await db.doc_snapshots.find_one({"_id": document}, {"seq": 1}, session=session)
+    return number((snapshot or {}).get("seq"))
 
 
 async def checkpoint(db: Database, document: ObjectId, every: int) -> int | None:
@@ -103,14 +121,18 @@ async def checkpoint(db: Database, document: ObjectId, every: int) -> int | None
         doc = await db.documents.find_one({"_id": document}, {"live.seq": 1}, session=session)
         latest = seq_of(doc)
         kept = await db.doc_snapshots.find_one({"_id": document}, {"seq": 1, "head_seq": 1}, session=session)
-        if latest - max(number((kept or {}).get("seq")), number((kept or {}).get("head_seq"))) < every:
+        newest = max((seq for seq in (number((kept or {}).get(at)) for at in ("seq", "head_seq")) if seq <= latest),
+                     default=0)  # fmt: skip
+        if latest - newest < every:
             return None
         replica = Replica()
         snapshot = await db.doc_snapshots.find_one({"_id": document}, session=session)
         if snapshot is not None:
-            _start(replica, snapshot, latest)
-        if not await fold(db, document, replica, session, latest) or replica.seq != latest:
-            return None  # a hole in the log (deleted by hand): no state to vouch for
+            _start(replica, snapshot, latest, strict=True)
+        start = replica.seq
+        if latest - start < every or not await intact(db, document, start, latest, session):
+            return None  # not due; or a hole in the log (deleted by hand): no state to vouch for
+        await fold(db, document, replica, session, latest)
         head = {"head_seq": latest, "head": Binary(replica.missing(None))}
         await db.doc_snapshots.update_one({"_id": document}, {"$set": head}, upsert=True, session=session)
         return latest

@@ -42,6 +42,7 @@ class Change:
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     wall: datetime | None = None
+    transaction: bool = False  # made in a multi-document transaction (the event names its txnNumber)
 
     @property
     def ends_session(self) -> bool:
@@ -65,4 +66,5 @@ class Change:
             before=event.get("fullDocumentBeforeChange"),
             after=None if kind == "delete" else event.get("fullDocument"),
             wall=event.get("wallTime"),
+            transaction="txnNumber" in event,
         )
