@@ -111,8 +111,9 @@ class Server:
         terminate(process, timeout)
 
     def __enter__(self) -> Server:
-        """`with Server(...) as server:` starts it, and stops it however the block ends."""
-        return self.start()
+        """`with Server(...) as server:` starts it (unless it runs already: `with Server(...).start()`
+        once started a second process and left the first running), and stops it however the block ends."""
+        return self if self.process is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -502,7 +502,7 @@ def test_an_instance_that_reads_a_log_with_an_entry_deleted_by_hand_shows_the_st
     editor.keystrokes(0, "abcdef")
     editor.close()
     db.doc_updates.delete_one({"document": ObjectId(doc["id"]), "seq": 3})
-    with Server(mongo_url, server.db_name, env=server.env).start() as other:
+    with Server(mongo_url, server.db_name, env=server.env) as other:
         fresh = Editor(other, ann, doc["id"])
         fresh.catch_up("abcdef")  # the sync lacks the deleted entry's text; the body is folded back in
         fresh.close()
@@ -543,7 +543,7 @@ def test_a_checkpoint_whose_seq_is_past_the_log_is_not_believed(server, signup, 
     # Not due (so no keeper writes a head meanwhile), and a head restored from elsewhere.
     db.documents.update_one({"_id": oid}, {"$unset": {"live.compact": ""}})
     db.doc_snapshots.update_one({"_id": oid}, {"$set": {"head_seq": head_seq}})
-    with Server(mongo_url, server.db_name, env=server.env).start() as other:
+    with Server(mongo_url, server.db_name, env=server.env) as other:
         fresh = Editor(other, ann, doc["id"])
         assert str(fresh.text) == "abcdefghijklmnop"
         fresh.keystrokes(16, "!")
