@@ -174,7 +174,8 @@ class Editors:
             # Not a compaction (which deletes in a transaction): entries deleted by hand. A replica
             # holding them would go on accepting updates that build on them, which no instance reading
             # the log could apply: every replica is read again from what the log has.
-            log.warning("doc_updates entries were deleted outside compaction: live documents are read again")
+            if not all(replica.stale for replica in self.replicas.values()):  # said once per deletion
+                log.warning("doc_updates entries were deleted outside compaction: live documents are read again")
             for replica in self.replicas.values():
                 replica.stale = True
             return
@@ -430,17 +431,17 @@ class Write:
         replica = self.replica
         doc = await self._current(session)
         seq = max(ledger.seq_of(doc), replica.seq)
-        records: list[tuple[bytes, ObjectId | None]] = []
+        records: list[ledger.Record] = []
         self.began = replica.genesis is not None and seq == 0
         if self.began:
             assert replica.genesis is not None
-            records.append((replica.genesis, None))
+            records.append(ledger.record(replica.genesis, None))
         body = doc.get("body")
         # A body removed (or made a non-string) by hand says nothing about the text: it is not an edit.
         if isinstance(body, str) and replica.body() != body:  # set by hand, or by an older version: folded in
             fixed = replica.edit(body)
             if fixed is not None:
-                records.append((fixed, None))
+                records.append(ledger.record(fixed, None))
         changes: dict[str, Any] = {}
         author: User | None = None
         for item in self.batch:
@@ -494,10 +495,10 @@ class Write:
         cut = await ledger.compacted(self.db, self.document, session)
         if not await ledger.intact(self.db, self.document, cut, base[1], session):
             return False
-        replica.rewind()
+        replica.rewind(base)
         return await ledger.fold(self.db, self.document, replica, session)
 
-    def _update(self, item: Item, records: list[tuple[bytes, ObjectId | None]], seq: int) -> int | None:
+    def _update(self, item: Item, records: list[ledger.Record], seq: int) -> int | None:
         assert item.parsed is not None and item.update is not None
         known = self.replica.known()
         try:
@@ -509,12 +510,10 @@ class Write:
         if len(self.replica.body()) + item.parsed.inserted > BODY:
             raise ValidationFailed(f"the text would be over {BODY} characters")
         self.replica.apply(item.update)
-        records.append((item.update, item.user.id))
+        records.append(ledger.record(item.update, item.user.id, item.parsed))
         return seq + len(records)
 
-    async def _patch(
-        self, item: Item, doc: Document, records: list[tuple[bytes, ObjectId | None]], session: Session
-    ) -> dict[str, Any]:
+    async def _patch(self, item: Item, doc: Document, records: list[ledger.Record], session: Session) -> dict[str, Any]:
         assert item.patch is not None
         current = await visible(self.db, item.user, str(self.document), session)
         if not documents.can_edit(current, item.user.id):
@@ -527,7 +526,7 @@ class Write:
         if isinstance(new_body, str):
             update = await self._merge(base, new_body, session)
             if update is not None:
-                records.append((update, item.user.id))
+                records.append(ledger.record(update, item.user.id))
         self.patch = item  # its outcome is the document, once stored
         return changes
 
@@ -576,7 +575,7 @@ class Write:
         self,
         doc: Document,
         seq: int,
-        records: list[tuple[bytes, ObjectId | None]],
+        records: list[ledger.Record],
         changes: dict[str, Any],
         author: User | None,
         session: Session,

@@ -12,12 +12,12 @@ and reported, never a crash.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..database import Binary, Database, ObjectId, Session
 from ..stored import malformed
 from .replica import Replica
-from .yjs import read_update
+from .yjs import Update, read_update
 
 log = logging.getLogger("murmuration.coediting")
 
@@ -114,24 +114,22 @@ async def compacted(db: Database, document: ObjectId, session: Session | None = 
 
 async def checkpoint(db: Database, document: ObjectId, every: int) -> int | None:
     """Keep the document's state at its latest update as the head of its snapshot, if the head is
-    `every` updates old: the new head's seq (None: not due, or the log has a hole). Read and written in
-    one transaction, so a compaction at the same time cannot take entries from under it."""
+    `every` updates old: the new head's seq (None: not due, or the log has a hole). Looked at first
+    without a transaction (most rounds find nothing due); read and written in one, so a compaction at
+    the same time cannot take entries from under it."""
+    if await _due(db, document, every) is None:
+        return None
 
     async def work(session: Session) -> int | None:
-        doc = await db.documents.find_one({"_id": document}, {"live.seq": 1}, session=session)
-        latest = seq_of(doc)
-        kept = await db.doc_snapshots.find_one({"_id": document}, {"seq": 1, "head_seq": 1}, session=session)
-        newest = max((seq for seq in (number((kept or {}).get(at)) for at in ("seq", "head_seq")) if seq <= latest),
-                     default=0)  # fmt: skip
-        if latest - newest < every:
+        latest = await _due(db, document, every, session)
+        if latest is None:
             return None
         replica = Replica()
         snapshot = await db.doc_snapshots.find_one({"_id": document}, session=session)
         if snapshot is not None:
             _start(replica, snapshot, latest, strict=True)
-        start = replica.seq
-        if latest - start < every or not await intact(db, document, start, latest, session):
-            return None  # not due; or a hole in the log (deleted by hand): no state to vouch for
+        if not await intact(db, document, replica.seq, latest, session):
+            return None  # a hole in the log (deleted by hand): no state to vouch for
         await fold(db, document, replica, session, latest)
         head = {"head_seq": latest, "head": Binary(replica.missing(None))}
         await db.doc_snapshots.update_one({"_id": document}, {"$set": head}, upsert=True, session=session)
@@ -139,6 +137,16 @@ async def checkpoint(db: Database, document: ObjectId, every: int) -> int | None
 
     found: int | None = await db.transaction(work)
     return found
+
+
+async def _due(db: Database, document: ObjectId, every: int, session: Session | None = None) -> int | None:
+    """The document's last update if the newest state kept (that is believed) is `every` behind it."""
+    doc = await db.documents.find_one({"_id": document}, {"live.seq": 1}, session=session)
+    latest = seq_of(doc)
+    kept = await db.doc_snapshots.find_one({"_id": document}, {"seq": 1, "head_seq": 1}, session=session)
+    newest = max((seq for seq in (number((kept or {}).get(at)) for at in ("seq", "head_seq")) if seq <= latest),
+                 default=0)  # fmt: skip
+    return latest if latest - newest >= every else None
 
 
 def _fold(replica: Replica, collection: str, record: dict[str, Any], field: str, strict: bool) -> bool:
@@ -155,17 +163,30 @@ def _fold(replica: Replica, collection: str, record: dict[str, Any], field: str,
     return True
 
 
-def entries(document: ObjectId, first: int, updates: list[tuple[bytes, ObjectId | None]], at: Any) -> list[Any]:
-    """The log entries of `updates`, with the Yjs client ids each carries (whose they are: an awareness
-    client id is its typist's)."""
+class Record(NamedTuple):
+    """An update to log: its bytes, its author (None: the service's own edit), the Yjs client ids in it
+    (whose they are: an awareness client id is its typist's)."""
+
+    update: bytes
+    author: ObjectId | None
+    clients: list[int]
+
+
+def record(update: bytes, author: ObjectId | None, parsed: Update | None = None) -> Record:
+    """`parsed`: the update as already read (a client's is read once, when it arrives)."""
+    return Record(update, author, sorted((parsed if parsed is not None else read_update(update)).ranges))
+
+
+def entries(document: ObjectId, first: int, records: list[Record], at: Any) -> list[Any]:
+    """The log entries of `records`, numbered from `first`."""
     return [
         {
             "document": document,
             "seq": first + index,
-            "update": Binary(update),
-            "author": author,
-            "clients": sorted(read_update(update).ranges),
+            "update": Binary(entry.update),
+            "author": entry.author,
+            "clients": entry.clients,
             "at": at,
         }
-        for index, (update, author) in enumerate(updates)
+        for index, entry in enumerate(records)
     ]

@@ -45,16 +45,13 @@ class Replica:
         if self.base is None or self.seq - self.base[1] >= every:
             self.base = (self.doc.get_update(), self.seq, self.genesis)
 
-    def rewind(self) -> bool:
-        """Back to the base (what a failed write applied is gone); False if there is none."""
-        if self.base is None:
-            return False
-        state, seq, genesis = self.base
+    def rewind(self, base: tuple[bytes, int, bytes | None]) -> None:
+        """Back to `base` (what a failed write applied is gone)."""
+        state, seq, genesis = base
         self.doc = Doc()
         self.text = self.doc.get(ROOT, type=Text)
         self.apply(state)
-        self.seq, self.genesis = seq, genesis
-        return True
+        self.seq, self.genesis, self.base = seq, genesis, base
 
     def apply(self, update: bytes) -> None:
         """Fold an update in (ValueError if the engine cannot decode it)."""

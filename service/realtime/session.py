@@ -306,10 +306,9 @@ class Session:
             await self._open_doc(user, sub, vector)
         self.subs[sub_id] = sub
         try:
-            if stream == "doc" and since is None and target is not None:  # the sync: not taken mid-write
-                async with self.hub.editors.settled(target):
-                    await self.hub.subscribe(sub, since)
-            else:
+            # A doc subscription's sync is taken from the replica: never while a write is half-way.
+            opening = target if stream == "doc" and since is None else None
+            async with self.hub.editors.settled(opening) if opening is not None else contextlib.nullcontext():
                 await self.hub.subscribe(sub, since)
         except BaseException:
             self.subs.pop(sub_id, None)
