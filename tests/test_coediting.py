@@ -113,6 +113,13 @@ class Editor:
         self.feed.close()
 
 
+def editing(server: Server, signup: Callable[..., Account], body: str) -> tuple[Account, dict[str, Any], Editor]:
+    """Ann, a document of hers holding `body`, and her editor open on it."""
+    ann = signup("Ann")
+    doc = ann.post("/documents", json={"title": "Plan", "body": body}).json()
+    return ann, doc, Editor(server, ann, doc["id"])
+
+
 def shared(owner: Account, other: Account, role: str = "editor", body: str = "Hello") -> str:
     doc = owner.post("/documents", json={"title": "Plan", "body": body}).json()
     answer = owner.post(f"/documents/{doc['id']}/collaborators", json={"email": other.email, "role": role})
@@ -149,9 +156,7 @@ def test_a_viewer_cannot_change_the_text(server, signup, db) -> None:
 
 
 def test_a_malformed_update_is_refused_and_never_stored(server, signup, db) -> None:
-    ann = signup("Ann")
-    doc = ann.post("/documents", json={"title": "Plan", "body": "Hello"}).json()
-    editor = Editor(server, ann, doc["id"])
+    ann, doc, editor = editing(server, signup, "Hello")
     stored = db.doc_updates.count_documents({})
     other: Doc[Map] = Doc()
     other.get("settings", type=Map)["x"] = 1
@@ -166,9 +171,7 @@ def test_a_malformed_update_is_refused_and_never_stored(server, signup, db) -> N
 
 
 def test_an_update_sent_again_changes_nothing_twice(server, signup, db) -> None:
-    ann = signup("Ann")
-    doc = ann.post("/documents", json={"title": "Plan", "body": "Hi"}).json()
-    editor = Editor(server, ann, doc["id"])
+    ann, doc, editor = editing(server, signup, "Hi")
     update = editor.type(2, "!")
     first = editor.send(update)
     again = editor.send(update)
@@ -226,9 +229,7 @@ def test_a_rest_patch_during_live_typing_merges(server, signup) -> None:
 
 
 def test_typing_makes_a_save_point_after_a_quiet_moment(server, signup) -> None:
-    ann = signup("Ann")
-    doc = ann.post("/documents", json={"title": "Plan", "body": "v1"}).json()
-    editor = Editor(server, ann, doc["id"])
+    ann, doc, editor = editing(server, signup, "v1")
     editor.keystrokes(2, "+")
     typing = ann.get(f"/documents/{doc['id']}")
     assert typing.json()["version"] == 1 and typing.headers["ETag"].startswith('"1.')
@@ -241,9 +242,7 @@ def test_typing_makes_a_save_point_after_a_quiet_moment(server, signup) -> None:
 
 
 def test_compaction_leaves_the_text_and_a_new_editor_syncs_to_it(server, signup, db) -> None:
-    ann = signup("Ann")
-    doc = ann.post("/documents", json={"title": "Plan", "body": ""}).json()
-    editor = Editor(server, ann, doc["id"])
+    ann, doc, editor = editing(server, signup, "")
     editor.keystrokes(0, "compaction keeps every character")
     oid = ObjectId(doc["id"])
     # Compacted: the snapshot's state is there (its checkpoint, the head, may come first).
@@ -281,9 +280,7 @@ def test_awareness_is_relayed_under_the_account_name_and_removed_on_close(server
 
 
 def test_a_body_set_in_the_shell_is_folded_into_the_live_text(server, signup, db) -> None:
-    ann = signup("Ann")
-    doc = ann.post("/documents", json={"title": "Plan", "body": "typed"}).json()
-    editor = Editor(server, ann, doc["id"])
+    ann, doc, editor = editing(server, signup, "typed")
     editor.keystrokes(5, "!")
     db.documents.update_one({"_id": ObjectId(doc["id"])}, {"$set": {"body": "fixed by hand"}})
     editor.catch_up("fixed by hand")
@@ -411,9 +408,7 @@ def test_a_document_with_a_long_log_is_opened_from_its_latest_checkpoint(server,
 
 
 def test_an_etag_from_before_the_log_began_is_412_not_a_second_copy(server, signup) -> None:
-    ann = signup("Ann")
-    doc = ann.post("/documents", json={"title": "Plan", "body": "Hello"}).json()
-    editor = Editor(server, ann, doc["id"])
+    ann, doc, editor = editing(server, signup, "Hello")
     editor.keystrokes(5, "!")
     answer = ann.patch(f"/documents/{doc['id']}", json={"body": "Hello! world"}, headers={"If-Match": '"1.0"'})
     assert answer.status_code == 412
@@ -422,9 +417,7 @@ def test_an_etag_from_before_the_log_began_is_412_not_a_second_copy(server, sign
 
 
 def test_a_body_removed_in_the_shell_is_not_taken_for_an_empty_text(server, signup, db) -> None:
-    ann = signup("Ann")
-    doc = ann.post("/documents", json={"title": "Plan", "body": "important text"}).json()
-    editor = Editor(server, ann, doc["id"])
+    ann, doc, editor = editing(server, signup, "important text")
     db.documents.update_one({"_id": ObjectId(doc["id"])}, {"$unset": {"body": ""}})
     editor.keystrokes(0, ">")
     assert ann.get(f"/documents/{doc['id']}").json()["body"] == ">important text"
@@ -432,9 +425,7 @@ def test_a_body_removed_in_the_shell_is_not_taken_for_an_empty_text(server, sign
 
 
 def test_deeply_nested_awareness_is_a_bad_request(server, signup) -> None:
-    ann = signup("Ann")
-    doc = ann.post("/documents", json={"title": "Plan", "body": "x"}).json()
-    editor = Editor(server, ann, doc["id"])
+    _, doc, editor = editing(server, signup, "x")
     state = b'{"a":' + b"[" * 2000 + b"]" * 2000 + b"}"
     update = bytes([1, 7, 1]) + bytes([0x80 | (len(state) & 0x7F), len(state) >> 7]) + state
     editor.feed.send(type="doc.awareness", id="a", document=doc["id"], update=b64(update))
@@ -468,9 +459,7 @@ def next_frame(editor: Editor, wanted: Callable[[dict[str, Any]], bool]) -> dict
 
 
 def test_a_live_field_written_by_hand_does_not_stop_typing(server, signup, db) -> None:
-    ann = signup("Ann")
-    doc = ann.post("/documents", json={"title": "Plan", "body": "ab"}).json()
-    editor = Editor(server, ann, doc["id"])
+    ann, doc, editor = editing(server, signup, "ab")
     editor.keystrokes(2, "c")
     db.documents.update_one({"_id": ObjectId(doc["id"])}, {"$set": {"live": "garbage"}})
     editor.keystrokes(3, "d")
@@ -496,9 +485,7 @@ def test_a_rest_merge_past_the_text_limit_is_refused_and_changes_nothing(server,
 def test_an_instance_that_reads_a_log_with_an_entry_deleted_by_hand_shows_the_stored_text(
     server, signup, db, mongo_url: str
 ) -> None:
-    ann = signup("Ann")
-    doc = ann.post("/documents", json={"title": "Plan", "body": ""}).json()
-    editor = Editor(server, ann, doc["id"])
+    ann, doc, editor = editing(server, signup, "")
     editor.keystrokes(0, "abcdef")
     editor.close()
     db.doc_updates.delete_one({"document": ObjectId(doc["id"]), "seq": 3})
@@ -512,9 +499,7 @@ def test_an_instance_that_reads_a_log_with_an_entry_deleted_by_hand_shows_the_st
 def test_an_update_building_on_an_entry_deleted_by_hand_is_refused_not_acknowledged_and_lost(
     server, signup, db
 ) -> None:
-    ann = signup("Ann")
-    doc = ann.post("/documents", json={"title": "Plan", "body": ""}).json()
-    editor = Editor(server, ann, doc["id"])
+    ann, doc, editor = editing(server, signup, "")
     editor.keystrokes(0, "abc")
     watching = Feed(server, ann)
     watching.subscribe("w", "documents", {})
