@@ -148,6 +148,8 @@ class Settings:
     verify_ttl_hours: int
     reset_ttl_minutes: int
     coedit: Coedit
+    gc_freeze: float  # seconds between freezes of the heap's survivors (0: Python's own policy)
+    gc_thaw: float  # seconds between collections of the frozen heap
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -212,6 +214,8 @@ class Settings:
                 documents=env.integer("COEDIT_DOCUMENTS", 1000, 1, 1_000_000),
                 body_rate=env.integer("COEDIT_BODY_RATE", 4 << 20, 64 << 10, 1 << 40),
             ),
+            gc_freeze=env.number("GC_FREEZE_SECONDS", 1.0, 0.0, 3600.0),
+            gc_thaw=env.number("GC_THAW_SECONDS", 600.0, 1.0, 7 * 86400.0),
         )
 
 

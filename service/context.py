@@ -16,6 +16,7 @@ from .budget import WriteBudget
 from .coediting.editors import Editors
 from .config import Settings
 from .database import Database
+from .heap import Heap
 from .mail.outbox import Outbox
 from .payments.catalog import Catalog
 from .payments.gateway import Gateway
@@ -45,6 +46,7 @@ class Context:
     anon_limiter: RateLimiter
     writes: WriteBudget  # bytes a user may write per minute: the resume window is everyone's
     register_limiter: RateLimiter  # accounts per address per hour: each new account is a new budget
+    heap: Heap  # the garbage collector's policy (heap.py)
 
 
 class AppState:

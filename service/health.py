@@ -18,6 +18,7 @@ async def check(context: Context) -> tuple[bool, dict[str, Any]]:
         "change_stream": "ok" if stream_ok else "reconnecting",
         "tasks": context.supervisor.report(),
         "mail": await _mail(context, mongo_ok),
+        "heap": context.heap.report(),
         "instance": context.settings.instance,
     }
 

@@ -25,6 +25,7 @@ from .coediting.keeper import Keeper
 from .config import Settings
 from .context import Context
 from .database import Database, DatabaseError
+from .heap import Heap, Pauses
 from .mail.compose import Composer
 from .mail.outbox import Outbox
 from .mail.smtp import Mailer
@@ -52,6 +53,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
     check_sanic()
     async with AsyncExitStack() as stack:
         tasks = Supervisor()
+        heap = _heap(settings, tasks, stack)
         db = await _database(settings, stack)
         hub = Hub(db, settings)
         mailer = Mailer(settings.smtp, settings.smtp_timeout, settings.mail_from) if settings.smtp is not None else None
@@ -100,6 +102,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
             anon_limiter=RateLimiter(settings.anon_rate_limit, max(10, settings.anon_rate_limit // 10)),
             writes=WriteBudget(settings.write_budget),
             register_limiter=RateLimiter(settings.register_limit / 60, settings.register_limit),
+            heap=heap,
         )
 
 
@@ -113,6 +116,18 @@ async def _database(settings: Settings, stack: AsyncExitStack) -> Database:
         log.error("cannot reach MongoDB at %s (%s): start one (`make run` does) or fix MONGO_URL", where, error)
         raise
     return db
+
+
+def _heap(settings: Settings, tasks: Supervisor, stack: AsyncExitStack) -> Heap:
+    """Pauses timed always; the freeze policy (heap.py) unless GC_FREEZE_SECONDS=0."""
+    heap, pauses = Heap(settings.gc_freeze, settings.gc_thaw), Pauses()
+    pauses.install()
+    stack.callback(pauses.remove)
+    if heap.enabled:
+        stack.callback(heap.release)
+        tasks.start("heap", heap.run)
+        stack.push_async_callback(tasks.stop, ["heap"])
+    return heap
 
 
 def _forgetting(accounts: Accounts, forget: Callable[[Change], None]) -> Observer:

@@ -81,6 +81,18 @@ COEDIT_RERUNS = Counter(
     ["how"],
 )
 COMPACTED = Counter("murmuration_coedit_updates_compacted_total", "Live-editing updates folded into snapshots")
+GC_PAUSES = Histogram(
+    "murmuration_gc_pause_seconds",
+    "Pauses of Python's cyclic garbage collector, by generation (1 and 2; a thaw is a generation 2)",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+GC_FROZEN = Gauge(
+    "murmuration_gc_frozen_objects", "Objects frozen again by the last thaw (heap.py)", multiprocess_mode="livesum"
+)
+GC_THAW_COLLECTED = Counter(
+    "murmuration_gc_thaw_collected_total", "Unreachable objects the thaws of the frozen heap collected"
+)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
