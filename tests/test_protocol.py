@@ -171,6 +171,8 @@ def test_the_sanic_internals_the_wire_reads_are_checked_at_start() -> None:
 
     with pytest.raises(RuntimeError, match=f"install the pinned Sanic {SANIC_PINNED}"):
         check_sanic(protocol=Changed)
+    with pytest.raises(RuntimeError, match=r"HttpProtocol\._callback_check_timeouts"):
+        check_sanic(http=Changed)  # a Sanic whose timeout check adopt.py could not cancel
 
 
 class Asking:

@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import sanic
 from sanic.server.protocols.base_protocol import SanicProtocol
+from sanic.server.protocols.http_protocol import HttpProtocol
 from sanic.server.websockets.frame import WebsocketFrameAssembler
 from sanic.server.websockets.impl import WebsocketImplProtocol
 from websockets.protocol import State
@@ -31,6 +32,7 @@ CLOSE_NO_PONG = 1011  # what Sanic's own keepalive closes a silent peer with
 
 def check_sanic(
     protocol: type = SanicProtocol,
+    http: type = HttpProtocol,
     websocket: type = WebsocketImplProtocol,
     assembler: type = WebsocketFrameAssembler,
 ) -> None:
@@ -47,12 +49,13 @@ def check_sanic(
         or not {"data_finished_fut", "auto_closer_task"} <= fields
         or not methods
         or not {"chunks", "message_complete"} <= held
+        or "_callback_check_timeouts" not in getattr(http, "__slots__", ())
     ):
         raise RuntimeError(
             f"Sanic {sanic.__version__} changed the websocket internals service/realtime/wire.py, inbox.py and "
-            f"adopt.py read (SanicProtocol._can_write, WebsocketImplProtocol.io_proto, .assembler, .pings, "
-            f".recv_cancel, .data_finished_fut); install the pinned Sanic {SANIC_PINNED} "
-            f"(pip install -r requirements.txt) or adapt them"
+            f"adopt.py read (SanicProtocol._can_write, HttpProtocol._callback_check_timeouts, "
+            f"WebsocketImplProtocol.io_proto, .assembler, .pings, .recv_cancel, .data_finished_fut); "
+            f"install the pinned Sanic {SANIC_PINNED} (pip install -r requirements.txt) or adapt them"
         )
 
 
