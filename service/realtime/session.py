@@ -29,6 +29,7 @@ from models.users import user_out
 from .. import documents, rooms, stored
 from ..accounts import Accounts, Identity, User
 from ..budget import WriteBudget
+from ..coediting import yjs
 from ..config import Settings
 from ..database import Database, DatabaseError, ObjectId, failure, now, parse_id
 from ..errors import BadRequest, Conflict, Forbidden, NotFound, RateLimited, ServiceError, Unauthorized
@@ -127,6 +128,8 @@ class Session:
         sub = self.subs.pop(sub_id, None)
         self.push(frame)
         if sub is not None and sub.stream == "doc":
+            # As an unsubscribe would: the document is no longer held for this subscriber.
+            self.hub.editors.closed(self.id, sub.target)
             self.hub.editors.later(self._left(sub))
 
     def overflow(self) -> None:
@@ -348,8 +351,12 @@ class Session:
 
     def _vector(self, value: Any) -> bytes:
         data = unb64(value, 1 << 16) if isinstance(value, str) else None
-        if data is None:
-            raise BadRequest("params.vector must be a base64 Yjs state vector")
+        try:
+            if data is None:
+                raise yjs.BadUpdate("not base64")
+            yjs.read_vector(data)  # the engine raises on what is not one, after the subscription began
+        except yjs.BadUpdate:
+            raise BadRequest("params.vector must be a base64 Yjs state vector") from None
         return data
 
     async def _open_doc(self, user: User, sub: Subscription, vector: bytes | None) -> None:
