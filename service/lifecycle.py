@@ -77,6 +77,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
         stack.push_async_callback(_stop_following, hub, roster, tasks)
         _mail(outbox, tasks, stack)
         tasks.start("coedit-keeper", Keeper(db, settings).run)
+        stack.push_async_callback(tasks.stop, ["coedit-keeper"])  # before the database closes under it
         gateway, payments = _payments(settings, db, roster.instance_id, catalog)
         if payments is not None:
             loops = [f"payments-{i}" for i in range(payments.loops)]

@@ -181,6 +181,40 @@ def test_an_update_sent_again_changes_nothing_twice(server, signup, db) -> None:
     editor.close()
 
 
+def test_a_deletion_sent_again_is_not_stored_again(server, signup, db) -> None:
+    _, doc, editor = editing(server, signup, "Hi!")
+    before = editor.doc.get_state()
+    del editor.text[2:3]
+    deletion = editor.doc.get_update(before)
+    first = editor.send(deletion)
+    again = [editor.send(deletion) for _ in range(3)]
+    assert isinstance(first["seq"], int) and all(a["type"] == "doc.ack" and a["seq"] is None for a in again), again
+    assert db.doc_updates.count_documents({"document": ObjectId(doc["id"])}) == first["seq"]
+    editor.close()
+
+
+def test_an_update_that_refers_to_itself_is_refused_and_never_stored(server, signup, db) -> None:
+    _, doc, editor = editing(server, signup, "Hi")
+    client = editor.doc.client_id
+    # One string struct of the editor's own client at clock 0, its origin itself: the engine would
+    # hold it pending for good (acknowledged, stored, never shown).
+    looped = uint(1) + uint(1) + uint(client) + uint(0) + bytes([4 | 0x80]) + uint(client) + uint(0) + uint(1) + b"x"
+    answer = editor.send(looped + uint(0))
+    assert answer["type"] == "error" and answer["code"] == "bad_request", answer
+    assert db.doc_updates.count_documents({"document": ObjectId(doc["id"])}) == 1  # the first text alone
+    assert editor.send(editor.type(2, "!"))["type"] == "doc.ack"  # and the editor goes on typing
+    editor.close()
+
+
+@pytest.mark.parametrize("vector", ["////", "BQ==", "AQE=", "not base64!"])
+def test_a_state_vector_that_is_not_one_is_a_bad_request(server, signup, vector: str) -> None:
+    ann, doc, editor = editing(server, signup, "Hi")
+    with Feed(server, ann) as feed:
+        feed.send(type="subscribe", id="v", stream="doc", params={"id": doc["id"], "vector": vector})
+        feed.expect("error", id="v", code="bad_request")
+    editor.close()
+
+
 def test_a_client_that_comes_back_with_its_cursor_gets_what_it_missed(server, signup) -> None:
     ann, bob = signup("Ann"), signup("Bob")
     document = shared(ann, bob, body="")

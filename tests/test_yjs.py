@@ -77,3 +77,34 @@ def test_awareness_that_is_not_an_object_or_nests_without_end_is_refused() -> No
     for state in (b"[1]", b"{", deep):
         with pytest.raises(BadUpdate):
             read_awareness(uint(1) + uint(5) + uint(1) + uint(len(state)) + state, 1 << 20)
+
+
+def string_at(client: int, clock: int, origin: tuple[int, int]) -> bytes:
+    """One client's one string struct `x` placed after `origin`."""
+    return uint(1) + uint(client) + uint(clock) + bytes([4 | 0x80]) + uint(origin[0]) + uint(origin[1]) + uint(1) + b"x"
+
+
+def test_a_struct_that_refers_to_itself_or_to_one_after_it_is_refused() -> None:
+    hello = read_vector(typed_state("Hello"))
+    for origin in ((9, 0), (9, 1)):  # itself; the next one
+        update = read_update(uint(1) + string_at(9, 0, origin) + uint(0))
+        with pytest.raises(BadUpdate, match="sync first"):
+            check(update, hello)
+
+
+def test_two_clients_structs_that_refer_to_each_other_are_refused() -> None:
+    cycle = uint(2) + string_at(8, 0, (9, 0)) + string_at(9, 0, (8, 0)) + uint(0)
+    with pytest.raises(BadUpdate, match="sync first"):
+        check(read_update(cycle), read_vector(typed_state("Hello")))
+
+
+def test_an_update_carrying_another_clients_new_text_it_builds_on_is_taken() -> None:
+    # Client 8 typed after client 9's new `x`, and sends both (as a peer synced offline would).
+    merged = uint(2) + string_at(8, 0, (9, 0)) + string_at(9, 0, (7, 4)) + uint(0)
+    check(read_update(merged), read_vector(typed_state("Hello")))
+
+
+def typed_state(text: str, client: int = 7) -> bytes:
+    doc: Doc[Text] = Doc(client_id=client)
+    doc.get("body", type=Text).insert(0, text)
+    return doc.get_state()

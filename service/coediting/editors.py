@@ -51,6 +51,7 @@ COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 MAX_CLIENTS_PER_CONNECTION = 8
 MAX_AWARENESS_STATE = 4096
 AWARENESS_TTL = 60.0
+SETTLE_READS = 3  # reads of a replica a subscription waits for before it gives up (deletions by hand)
 
 
 @dataclass(eq=False)
@@ -82,6 +83,9 @@ class Editors:
         self.limits = settings.coedit
         self.instance = instance
         self.replicas: OrderedDict[ObjectId, Replica] = OrderedDict()
+        # Updates the stream brings while a replica is read from the log: the read may not see them
+        # (its cursor went past), and it is not yet a replica they can be folded into. Folded after.
+        self.arrivals: dict[ObjectId, list[tuple[Any, Any]]] = {}  # (seq, update) as the stream read them
         self.queues: dict[ObjectId, list[Item]] = {}
         self.writing: set[ObjectId] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -134,18 +138,30 @@ class Editors:
         already sent to subscribers, or show one that is never stored."""
         replica = await self.replica(document)
         async with replica.lock:
-            await self._read(document, replica)
+            for _ in range(SETTLE_READS):
+                await self._read(document, replica)
+                if not replica.stale:
+                    break
+            else:  # deletions by hand keep coming: no text can be vouched for now
+                raise Unavailable("the document's log is being changed; subscribe again in a moment")
             yield
 
     async def _read(self, document: ObjectId, replica: Replica) -> None:
-        """Read the replica again if it went stale (the caller holds its lock)."""
+        """Read the replica again if it went stale (the caller holds its lock), with the updates the
+        stream brought meanwhile."""
         if not replica.stale:
             return
+        arrivals = self.arrivals[document] = []
         try:
             body = await ledger.load(self.db, document, replica)
         except BaseException:
             replica.stale = True
             raise
+        finally:
+            del self.arrivals[document]
+        for seq, update in arrivals:
+            with contextlib.suppress(ValueError):  # one the engine cannot read left it stale: read again
+                self._follow(replica, seq, update)
         if body is not None and body != replica.body():
             # The log and the body disagree (an entry garbled or deleted by hand, a body set in the
             # shell): the body is the text people read, so it is folded in as an edit.
@@ -182,15 +198,24 @@ class Editors:
         record = change.after
         if change.op != "insert" or not isinstance(record, dict):
             return
-        found = self.replicas.get(record.get("document"))  # type: ignore[arg-type]
-        seq = record.get("seq")
-        if found is None or found.stale or not isinstance(seq, int) or seq <= found.seq:
+        document, seq = record.get("document"), record.get("seq")
+        arrivals = self.arrivals.get(document)  # type: ignore[arg-type]
+        if arrivals is not None:
+            arrivals.append((seq, record.get("update")))
             return
-        replica = found
+        found = self.replicas.get(document)  # type: ignore[arg-type]
+        if found is not None and not found.stale:
+            self._follow(found, seq, record.get("update"))
+
+    @staticmethod
+    def _follow(replica: Replica, seq: Any, update: Any) -> None:
+        """Fold the update logged as `seq` into the replica, if it is the next one; one past it means
+        a gap, and the replica is read again."""
+        if not isinstance(seq, int) or seq <= replica.seq:
+            return
         if seq != replica.seq + 1:
             replica.stale = True  # a gap: read again rather than fold out of order
             return
-        update = record.get("update")
         try:
             if not isinstance(update, bytes):
                 raise ValueError("update is not binary")
@@ -509,7 +534,10 @@ class Write:
             return None
         if len(self.replica.body()) + item.parsed.inserted > BODY:
             raise ValidationFailed(f"the text would be over {BODY} characters")
+        length = self.replica.length()
         self.replica.apply(item.update)
+        if not item.parsed.inserts(known) and self.replica.length() == length:
+            return None  # deletions of text deleted already: nothing to store (the log is not padded)
         records.append(ledger.record(item.update, item.user.id, item.parsed))
         return seq + len(records)
 

@@ -78,6 +78,10 @@ class Replica:
     def body(self) -> str:
         return str(self.text)
 
+    def length(self) -> int:
+        """The text's length in UTF-8 bytes, kept by the engine (no copy of the text made)."""
+        return len(self.text)
+
     def edit(self, new: str) -> bytes | None:
         """Turn the text into `new` by small edits; the update that does it (None: nothing to do)."""
         old = self.body()

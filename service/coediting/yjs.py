@@ -80,11 +80,11 @@ def utf16_length(text: str) -> int:
 
 @dataclass
 class Update:
-    """What an update holds: per client the clock range of its structs, the IDs it refers to, and its
+    """What an update holds: per client its structs (clock range and the IDs they refer to), and its
     deletions."""
 
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # client -> [start, end)
-    references: list[tuple[int, int]] = field(default_factory=list)  # (client, clock) of origins
+    structs: dict[int, list[Struct]] = field(default_factory=dict)  # client -> its structs, in clock order
     deletions: list[tuple[int, int, int]] = field(default_factory=list)  # (client, clock, length)
     inserted: int = 0  # UTF-16 units of text inserted
 
@@ -92,8 +92,19 @@ class Update:
         return not self.ranges and not self.deletions
 
     def news(self, known: StateVector) -> bool:
-        """Whether it inserts anything `known` does not hold (deletions alone are assumed new)."""
-        return bool(self.deletions) or any(end > known.get(client, 0) for client, (_, end) in self.ranges.items())
+        """Whether it may hold anything `known` does not (deletions alone may: `inserts` says if more)."""
+        return bool(self.deletions) or self.inserts(known)
+
+    def inserts(self, known: StateVector) -> bool:
+        """Whether it inserts anything `known` does not hold."""
+        return any(end > known.get(client, 0) for client, (_, end) in self.ranges.items())
+
+
+@dataclass(frozen=True, slots=True)
+class Struct:
+    start: int  # its first clock; it ends where the client's next one starts
+    end: int
+    references: tuple[tuple[int, int], ...]  # (client, clock) of its origins
 
 
 def read_update(data: bytes) -> Update:
@@ -106,9 +117,12 @@ def read_update(data: bytes) -> Update:
         structs, client, clock = reader.uint(), _client(reader.uint()), reader.uint()
         if client in update.ranges:
             raise BadUpdate("a client appears twice in the update")
-        start = clock
+        start, listed = clock, update.structs.setdefault(client, [])
         for _ in range(structs):
-            clock = _clock(clock + _struct(reader, update, client))
+            references: list[tuple[int, int]] = []
+            length = _struct(reader, update, references)
+            listed.append(Struct(clock, _clock(clock + length), tuple(references)))
+            clock = listed[-1].end
         update.ranges[client] = (start, clock)
     for _ in range(reader.uint()):
         client = _client(reader.uint())
@@ -123,8 +137,8 @@ def read_update(data: bytes) -> Update:
     return update
 
 
-def _struct(reader: Reader, update: Update, client: int) -> int:
-    """Read one struct; its length in clock units."""
+def _struct(reader: Reader, update: Update, references: list[tuple[int, int]]) -> int:
+    """Read one struct (its origins into `references`); its length in clock units."""
     info = reader.byte()
     kind = info & 0x1F
     if kind == GC:
@@ -132,9 +146,9 @@ def _struct(reader: Reader, update: Update, client: int) -> int:
     if kind == SKIP:
         raise BadUpdate("an update with a gap (skip) in it")
     if info & ORIGIN:
-        update.references.append((_client(reader.uint()), _clock(reader.uint())))
+        references.append((_client(reader.uint()), _clock(reader.uint())))
     if info & RIGHT_ORIGIN:
-        update.references.append((_client(reader.uint()), _clock(reader.uint())))
+        references.append((_client(reader.uint()), _clock(reader.uint())))
     if not info & (ORIGIN | RIGHT_ORIGIN):
         if reader.uint() != 1:
             raise BadUpdate("text may only go into the document's root text")
@@ -173,25 +187,35 @@ def _positive(length: int) -> int:
 def check(update: Update, known: StateVector) -> None:
     """Refuse an update that does not follow on from `known`: a client's structs starting past what the
     server has of it, or an origin or deletion naming something that does not exist (the engine would
-    keep such an update pending, out of the text, for good)."""
-    ends = dict(known)
-    for client, (start, end) in update.ranges.items():
+    keep such an update pending, out of the text, for good). Its structs are integrated as the engine
+    would, each once all it refers to is there: one that never can be (it refers to itself, to one
+    after it, or to a struct that refers back to it) is refused too."""
+    for client, (start, _) in update.ranges.items():
         if start > known.get(client, 0):
             raise BadUpdate("the update depends on changes the server does not have: sync first")
-        ends[client] = max(ends.get(client, 0), end)
-    for client, clock in update.references:
-        if clock >= ends.get(client, 0):
+    have = dict(known)
+    waiting = {client: list(reversed(structs)) for client, structs in update.structs.items() if structs}
+    while waiting:
+        progressed = False
+        for client in list(waiting):
+            structs = waiting[client]
+            while structs and all(clock < have.get(named, 0) for named, clock in structs[-1].references):
+                have[client] = max(have.get(client, 0), structs.pop().end)
+                progressed = True
+            if not structs:
+                del waiting[client]
+        if not progressed:
             raise BadUpdate("the update refers to text the server does not have: sync first")
     for client, clock, length in update.deletions:
-        if clock + length > ends.get(client, 0):
+        if clock + length > have.get(client, 0):
             raise BadUpdate("the update deletes text the server does not have: sync first")
 
 
 def read_vector(data: bytes) -> StateVector:
     reader, vector = Reader(data), {}
     for _ in range(reader.uint()):
-        client = reader.uint()
-        vector[client] = reader.uint()
+        client = _client(reader.uint())
+        vector[client] = _clock(reader.uint())
     if not reader.done():
         raise BadUpdate("bytes after the end of the state vector")
     return vector
