@@ -549,6 +549,29 @@ def test_an_update_building_on_an_entry_deleted_by_hand_is_refused_not_acknowled
     editor.close()
 
 
+def test_a_log_deleted_by_hand_starts_again_from_the_body_once(server, signup, db, mongo_url: str) -> None:
+    ann, doc, editor = editing(server, signup, "Hello")
+    editor.keystrokes(5, " world")
+    document = ObjectId(doc["id"])
+    db.doc_updates.delete_many({"document": document})  # the operator, in the shell
+    editor.close()
+    again = Editor(server, ann, doc["id"])  # the text, read again from what is left: the body
+    assert str(again.text) == "Hello world"
+    assert again.send(again.type(11, "!"))["type"] == "doc.ack"
+    with Server(mongo_url, server.db_name, env=server.env) as other:
+        newcomer = Editor(other, ann, doc["id"])  # an instance that reads it for the first time
+        assert str(newcomer.text) == "Hello world!"
+        assert newcomer.send(newcomer.type(12, "?"))["type"] == "doc.ack"
+        again.catch_up("Hello world!?")
+        # The text started again once after the lost history (seq 7), then the keystrokes. It had the
+        # lost first text's ids, and was not logged: the newcomer could not place the keystroke on it
+        # (its text was empty), and the instances rewrote each other's text in a loop.
+        seqs = [e["seq"] for e in db.doc_updates.find({"document": document}).sort("seq", 1)]
+        assert seqs == [8, 9, 10] and ann.get(f"/documents/{doc['id']}").json()["body"] == "Hello world!?", seqs
+        newcomer.close()
+    again.close()
+
+
 @pytest.mark.parametrize("head_seq", [2**40, 2**63 - 1])
 def test_a_checkpoint_whose_seq_is_past_the_log_is_not_believed(server, signup, db, mongo_url: str, head_seq) -> None:
     ann = signup("Ann")

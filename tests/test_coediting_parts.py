@@ -14,6 +14,7 @@ from pycrdt import Doc, Text
 from models.documents import DocumentIn
 from service import documents
 from service.accounts import User
+from service.coediting.ledger import number
 from service.context import Context
 from service.lifecycle import running
 from service.payments.catalog import Catalog
@@ -107,3 +108,9 @@ def test_an_update_logged_while_a_replica_is_being_read_is_in_the_sync_it_gives(
             assert opened["seq"] == seq and text_of(base64.b64decode(opened["update"])) == typed, opened
 
     run(scenario)
+
+
+def test_a_seq_the_shell_wrote_as_a_double_is_read_as_the_integer() -> None:
+    assert [number(value) for value in (5, 5.0, 2.0**52, 5.5, -1.0, float("nan"), True, "5", None)] == [
+        5, 5, 2**52, 0, 0, 0, 0, 0, 0,
+    ]  # fmt: skip

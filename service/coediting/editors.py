@@ -457,7 +457,8 @@ class Write:
         doc = await self._current(session)
         seq = max(ledger.seq_of(doc), replica.seq)
         records: list[ledger.Record] = []
-        self.began = replica.genesis is not None and seq == 0
+        # The log starts (or starts again, lost by hand) with the text the replica began from the body.
+        self.began = replica.genesis is not None and replica.seq == 0
         if self.began:
             assert replica.genesis is not None
             records.append(ledger.record(replica.genesis, None))

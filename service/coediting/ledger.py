@@ -28,6 +28,9 @@ def live_of(doc: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def number(value: Any) -> int:
+    """A seq as stored: a non-negative integer; the shell writes numbers as doubles (`5` is `5.0`)."""
+    if isinstance(value, float) and value.is_integer() and 0 <= value < 2**53:
+        return int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
@@ -55,7 +58,7 @@ async def load(
     body = doc.get("body") if doc else None
     body = body if isinstance(body, str) else None
     if replica.seq == 0 and not strict:
-        replica.begin(body or "")
+        replica.begin(body or "", seq_of(doc))
     if strict:
         replica.seq = until or 0
     return body

@@ -15,6 +15,13 @@ from . import texts
 from .yjs import ROOT, StateVector, read_vector
 
 GENESIS_CLIENT = 1  # the client id of a document's first text: the same bytes on every instance
+LOST_GENESIS = 1 << 32  # past Yjs's own client ids (random 32-bit): a text started again after its log was lost
+
+
+def genesis_client(epoch: int) -> int:
+    return GENESIS_CLIENT if epoch <= 0 else LOST_GENESIS + min(epoch, (1 << 52))
+
+
 BASE_EVERY = 64  # updates between two bases: a rerun reads at most about this many entries again
 
 
@@ -57,10 +64,13 @@ class Replica:
         """Fold an update in (ValueError if the engine cannot decode it)."""
         self.doc.apply_update(update)
 
-    def begin(self, body: str) -> None:
+    def begin(self, body: str, epoch: int = 0) -> None:
         """The first text of a document without a log: made the same way on every instance (one client,
-        clock 0), so two instances that start it at once make the same update."""
-        first: Doc[Text] = Doc(client_id=GENESIS_CLIENT)
+        clock 0), so two instances that start it at once make the same update. A document whose log is
+        gone (`epoch`: its last seq, deleted by hand) starts again under a client id of that epoch:
+        under the first one it would be another text with the same ids as the lost first text, which
+        editors still hold (two texts under one id never converge)."""
+        first: Doc[Text] = Doc(client_id=genesis_client(epoch))
         first.get(ROOT, type=Text).insert(0, body)
         self.genesis = first.get_update()
         self.apply(self.genesis)
