@@ -65,6 +65,7 @@ async def running(settings: Settings, catalog: Catalog, shutdown_grace: float) -
         hub.observe("users", _forgetting(accounts, lambda change: accounts.forget_user(change.id)))
         hub.observe("connections", roster.observe)
         hub.observe("sessions", roster.observe_sessions)
+        hub.nudge = roster.nudged.set  # a replay waiting for the stream to move past its end: beat now
         editors = Editors(db, settings, roster.instance_id)
         hub.attach(editors)
         stack.push_async_callback(editors.close)

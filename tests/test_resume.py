@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from bson import ObjectId
 
 from .feed import Feed, cursor_after_a_write
+from .harness import Account, Server
 
 
 def test_resuming_replays_exactly_the_missed_events_in_order(server, signup) -> None:
@@ -137,3 +138,19 @@ def test_a_replay_of_one_document_carries_that_document_only(server, signup) -> 
     with Feed(server, ann) as feed:
         replayed = feed.subscribe("one", "documents", params={"id": watched["id"]}, since=cursor)
     assert [(e["id"], e["data"]["abstract"]) for e in replayed] == [(watched["id"], f"watched {i}") for i in range(3)]
+
+
+def test_a_replay_ends_without_waiting_for_some_other_write(mongo_url: str, mongo) -> None:
+    # A heartbeat every 20 minutes, and nothing else writing: the missed event is the newest write in
+    # the database, and the replay's stream would only move past it with the next one (MongoDB's own
+    # no-op, 10 s later). The service makes one when a replay waits for it.
+    with Server(mongo_url, "t_resume_quiet", env={"PRESENCE_TTL": "3600"}) as quiet:
+        ann = Account.register(quiet.url, "Ann")
+        cursor = cursor_after_a_write(quiet, ann)
+        missed = ann.post("/contacts", json={"name": "the last write"}).json()
+        with Feed(quiet, ann) as feed:
+            feed.send(type="subscribe", id="c", stream="contacts", since=cursor)
+            assert feed.expect("event", timeout=5, sub="c")["id"] == missed["id"]
+            feed.expect("subscribed", timeout=5, id="c")
+        ann.close()
+    mongo.drop_database("t_resume_quiet")
