@@ -9,6 +9,7 @@ import tempfile
 from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
+from . import manager
 from .app import create_app
 from .config import ConfigError, Settings
 
@@ -28,6 +29,7 @@ def main() -> int:
     url = f"http://{settings.host}:{settings.port}"
     print(f"murmuration listening on {url} ({settings.workers} worker(s)): the dashboard is {url}/, "
           f"the API docs {url}/docs", flush=True)  # fmt: skip
+    manager.install()
     Sanic.serve(primary=app, app_loader=loader)
     return 0
 

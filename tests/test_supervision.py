@@ -9,18 +9,20 @@ of the parts it calls raises once, as a bug would.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
 from deploy.local.gateway import GatewayServer
 from models.contacts import ContactIn
-from service import contacts, health
+from service import contacts, health, manager
 from service.context import Context
 from service.supervisor import Supervisor
 
-from .harness import payments_env
+from .harness import Server, payments_env
 from .parts import Outbox, account, session, until
 
 
@@ -177,3 +179,26 @@ def test_a_payment_loop_is_restarted_and_health_is_degraded_meanwhile(
         await degraded_then_healthy(context, task, failed, nudge)
 
     run(scenario, **payments_env(gateway))
+
+
+def test_a_sigterm_as_soon_as_the_service_answers_stops_it_at_once(mongo_url: str, mongo) -> None:
+    # Sanic's main process, still waiting for its worker's start acknowledgement, ignored it (half
+    # of the time here): a container was SIGKILLed at the end of its grace period.
+    for attempt in range(4):
+        server = Server(mongo_url, f"t_sigterm_{attempt}").start()
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            assert server.process.wait(10) == 0, server.log_tail()
+        finally:
+            server.kill()
+        mongo.drop_database(f"t_sigterm_{attempt}")
+
+
+def test_a_sanic_whose_manager_changed_is_refused_at_start() -> None:
+    class Changed:
+        def shutdown(self) -> None:  # no longer marks the manager as shutting down
+            pass
+
+    with pytest.raises(RuntimeError, match=r"adapt service/manager\.py"):
+        manager.install(Changed)
