@@ -28,5 +28,5 @@ def feed(request: Request, ws: WebsocketImplProtocol) -> Coroutine[Any, Any, Non
     # Not a coroutine itself: Sanic runs what it returns as the socket's task, whose frames an open
     # socket keeps for its whole life (this one would only have held the request and the context).
     ctx = context(request)
-    connection = Connection(ws, ctx.hub, ctx.roster, ctx.accounts, ctx.db, ctx.settings, ctx.writes)
+    connection = Connection(ws, ctx.hub, ctx.roster, ctx.accounts, ctx.db, ctx.settings, ctx.writes, ctx.heap)
     return connection.serve(bearer_token(request))

@@ -214,9 +214,23 @@ class Settings:
                 documents=env.integer("COEDIT_DOCUMENTS", 1000, 1, 1_000_000),
                 body_rate=env.integer("COEDIT_BODY_RATE", 4 << 20, 64 << 10, 1 << 40),
             ),
-            gc_freeze=env.number("GC_FREEZE_SECONDS", 1.0, 0.0, 3600.0),
-            gc_thaw=env.number("GC_THAW_SECONDS", 600.0, 1.0, 7 * 86400.0),
+            gc_freeze=(freeze := _gc_freeze(env)),
+            gc_thaw=_gc_thaw(env, freeze),
         )
+
+
+def _gc_freeze(env: _Env) -> float:
+    freeze = env.number("GC_FREEZE_SECONDS", 1.0, 0.0, 3600.0)
+    if 0 < freeze < 0.1:  # an idle worker would do nothing but freeze
+        raise ConfigError("GC_FREEZE_SECONDS must be 0 (Python's own policy) or at least 0.1")
+    return freeze
+
+
+def _gc_thaw(env: _Env, freeze: float) -> float:
+    thaw = env.number("GC_THAW_SECONDS", 600.0, 1.0, 7 * 86400.0)
+    if thaw < freeze:  # thaws happen on a freeze's tick: a shorter interval would not be kept
+        raise ConfigError(f"GC_THAW_SECONDS must be at least GC_FREEZE_SECONDS ({freeze:g})")
+    return thaw
 
 
 # Time a worker needs after a gateway call to record its outcome, on top of the call's deadline.

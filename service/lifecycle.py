@@ -122,13 +122,14 @@ async def _database(settings: Settings, stack: AsyncExitStack) -> Database:
 
 def _heap(settings: Settings, tasks: Supervisor, stack: AsyncExitStack) -> Heap:
     """Pauses timed always; the freeze policy (heap.py) unless GC_FREEZE_SECONDS=0."""
-    heap, pauses = Heap(settings.gc_freeze, settings.gc_thaw), Pauses()
+    pauses = Pauses()
+    heap = Heap(settings.gc_freeze, settings.gc_thaw, pauses)
     pauses.install()
     stack.callback(pauses.remove)
     if heap.enabled:
         stack.callback(heap.release)
-        tasks.start("heap", heap.run)
-        stack.push_async_callback(tasks.stop, ["heap"])
+    tasks.start("heap", heap.run)
+    stack.push_async_callback(tasks.stop, ["heap"])
     return heap
 
 

@@ -27,6 +27,8 @@ def test_defaults_need_no_environment() -> None:
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
         ({"GC_FREEZE_SECONDS": "-1"}, "GC_FREEZE_SECONDS"),
         ({"GC_THAW_SECONDS": "0"}, "GC_THAW_SECONDS"),
+        ({"GC_FREEZE_SECONDS": "1e-9"}, "GC_FREEZE_SECONDS"),
+        ({"GC_FREEZE_SECONDS": "60", "GC_THAW_SECONDS": "30"}, "GC_THAW_SECONDS"),
         ({"BRAINTREE_MERCHANT_ID": "m"}, "BRAINTREE_PUBLIC_KEY"),
         ({**KEYS, "BRAINTREE_ENVIRONMENT": "http://127.0.0.1:notaport"}, "BRAINTREE_ENVIRONMENT"),
         ({**KEYS, "BRAINTREE_ENVIRONMENT": "https://api.braintreegateway.com"}, "BRAINTREE_ENVIRONMENT"),

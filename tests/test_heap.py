@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
-from service.heap import Heap
+from service.heap import THAW_CLOSED, Heap, Pauses
 
 from .feed import Feed
 from .harness import wait_for
@@ -49,6 +50,38 @@ def test_each_step_freezes_and_a_step_past_the_thaw_interval_thaws(heap: Heap) -
     assert (heap.freezes, heap.thaws) == (1, 0)
     heap.step(heap.last_thaw + 60)
     assert heap.thaws == 1
+
+
+def test_sockets_closed_since_the_last_thaw_make_the_next_one_due_before_its_time(heap: Heap) -> None:
+    soon = heap.last_thaw + 1
+    for _ in range(THAW_CLOSED - 1):
+        heap.opened_socket()
+        heap.closed_socket()
+    assert not heap.due(soon)
+    heap.opened_socket()
+    heap.closed_socket()
+    assert heap.due(soon)  # what they left frozen is collected now, not in ten minutes
+    heap.thaw()
+    for _ in range(4 * THAW_CLOSED * 2):  # with 8,000 open, a quarter of them
+        heap.opened_socket()
+    for _ in range(THAW_CLOSED):
+        heap.closed_socket()
+    assert not heap.due(heap.last_thaw + 1)
+
+
+def pauses_counted(generation: str) -> float:
+    return REGISTRY.get_sample_value("murmuration_gc_pause_seconds_count", {"generation": generation}) or 0.0
+
+
+def test_a_collection_is_noted_without_touching_the_metrics_and_published_later() -> None:
+    # A collection can start inside prometheus-client while it holds its lock: the callback must not
+    # take it again (with several workers that lock is not reentrant, and the worker would hang).
+    pauses, before = Pauses(), pauses_counted("2")
+    pauses("start", {"generation": 2})
+    pauses("stop", {"generation": 2, "collected": 0})
+    assert pauses_counted("2") == before and len(pauses.noted) == 1
+    pauses.publish()
+    assert pauses_counted("2") == before + 1 and not pauses.noted
 
 
 def test_python_s_own_policy_is_kept_when_freezing_is_off() -> None:

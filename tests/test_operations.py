@@ -11,10 +11,12 @@ def test_health_is_ok_when_mongodb_answers(anon: httpx.Client) -> None:
     answer = anon.get("/health")
     assert answer.status_code == 200
     assert answer.json()["status"] == "ok"
+    assert answer.json()["heap"]["policy"] == "freeze"
     tasks = answer.json()["tasks"]  # every background task, by name (no Braintree here: no payment loops)
     assert tasks == {"hub-follow": {"state": "running", "restarts": 0}, "mail": {"state": "running", "restarts": 0},
                      "roster-heartbeat": {"state": "running", "restarts": 0},
-                     "coedit-keeper": {"state": "running", "restarts": 0}}  # fmt: skip
+                     "coedit-keeper": {"state": "running", "restarts": 0},
+                     "heap": {"state": "running", "restarts": 0}}  # fmt: skip
 
 
 def test_every_answer_names_the_instance(anon: httpx.Client, server) -> None:

@@ -108,3 +108,36 @@ def typed_state(text: str, client: int = 7) -> bytes:
     doc: Doc[Text] = Doc(client_id=client)
     doc.get("body", type=Text).insert(0, text)
     return doc.get_state()
+
+
+def chain(structs: int, clients: int = 64, base: int = 1000) -> bytes:
+    """One struct after another across `clients`, listed so that each client's first struct waits on
+    the last client's: integrated in the order listed, every pass over the clients places one."""
+    listed: dict[int, list[bytes]] = {i: [] for i in range(clients)}
+    previous: tuple[int, int] | None = None
+    for n in range(structs):
+        client = clients - 1 - n % clients
+        clock = len(listed[client])
+        if previous is None:
+            listed[client].append(bytes([4]) + uint(1) + uint(4) + b"body" + uint(1) + b"a")
+        else:
+            listed[client].append(bytes([4 | 0x80]) + uint(base + previous[0]) + uint(previous[1]) + uint(1) + b"a")
+        previous = (client, clock)
+    out = uint(clients)
+    for client in range(clients):
+        out += uint(len(listed[client])) + uint(base + client) + uint(0) + b"".join(listed[client])
+    return out + uint(0)
+
+
+def test_structs_listed_in_the_worst_order_are_placed_each_once_what_it_refers_to_is() -> None:
+    # Each struct waits on the one before, whatever client lists it (a struct is looked at again only
+    # when the text it lacks arrives: the round-robin before took 1.6 s for 37,500 of them).
+    check(read_update(chain(2000)), {})
+
+
+def test_a_first_text_made_again_from_another_body_has_other_ids() -> None:
+    from service.coediting.replica import GENESIS, genesis_client
+
+    first, again = genesis_client("doc", "Hello"), genesis_client("doc", "Hello world")
+    assert first != again and min(first, again) >= GENESIS and max(first, again) < 2**53
+    assert genesis_client("doc", "Hello") == first  # on every instance

@@ -58,7 +58,7 @@ async def load(
     body = doc.get("body") if doc else None
     body = body if isinstance(body, str) else None
     if replica.seq == 0 and not strict:
-        replica.begin(body or "", seq_of(doc))
+        replica.begin(document, body or "")
     if strict:
         replica.seq = until or 0
     return body

@@ -8,18 +8,23 @@ fails leaves the replica `stale`, to be read again, since the engine cannot take
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 from pycrdt import Doc, Text
 
 from . import texts
 from .yjs import ROOT, StateVector, read_vector
 
-GENESIS_CLIENT = 1  # the client id of a document's first text: the same bytes on every instance
-LOST_GENESIS = 1 << 32  # past Yjs's own client ids (random 32-bit): a text started again after its log was lost
+GENESIS = 1 << 32  # first texts' client ids start past Yjs's own (random 32-bit)
 
 
-def genesis_client(epoch: int) -> int:
-    return GENESIS_CLIENT if epoch <= 0 else LOST_GENESIS + min(epoch, (1 << 52))
+def genesis_client(document: object, body: str) -> int:
+    """The client id of a document's first text made from `body`: the same on every instance, and
+    another for another text. A log lost by hand is started again from the body; under the lost first
+    text's ids (client 1 before) a different text never converged with the editors that held it, and
+    under an id counted from `live.seq` a `live` reset by hand brought that back."""
+    digest = hashlib.sha256(f"{document}:{body}".encode()).digest()
+    return GENESIS + int.from_bytes(digest[:8], "big") % (1 << 52)
 
 
 BASE_EVERY = 64  # updates between two bases: a rerun reads at most about this many entries again
@@ -64,13 +69,10 @@ class Replica:
         """Fold an update in (ValueError if the engine cannot decode it)."""
         self.doc.apply_update(update)
 
-    def begin(self, body: str, epoch: int = 0) -> None:
+    def begin(self, document: object, body: str) -> None:
         """The first text of a document without a log: made the same way on every instance (one client,
-        clock 0), so two instances that start it at once make the same update. A document whose log is
-        gone (`epoch`: its last seq, deleted by hand) starts again under a client id of that epoch:
-        under the first one it would be another text with the same ids as the lost first text, which
-        editors still hold (two texts under one id never converge)."""
-        first: Doc[Text] = Doc(client_id=genesis_client(epoch))
+        clock 0), so two instances that start it at once make the same update."""
+        first: Doc[Text] = Doc(client_id=genesis_client(document, body))
         first.get(ROOT, type=Text).insert(0, body)
         self.genesis = first.get_update()
         self.apply(self.genesis)

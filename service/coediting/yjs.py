@@ -10,6 +10,7 @@ The layouts are Yjs's (`encoding.js`, `y-protocols/awareness.js`); integers are 
 
 from __future__ import annotations
 
+import heapq
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,23 +190,34 @@ def check(update: Update, known: StateVector) -> None:
     server has of it, or an origin or deletion naming something that does not exist (the engine would
     keep such an update pending, out of the text, for good). Its structs are integrated as the engine
     would, each once all it refers to is there: one that never can be (it refers to itself, to one
-    after it, or to a struct that refers back to it) is refused too."""
+    after it, or to a struct that refers back to it) is refused too. In time linear in the structs (a
+    struct waits on the one reference it lacks, and is woken once that client's text reaches it),
+    whatever order a hostile update lists them in."""
     for client, (start, _) in update.ranges.items():
         if start > known.get(client, 0):
             raise BadUpdate("the update depends on changes the server does not have: sync first")
     have = dict(known)
-    waiting = {client: list(reversed(structs)) for client, structs in update.structs.items() if structs}
-    while waiting:
-        progressed = False
-        for client in list(waiting):
-            structs = waiting[client]
-            while structs and all(clock < have.get(named, 0) for named, clock in structs[-1].references):
-                have[client] = max(have.get(client, 0), structs.pop().end)
-                progressed = True
-            if not structs:
-                del waiting[client]
-        if not progressed:
-            raise BadUpdate("the update refers to text the server does not have: sync first")
+    ready = [client for client, structs in update.structs.items() if structs]
+    following = dict.fromkeys(ready, 0)  # client -> the index of its next struct to integrate
+    waiting: dict[int, list[tuple[int, int]]] = {}  # client -> heap of (clock needed, client waiting)
+    left = sum(len(structs) for structs in update.structs.values())
+    while ready:
+        client = ready.pop()
+        structs = update.structs[client]
+        while following[client] < len(structs):
+            struct = structs[following[client]]
+            lacking = next(((named, clock) for named, clock in struct.references if clock >= have.get(named, 0)), None)
+            if lacking is not None:
+                heapq.heappush(waiting.setdefault(lacking[0], []), (lacking[1], client))
+                break
+            following[client] += 1
+            left -= 1
+            have[client] = reached = max(have.get(client, 0), struct.end)
+            woken = waiting.get(client)
+            while woken and woken[0][0] < reached:
+                ready.append(heapq.heappop(woken)[1])
+    if left:
+        raise BadUpdate("the update refers to text the server does not have: sync first")
     for client, clock, length in update.deletions:
         if clock + length > have.get(client, 0):
             raise BadUpdate("the update deletes text the server does not have: sync first")

@@ -17,6 +17,7 @@ from ..accounts import Accounts
 from ..budget import WriteBudget
 from ..config import Settings
 from ..database import Database
+from ..heap import Heap
 from ..metrics import SOCKETS
 from .hub import Hub
 from .inbox import Inbox
@@ -30,7 +31,7 @@ log = logging.getLogger("murmuration.ws")
 
 
 class Connection:
-    __slots__ = ("inbox", "keepalive", "outbox", "session", "settings", "slot", "wire", "ws")
+    __slots__ = ("heap", "inbox", "keepalive", "outbox", "session", "settings", "slot", "wire", "ws")
 
     def __init__(
         self,
@@ -41,8 +42,10 @@ class Connection:
         db: Database,
         settings: Settings,
         writes: WriteBudget,
+        heap: Heap,
     ) -> None:
         self.ws = ws
+        self.heap = heap
         self.settings = settings
         self.inbox = Inbox.install(ws)
         self.wire = Wire(ws)
@@ -53,6 +56,7 @@ class Connection:
 
     async def serve(self, header_token: str | None) -> None:
         self.slot = self.keepalive.add(self)  # from the start, as Sanic's keepalive was
+        self.heap.opened_socket()
         try:
             await self._authenticate(header_token)
             if self.session.state is State.OPEN:
@@ -70,6 +74,7 @@ class Connection:
             if closing is not None:
                 await self.ws.close(closing.code, closing.reason)
         finally:
+            self.heap.closed_socket()  # what it leaves frozen counts towards the next thaw
             self.keepalive.discard(self, self.slot)
             self.inbox.close()
             self.session.shut()
