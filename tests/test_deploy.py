@@ -104,6 +104,9 @@ def test_the_image_is_slim_non_root_health_checked_and_carries_the_code() -> Non
     for package in ("service", "handlers", "models", "deploy"):
         assert f"COPY {package} ./{package}" in dockerfile
     assert re.search(r'^CMD \["python", "-m", "service"\]', dockerfile, re.M)
+    # Under an init: as PID 1 the service would drop a SIGTERM that comes before its handler is in.
+    assert re.search(r'^ENTRYPOINT \["tini", "--"\]', dockerfile, re.M)
+    assert "install -y --no-install-recommends tini" in dockerfile
 
 
 def test_the_kubernetes_manifests_probe_health_and_name_only_real_settings() -> None:

@@ -9,20 +9,26 @@ of the parts it calls raises once, as a bug would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
 from deploy.local.gateway import GatewayServer
+from deploy.local.mongo import free_port
 from models.contacts import ContactIn
 from service import contacts, health, manager
 from service.context import Context
 from service.supervisor import Supervisor
 
-from .harness import Server, payments_env
+from .harness import ROOT, Server, payments_env, wait_for
 from .parts import Outbox, account, session, until
 
 
@@ -202,3 +208,46 @@ def test_a_sanic_whose_manager_changed_is_refused_at_start() -> None:
 
     with pytest.raises(RuntimeError, match=r"adapt service/manager\.py"):
         manager.install(Changed)
+
+
+def first_child(pid: int, timeout: float = 10.0) -> None:
+    """Wait until `pid` has started a child process (Sanic's helpers: start-up is under way)."""
+    wait_for(lambda: Path(f"/proc/{pid}/task/{pid}/children").read_text().split(), timeout, "a child process")
+
+
+def group(leader: int) -> list[str]:
+    return subprocess.run(["pgrep", "-g", str(leader)], capture_output=True, text=True).stdout.split()
+
+
+def gone(leader: int) -> None:
+    wait_for(lambda: not group(leader), 10, "no process of the service left", lambda: str(group(leader)))
+
+
+def started(mongo_url: str, name: str, pid_one: bool) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MONGO_URL": mongo_url, "MONGO_DB": name, "PORT": str(free_port()), "HOST": "127.0.0.1"}
+    command = [sys.executable, "-m", "service"]
+    if pid_one:  # as in a container without an init: the kernel drops signals PID 1 has no handler for
+        command = ["unshare", "--pid", "--fork", "--mount-proc", *command]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("pid_one", [False, True])
+def test_a_sigterm_early_in_the_start_stops_it_and_leaves_no_process_behind(mongo_url: str, pid_one: bool) -> None:
+    if pid_one and subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"]).returncode != 0:
+        pytest.skip("this machine cannot make a PID namespace (unshare): the container case is not tried")
+    for attempt in range(3):
+        process = started(mongo_url, f"t_early_{attempt}", pid_one)
+        try:
+            service = process.pid
+            if pid_one:  # the service is unshare's child, PID 1 in its namespace
+                first_child(process.pid)
+                service = int(Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()[0])
+            first_child(service)  # Sanic's helpers are starting: the signal comes in the middle of it
+            os.kill(service, signal.SIGTERM)
+            assert process.wait(10) == 0
+            # Helpers (multiprocessing's resource tracker, Sanic's manager) end once their parent has.
+            gone(process.pid)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
