@@ -144,5 +144,6 @@ class Heap:
             "freezes": self.freezes,
             "thaws": self.thaws,
             "reclaimed": self.reclaimed,
+            "sockets": self.open,
             "closed_since_thaw": self.closed,
         }

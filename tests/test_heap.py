@@ -142,6 +142,7 @@ def test_the_sockets_a_worker_froze_are_collected_once_closed(server, signup) ->
 def test_health_and_metrics_tell_the_policy_and_its_pauses(server) -> None:
     heap = heap_of(server)
     assert heap["freeze_seconds"] == 0.1 and heap["thaw_seconds"] == 1
+    wait_for(lambda: heap_of(server)["sockets"] == 0, 15, "every socket of the tests above counted closed")
     wait_for(lambda: heap_of(server)["thaws"] >= 1, 30, "a thaw")
     metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     pauses = [x for x in metrics.splitlines() if x.startswith('murmuration_gc_pause_seconds_count{generation="2"}')]
