@@ -23,7 +23,7 @@ def _acked_or_shutting_down(self: Any) -> bool:
 
 
 def install(manager: type = WorkerManager) -> None:
-    """Refuse to start on a Sanic whose manager no longer has what this reads."""
+    """End the start-up wait once shutdown has begun; refuse a Sanic whose manager lacks what this reads."""
     shutdown = getattr(manager, "shutdown", None)
     names = getattr(getattr(shutdown, "__code__", None), "co_names", ())
     if not callable(getattr(manager, "_all_workers_ack", None)) or "_shutting_down" not in names:
