@@ -17,7 +17,7 @@ import contextlib
 import enum
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -128,9 +128,7 @@ class Session:
         sub = self.subs.pop(sub_id, None)
         self.push(frame)
         if sub is not None and sub.stream == "doc":
-            # As an unsubscribe would: the document is no longer held for this subscriber.
-            self.hub.editors.closed(self.id, sub.target)
-            self.hub.editors.later(self._left(sub))
+            self.hub.editors.later(self._release(sub))  # as an unsubscribe would
 
     def overflow(self) -> None:
         if self.state is State.CLOSED:
@@ -316,8 +314,7 @@ class Session:
         except BaseException:
             self.subs.pop(sub_id, None)
             if stream == "doc":
-                self.hub.editors.closed(self.id, sub.target)
-                await self._left(sub)
+                await self._release(sub)
             raise
 
     async def _authorize(self, user: User, stream: str, params: dict[str, Any]) -> ObjectId | None:
@@ -344,8 +341,7 @@ class Session:
         self.hub.unsubscribe(sub)
         self.push(encode({"type": "unsubscribed", "id": sub.id}))
         if sub.stream == "doc":
-            self.hub.editors.closed(self.id, sub.target)
-            await self._left(sub)
+            await self._release(sub)
 
     # --- live co-editing (the `doc` stream) -------------------------------------------------
 
@@ -371,6 +367,13 @@ class Session:
         record = {"document": doc_id, "user": user.id, "name": user.name, "state": state, "at": now()}
         with contextlib.suppress(DatabaseError):
             await self.roster.present(self.id, f"{self.id}:{doc_id}", record)
+
+    def _release(self, sub: Subscription) -> Coroutine[Any, Any, None]:
+        """A doc subscription ended: its document is no longer held for it (every way one ends goes
+        through here: one that did not left its document pinned); what to run to take the connection
+        off the document's presence and editors."""
+        self.hub.editors.closed(self.id, sub.target)
+        return self._left(sub)
 
     async def _left(self, sub: Subscription) -> None:
         with contextlib.suppress(DatabaseError):
