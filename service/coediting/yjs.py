@@ -103,8 +103,7 @@ class Update:
 
 @dataclass(frozen=True, slots=True)
 class Struct:
-    start: int  # its first clock; it ends where the client's next one starts
-    end: int
+    end: int  # the clock after its last (the client's next struct starts there)
     references: tuple[tuple[int, int], ...]  # (client, clock) of its origins
 
 
@@ -122,7 +121,7 @@ def read_update(data: bytes) -> Update:
         for _ in range(structs):
             references: list[tuple[int, int]] = []
             length = _struct(reader, update, references)
-            listed.append(Struct(clock, _clock(clock + length), tuple(references)))
+            listed.append(Struct(_clock(clock + length), tuple(references)))
             clock = listed[-1].end
         update.ranges[client] = (start, clock)
     for _ in range(reader.uint()):
