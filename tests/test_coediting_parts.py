@@ -14,7 +14,9 @@ from pycrdt import Doc, Text
 from models.documents import DocumentIn
 from service import documents
 from service.accounts import User
+from service.coediting.editors import Editors
 from service.coediting.ledger import number
+from service.coediting.replica import Replica
 from service.context import Context
 from service.lifecycle import running
 from service.payments.catalog import Catalog
@@ -114,3 +116,13 @@ def test_a_seq_the_shell_wrote_as_a_double_is_read_as_the_integer() -> None:
     assert [number(value) for value in (5, 5.0, 2.0**52, 5.5, -1.0, float("nan"), True, "5", None)] == [
         5, 5, 2**52, 0, 0, 0, 0, 0, 0,
     ]  # fmt: skip
+
+
+def test_the_stream_reads_a_seq_as_the_log_does() -> None:
+    writer: Doc[Text] = Doc(client_id=77)
+    writer.get("body", type=Text).insert(0, "x")
+    replica = Replica()
+    Editors._follow(replica, True, writer.get_update())  # `true` is no seq: nothing folded
+    assert replica.seq == 0 and replica.body() == ""
+    Editors._follow(replica, 1.0, writer.get_update())  # the shell's double: the next update, folded
+    assert replica.seq == 1 and replica.body() == "x"

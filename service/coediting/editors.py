@@ -208,10 +208,12 @@ class Editors:
             self._follow(found, seq, record.get("update"))
 
     @staticmethod
-    def _follow(replica: Replica, seq: Any, update: Any) -> None:
-        """Fold the update logged as `seq` into the replica, if it is the next one; one past it means
-        a gap, and the replica is read again."""
-        if not isinstance(seq, int) or seq <= replica.seq:
+    def _follow(replica: Replica, stored: Any, update: Any) -> None:
+        """Fold the update logged as `stored` into the replica, if it is the next one; one past it means
+        a gap, and the replica is read again. The seq is read as the log's readers read it (a double the
+        shell wrote is its integer; `true` is no seq)."""
+        seq = ledger.number(stored)
+        if seq <= replica.seq:
             return
         if seq != replica.seq + 1:
             replica.stale = True  # a gap: read again rather than fold out of order
